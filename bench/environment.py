@@ -1,0 +1,168 @@
+"""What a result depends on besides the grid: software versions, hardware, provenance.
+
+Captured once per run into the sidecar (GPU state at the start and end of the
+run, so clock throttling during the run is visible), and summarised by
+:func:`fingerprint` for comparing runs.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import subprocess
+import sys
+from typing import Any, Dict, List, Optional
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit(path: Optional[str] = None) -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path or os.path.dirname(os.path.abspath(__file__)),
+                             capture_output=True, text=True, timeout=5)
+        commit = out.stdout.strip() if out.returncode == 0 else None
+        if commit:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                   cwd=path or os.path.dirname(os.path.abspath(__file__)),
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return None
+
+
+def _package_version(name: str) -> Optional[str]:
+    try:
+        from importlib.metadata import version
+        return version(name)
+    except Exception:
+        return None
+
+
+def software() -> Dict[str, Any]:
+    import torch
+
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchvision": _package_version("torchvision"),
+        "fvcore": _package_version("fvcore"),
+        "numpy": _package_version("numpy"),
+        "cuda": torch.version.cuda,
+        "cudnn": cudnn,
+        "platform": platform.platform(),
+    }
+
+
+def cpu_info() -> Dict[str, Any]:
+    import torch
+
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+    }
+
+
+def gpu_info() -> List[Dict[str, Any]]:
+    """Per visible GPU: torch's view plus NVML's (driver, clocks, temperature, throttling)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    gpus = []
+    for i in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(i)
+        info: Dict[str, Any] = {
+            "index": i,
+            "name": props.name,
+            "compute_capability": f"{props.major}.{props.minor}",
+            "memory_mb": props.total_memory / 2**20,
+            "multiprocessors": props.multi_processor_count,
+        }
+        info.update(nvml_state(i))
+        gpus.append(info)
+    return gpus
+
+
+def nvml_state(index: int) -> Dict[str, Any]:
+    """NVML facts about one GPU, or {} when NVML is unavailable."""
+    try:
+        import pynvml
+
+        from .memory import _physical_index
+
+        pynvml.nvmlInit()
+        h = pynvml.nvmlDeviceGetHandleByIndex(_physical_index(index))
+        reasons = pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(h)
+        return {
+            "uuid": _text(pynvml.nvmlDeviceGetUUID(h)),
+            "driver": _text(pynvml.nvmlSystemGetDriverVersion()),
+            "sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
+            "mem_clock_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM),
+            "max_sm_clock_mhz": pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM),
+            "temperature_c": pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU),
+            "power_w": pynvml.nvmlDeviceGetPowerUsage(h) / 1000.0,
+            "throttle_reasons": throttle_reason_names(reasons, pynvml),
+        }
+    except Exception as e:  # no NVML on this machine: say so rather than guess
+        return {"nvml_error": f"{type(e).__name__}: {e}"}
+
+
+def throttle_reason_names(mask: int, pynvml_module: Any) -> List[str]:
+    """Decode NVML's throttle-reason bit mask into names (idle is not a throttle)."""
+    names = []
+    for attr in dir(pynvml_module):
+        prefix = "nvmlClocksThrottleReason"
+        if attr.startswith(prefix) and attr not in (prefix + "None", prefix + "All", prefix + "Unknown"):
+            bit = getattr(pynvml_module, attr)
+            if isinstance(bit, int) and bit and mask & bit == bit:
+                names.append(attr[len(prefix):])
+    return sorted(set(names))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def capture(command: Optional[List[str]] = None) -> Dict[str, Any]:
+    """The full environment of a run, for the sidecar."""
+    return {
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(command if command is not None else sys.argv),
+        "git_commit": git_commit(),
+        "hostname": platform.node(),
+        "software": software(),
+        "cpu": cpu_info(),
+        "gpus": gpu_info(),
+    }
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        import torch
+        return torch.cuda.get_device_name()
+    return cpu_model()
+
+
+def fingerprint(env: Dict[str, Any], device: str = "cpu") -> Dict[str, Any]:
+    """The environment facts that make timings comparable between two runs."""
+    sw = env.get("software", {})
+    fp = {"torch": sw.get("torch"), "cuda": sw.get("cuda"), "cudnn": sw.get("cudnn")}
+    if device == "cuda" and env.get("gpus"):
+        fp["device_name"] = env["gpus"][0].get("name")
+        fp["driver"] = env["gpus"][0].get("driver")
+    else:
+        fp["device_name"] = env.get("cpu", {}).get("cpu_model")
+    return fp

@@ -1,0 +1,487 @@
+"""YAML grids: load, validate and expand into cells.
+
+A grid names a matrix the way CI build matrices do::
+
+    name: cardinality           # optional; defaults to the file name
+    description: ...            # optional
+    defaults: {...}             # settings applied to every cell
+    matrix: {key: [v1, v2]}     # cartesian product of the lists
+    exclude: [{key: v1}]        # drop matrix cells matching every key given
+    include: [{...}]            # extra cells (defaults + the entry)
+    quick: {...}                # settings applied on top under --quick
+
+Every problem is found before any work starts and reported as one line that
+names the file, the key path and what was expected (:class:`GridError`).
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import yaml
+
+from models import MODEL_FIELDS, ModelConfig, get_preset, model_complexity, preset_fields
+from models.iso import match_bottleneck_width
+
+from . import recipe
+from .errors import GridError
+
+TOP_LEVEL_KEYS = ("name", "description", "defaults", "matrix", "include", "exclude", "quick")
+
+
+# ----------------------------------------------------------------- field types
+def _int(minimum: int = 1) -> Callable[[Any], int]:
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise ValueError(f"expected an integer >= {minimum}, got {v!r}")
+        return v
+    return check
+
+
+def _number(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        raise ValueError(f"expected a positive number, got {v!r}")
+    return v
+
+
+def _bool(v):
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {v!r}")
+    return v
+
+
+def _choice(*allowed):
+    def check(v):
+        if v not in allowed:
+            raise ValueError(f"expected one of {', '.join(map(str, allowed))}, got {v!r}")
+        return v
+    return check
+
+
+def _optional(check):
+    return lambda v: None if v is None else check(v)
+
+
+def _int_list(v):
+    if not isinstance(v, list) or not v:
+        raise ValueError(f"expected a non-empty list of positive integers, got {v!r}")
+    for x in v:
+        if isinstance(x, bool) or not isinstance(x, int) or x < 1:
+            raise ValueError(f"expected a non-empty list of positive integers, got {v!r}")
+    return list(v)
+
+
+def _preset(v):
+    if not isinstance(v, str):
+        raise ValueError(f"expected a preset name, got {v!r}")
+    try:
+        preset_fields(v)
+    except KeyError as e:
+        raise ValueError(e.args[0]) from None
+    return v
+
+
+def _width(v):
+    if v == "auto":
+        return v
+    return _int()(v)
+
+
+_MATCH_FORMS = "{preset: NAME}, {value: NUMBER} or model fields of the reference (e.g. {cardinality: 1})"
+
+
+def _match(v):
+    """The iso-complexity target: a preset, a number, or the cell itself with some fields changed."""
+    if isinstance(v, str):
+        v = {"preset": v}
+    if not isinstance(v, dict):
+        raise ValueError(f"expected {_MATCH_FORMS}, plus metric: macs|params; got {v!r}")
+    fields = {k for k in v if k not in ("preset", "value", "metric")}
+    for key in fields:
+        if key not in ARCHITECTURE_FIELDS or key in ("preset", "match"):
+            raise ValueError(f"unknown key {key!r}; expected {_MATCH_FORMS}")
+        SETTINGS[key].check(v[key])
+    forms = ("preset" in v) + ("value" in v) + bool(fields)
+    if forms != 1:
+        raise ValueError(f"expected exactly one of {_MATCH_FORMS}")
+    if "preset" in v:
+        _preset(v["preset"])
+    if "value" in v:
+        _number(v["value"])
+    metric = v.get("metric", "macs")
+    _choice("macs", "params")(metric)
+    return {**v, "metric": metric}
+
+
+def _repeats(v):
+    if v == "auto":
+        return v
+    return _int()(v)
+
+
+def _train(v):
+    if v is None or v is False:
+        return None
+    if v is True:
+        return {}
+    if not isinstance(v, dict):
+        raise ValueError(f"expected a mapping of training settings, true or null, got {v!r}")
+    recipe.resolve(v)  # raises ValueError naming the bad key
+    return dict(v)
+
+
+def _pretrained(v):
+    if v in (True, False, "if_available"):
+        return v
+    raise ValueError(f"expected true, false or if_available, got {v!r}")
+
+
+@dataclass(frozen=True)
+class Field:
+    check: Callable[[Any], Any]
+    default: Any
+    help: str
+
+
+# Model fields default to None: the preset (or ModelConfig) supplies the value.
+MODEL_SETTINGS: Dict[str, Field] = {
+    "preset": Field(_optional(_preset), None, "named model from the registry"),
+    "block": Field(_optional(_choice("basic", "bottleneck")), None, "basic | bottleneck"),
+    "depth": Field(_optional(_int()), None, "network depth (18..152 imagenet; 6n+2 / 9n+2 cifar)"),
+    "blocks": Field(_optional(_int_list), None, "explicit blocks per stage"),
+    "cardinality": Field(_optional(_int()), None, "groups of the 3x3 conv"),
+    "bottleneck_width": Field(_optional(_width), None, "width per group d, or auto (needs match)"),
+    "match": Field(_optional(_match), None, "iso-complexity target for bottleneck_width: auto"),
+    "width_multiplier": Field(_optional(_number), None, "multiplier on stage widths"),
+    "stem": Field(_optional(_choice("imagenet", "cifar")), None, "imagenet | cifar"),
+    "layout": Field(_optional(_choice("imagenet", "cifar")), None, "stage layout (default: the stem)"),
+    "stem_width": Field(_optional(_int()), None, "stem output channels"),
+    "num_classes": Field(_optional(_int()), None, "classifier outputs"),
+    "input_size": Field(_optional(_int()), None, "input height = width, px"),
+    "pretrained": Field(_pretrained, False, "load torchvision weights: true | false | if_available"),
+    "freeze_backbone": Field(_bool, False, "train only the classifier"),
+}
+
+MEASURE_SETTINGS: Dict[str, Field] = {
+    "device": Field(_choice("auto", "cpu", "cuda"), "auto", "auto | cpu | cuda"),
+    "batch_sizes": Field(_int_list, [1, 32], "batch sizes to time (throughput curve)"),
+    "precision": Field(_choice("fp32", "bf16", "fp16"), "fp32", "fp32 | bf16 | fp16 (autocast)"),
+    "tf32": Field(_bool, False, "allow TF32 for fp32 on GPU"),
+    "memory_format": Field(_choice("contiguous", "channels_last"), "contiguous", "tensor layout"),
+    "compile": Field(_bool, False, "torch.compile the model (compile time reported apart)"),
+    "warmup": Field(_int(0), 5, "untimed iterations before timing"),
+    "repeats": Field(_repeats, "auto", "timed iterations, or auto (until stable or max_time_s)"),
+    "max_time_s": Field(_number, 2.0, "time budget per timed loop for repeats: auto, s"),
+    "threads": Field(_optional(_int()), None, "CPU threads (default: torch's)"),
+    "speed": Field(_bool, True, "measure inference latency/throughput"),
+    "train_step": Field(_bool, True, "measure the training-step time"),
+    "oom_backoff": Field(_bool, True, "retry smaller batches after running out of GPU memory"),
+    "train": Field(_train, None, "training settings (see bench/recipe.py), or null for none"),
+}
+
+SETTINGS: Dict[str, Field] = {**MODEL_SETTINGS, **MEASURE_SETTINGS}
+# Model settings that change the architecture (not the task or the weights).
+ARCHITECTURE_FIELDS = frozenset(MODEL_SETTINGS) - {"num_classes", "input_size", "pretrained", "freeze_backbone"}
+
+# What --quick does to every cell: a CPU-sized run.
+QUICK_SETTINGS = {"device": "cpu", "warmup": 2, "repeats": 10, "max_time_s": 1.0, "compile": False}
+QUICK_MAX_BATCH = 8
+
+
+# ----------------------------------------------------------------------- cells
+@dataclass
+class Cell:
+    """One resolved point of the grid: a model plus how to measure it."""
+
+    index: int
+    origin: str
+    model: ModelConfig
+    preset: Optional[str]
+    settings: Dict[str, Any]  # measurement settings (MEASURE_SETTINGS keys), resolved
+    pretrained: Any = False
+    freeze_backbone: bool = False
+    cell_id: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.cell_id:
+            self.cell_id = _hash(self.identity())
+
+    def identity(self) -> Dict[str, Any]:
+        """Everything that determines the cell's numbers (hashed into the id)."""
+        return {
+            "model": {k: v for k, v in self.model.to_dict().items() if k != "name"},
+            "pretrained": self.pretrained,
+            "freeze_backbone": self.freeze_backbone,
+            "settings": self.settings,
+        }
+
+    @property
+    def variant(self) -> str:
+        return self.model.label()
+
+    @property
+    def train(self) -> Optional[Dict[str, Any]]:
+        return self.settings.get("train")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"index": self.index, "origin": self.origin, "cell_id": self.cell_id, "preset": self.preset,
+                "variant": self.variant, "model": self.model.to_dict(), "pretrained": self.pretrained,
+                "freeze_backbone": self.freeze_backbone, "settings": self.settings}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Cell":
+        return cls(index=d["index"], origin=d["origin"], model=ModelConfig(**d["model"]), preset=d["preset"],
+                   settings=d["settings"], pretrained=d["pretrained"], freeze_backbone=d["freeze_backbone"],
+                   cell_id=d["cell_id"])
+
+
+def _hash(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+@dataclass
+class Grid:
+    path: str
+    name: str
+    description: str
+    cells: List[Cell]
+    raw: Dict[str, Any]
+    duplicates: int = 0  # cells dropped because an earlier cell resolved identically
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"path": self.path, "name": self.name, "description": self.description,
+                "source": self.raw, "cells": [c.to_dict() for c in self.cells]}
+
+
+# --------------------------------------------------------------------- loading
+def load_grid(path: str, quick: bool = False, device: Optional[str] = None,
+              cuda_available: Optional[bool] = None) -> Grid:
+    """Read, validate and expand a grid file. Raises :class:`GridError`."""
+    raw = _read_yaml(path)
+    return expand_grid(raw, path, quick=quick, device=device, cuda_available=cuda_available)
+
+
+def _read_yaml(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise GridError(path, "", "no such grid file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise GridError(path, where, f"malformed YAML: {problem}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise GridError(path, "", f"cannot read: {e}") from None
+    if not isinstance(data, dict):
+        raise GridError(path, "", f"expected a mapping with keys {', '.join(TOP_LEVEL_KEYS)}, "
+                                  f"got {type(data).__name__}")
+    return data
+
+
+def expand_grid(raw: Dict[str, Any], path: str = "<grid>", quick: bool = False, device: Optional[str] = None,
+                cuda_available: Optional[bool] = None) -> Grid:
+    """Validate a parsed grid mapping and expand it into resolved cells."""
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            raise GridError(path, str(key), f"unknown key{_suggest(key, TOP_LEVEL_KEYS)}; "
+                                            f"expected one of {', '.join(TOP_LEVEL_KEYS)}")
+    name = raw.get("name", os.path.splitext(os.path.basename(path))[0])
+    if not isinstance(name, str) or not name:
+        raise GridError(path, "name", f"expected a non-empty string, got {name!r}")
+    description = raw.get("description", "") or ""
+    if not isinstance(description, str):
+        raise GridError(path, "description", f"expected a string, got {description!r}")
+
+    defaults = _settings_block(raw.get("defaults"), path, "defaults")
+    quick_block = _settings_block(raw.get("quick"), path, "quick")
+    matrix = raw.get("matrix")
+    include = raw.get("include")
+    exclude = raw.get("exclude")
+
+    entries: List[Tuple[str, Dict[str, Any]]] = []
+    if matrix is not None:
+        if not isinstance(matrix, dict):
+            raise GridError(path, "matrix", f"expected a mapping of setting -> list of values, got {matrix!r}")
+        if not matrix:
+            raise GridError(path, "matrix", "is empty; give at least one setting with a list of values")
+        axes = []
+        for key, values in matrix.items():
+            _known(key, path, f"matrix.{key}")
+            if not isinstance(values, list) or not values:
+                raise GridError(path, f"matrix.{key}", f"expected a non-empty list of values, got {values!r}")
+            for i, v in enumerate(values):
+                _check_value(key, v, path, f"matrix.{key}[{i}]")
+            axes.append([(key, v) for v in values])
+        excludes = _entry_list(exclude, path, "exclude")
+        for combo in itertools.product(*axes):
+            entry = dict(combo)
+            if any(all(entry.get(k, _MISSING) == v for k, v in ex.items()) for ex in excludes):
+                continue
+            desc = ", ".join(f"{k}={v}" for k, v in combo)
+            entries.append((f"matrix ({desc})", entry))
+        if not entries:
+            raise GridError(path, "exclude", "removes every cell of the matrix")
+    elif exclude is not None:
+        raise GridError(path, "exclude", "has no matrix to exclude cells from")
+    for i, entry in enumerate(_entry_list(include, path, "include")):
+        entries.append((f"include[{i}]", entry))
+    if not entries:
+        raise GridError(path, "matrix", "the grid has no cells: give a matrix or an include list")
+
+    cells: List[Cell] = []
+    seen = set()
+    duplicates = 0
+    for origin, entry in entries:
+        base = defaults
+        if "preset" in entry:
+            # A cell that names its own preset means that model: the defaults'
+            # architecture fields (written for the other cells) do not apply.
+            base = {k: v for k, v in defaults.items() if k not in ARCHITECTURE_FIELDS}
+        settings = {**base, **entry}
+        if quick:
+            settings = _shrink(settings, quick_block)
+        if device and device != "auto":
+            settings["device"] = device
+        cell = _resolve_cell(len(cells), origin, settings, path, cuda_available)
+        if cell.cell_id in seen:
+            duplicates += 1
+            continue
+        seen.add(cell.cell_id)
+        cells.append(cell)
+    return Grid(path, name, description, cells, raw, duplicates)
+
+
+_MISSING = object()
+
+
+def _suggest(key: Any, choices) -> str:
+    close = difflib.get_close_matches(str(key), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _known(key: Any, path: str, keypath: str) -> None:
+    if key not in SETTINGS:
+        if key in MODEL_FIELDS:  # a ModelConfig field not settable from grids (e.g. name)
+            raise GridError(path, keypath, "cannot be set in a grid")
+        raise GridError(path, keypath, f"unknown setting{_suggest(key, SETTINGS)}; "
+                                       f"known settings: {', '.join(SETTINGS)}")
+
+
+def _check_value(key: str, value: Any, path: str, keypath: str) -> Any:
+    try:
+        return SETTINGS[key].check(value)
+    except ValueError as e:
+        raise GridError(path, keypath, str(e)) from None
+
+
+def _settings_block(block: Any, path: str, keypath: str) -> Dict[str, Any]:
+    if block is None:
+        return {}
+    if not isinstance(block, dict):
+        raise GridError(path, keypath, f"expected a mapping of settings, got {block!r}")
+    out = {}
+    for key, value in block.items():
+        _known(key, path, f"{keypath}.{key}")
+        out[key] = _check_value(key, value, path, f"{keypath}.{key}")
+    return out
+
+
+def _entry_list(entries: Any, path: str, keypath: str) -> List[Dict[str, Any]]:
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise GridError(path, keypath, f"expected a list of mappings, got {entries!r}")
+    out = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not entry:
+            raise GridError(path, f"{keypath}[{i}]", f"expected a non-empty mapping of settings, got {entry!r}")
+        out.append(_settings_block(entry, path, f"{keypath}[{i}]"))
+    return out
+
+
+def _shrink(settings: Dict[str, Any], quick_block: Dict[str, Any]) -> Dict[str, Any]:
+    """--quick: a CPU-sized version of the cell (small batches, few repeats, tiny training)."""
+    out = {**settings, **QUICK_SETTINGS}
+    sizes = sorted({b for b in settings.get("batch_sizes", SETTINGS["batch_sizes"].default) if b <= QUICK_MAX_BATCH})
+    out["batch_sizes"] = sizes or [1]
+    if settings.get("train") is not None:
+        out["train"] = {**settings["train"], **recipe.quick_overrides()}
+    out.update(quick_block)
+    return out
+
+
+def _resolve_cell(index: int, origin: str, settings: Dict[str, Any], path: str,
+                  cuda_available: Optional[bool]) -> Cell:
+    where = f"cell {index} from {origin}"
+    overrides = {k: settings[k] for k in MODEL_FIELDS if k in SETTINGS and settings.get(k) is not None}
+    preset = settings.get("preset")
+    # An explicit depth replaces a preset's blocks and vice versa.
+    if "blocks" in overrides and "depth" not in overrides:
+        overrides["depth"] = None
+    if "depth" in overrides and "blocks" not in overrides:
+        overrides["blocks"] = None
+    match = settings.get("match")
+    auto_width = overrides.get("bottleneck_width") == "auto"
+    if auto_width and not match:
+        raise GridError(path, where, "bottleneck_width: auto needs match: {preset: NAME, metric: macs|params}")
+    if match and not auto_width:
+        raise GridError(path, where, "match: only used with bottleneck_width: auto")
+    try:
+        if auto_width:
+            probe = _config(preset, {**overrides, "bottleneck_width": 64})
+            target = _match_target(match, probe)
+            overrides["bottleneck_width"] = match_bottleneck_width(probe, target, match["metric"])
+        config = _config(preset, overrides)
+    except ValueError as e:
+        raise GridError(path, where, str(e)) from None
+
+    measure = {k: settings.get(k, f.default) for k, f in MEASURE_SETTINGS.items()}
+    measure["batch_sizes"] = list(measure["batch_sizes"])
+    measure["device"] = _resolve_device(measure["device"], cuda_available)
+    if measure["train"] is not None:
+        measure["train"] = recipe.resolve(measure["train"]).to_dict()
+    pretrained = settings.get("pretrained", False)
+    if pretrained and not preset:
+        raise GridError(path, where, "pretrained: needs a preset (torchvision weights exist for the "
+                                     "ImageNet presets only)")
+    return Cell(index, origin, config, preset, measure, pretrained, settings.get("freeze_backbone", False))
+
+
+def _config(preset: Optional[str], overrides: Dict[str, Any]) -> ModelConfig:
+    if preset:
+        return get_preset(preset, **overrides)
+    return ModelConfig(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _match_target(match: Dict[str, Any], probe: ModelConfig) -> float:
+    if "value" in match:
+        return float(match["value"])
+    if "preset" in match:
+        # The reference is evaluated on the same task (classes, input size) as the cell.
+        ref = get_preset(match["preset"], num_classes=probe.num_classes, input_size=probe.input_size)
+    else:
+        changes = {k: v for k, v in match.items() if k != "metric"}
+        ref = probe.replace(**changes)
+    return getattr(model_complexity(ref), match["metric"])
+
+
+def _resolve_device(device: str, cuda_available: Optional[bool]) -> str:
+    if device != "auto":
+        return device
+    if cuda_available is None:
+        import torch
+        cuda_available = torch.cuda.is_available()
+    return "cuda" if cuda_available else "cpu"
+
+
+def settings_help() -> str:
+    """The settings a grid may use, for docs and --help."""
+    return "\n".join(f"  {k:18s} {f.help} (default: {f.default!r})" for k, f in SETTINGS.items())

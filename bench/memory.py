@@ -1,0 +1,127 @@
+"""Peak memory of one workload, measured in its own loop (never inside a timed loop).
+
+GPU: the caching allocator's peaks (``max_memory_allocated``: tensors alive at
+the worst moment; ``max_memory_reserved``: what the allocator held from the
+driver) after resetting them, plus NVML's device-level "used" figure, which
+also counts the CUDA context and other processes.
+
+CPU: the growth of the process's peak resident set size during the workload.
+On Linux the kernel's peak (VmHWM) is reset by writing 5 to
+/proc/self/clear_refs, so the peak reflects this workload alone; where that is
+not possible the lifetime peak (``ru_maxrss``) is used and only a new peak
+shows up as growth. Freed heap memory is first handed back to the OS
+(``malloc_trim``); otherwise a workload that reuses pages the allocator
+already holds would show no growth at all.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import resource
+from typing import Callable, Dict, Optional
+
+MIB = 1024 * 1024
+
+
+def _read_status_kib(field: str) -> Optional[int]:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def current_rss_mb() -> Optional[float]:
+    kib = _read_status_kib("VmRSS")
+    return kib / 1024 if kib is not None else None
+
+
+def process_peak_rss_mb() -> float:
+    """The process's lifetime peak RSS (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _release_free_heap() -> None:
+    """Return freed heap pages to the OS (glibc), so memory the workload reuses shows up as growth."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def cpu_peak_growth_mb(fn: Callable[[], object], iterations: int = 2) -> float:
+    """Peak RSS growth (MiB) over the RSS before running ``fn`` ``iterations`` times."""
+    gc.collect()
+    _release_free_heap()
+    before = current_rss_mb()
+    if before is not None and _reset_peak_rss():
+        for _ in range(iterations):
+            fn()
+        peak = _read_status_kib("VmHWM")
+        if peak is not None:
+            return max(0.0, peak / 1024 - before)
+    start_peak = process_peak_rss_mb()
+    for _ in range(iterations):
+        fn()
+    return max(0.0, process_peak_rss_mb() - start_peak)
+
+
+def gpu_peak(fn: Callable[[], object], iterations: int = 2, device_index: Optional[int] = None) -> Dict[str, float]:
+    """Peak allocated/reserved (torch) and used (NVML) memory in MiB while running ``fn``."""
+    import torch
+
+    gc.collect()
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    nvml_peak = None
+    for _ in range(iterations):
+        fn()
+        torch.cuda.synchronize()
+        used = nvml_used_mb(device_index)
+        if used is not None:
+            nvml_peak = used if nvml_peak is None else max(nvml_peak, used)
+    return {
+        "alloc": torch.cuda.max_memory_allocated() / MIB,
+        "reserved": torch.cuda.max_memory_reserved() / MIB,
+        "nvml": nvml_peak,
+    }
+
+
+def nvml_used_mb(device_index: Optional[int] = None) -> Optional[float]:
+    """Device memory in use per NVML, MiB, or None without NVML."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(_physical_index(device_index))
+        return pynvml.nvmlDeviceGetMemoryInfo(handle).used / MIB
+    except Exception:  # no driver, no NVML: the column stays empty
+        return None
+
+
+def _physical_index(device_index: Optional[int]) -> int:
+    """NVML numbers devices physically; map through CUDA_VISIBLE_DEVICES when it lists indices."""
+    import torch
+
+    index = torch.cuda.current_device() if device_index is None else device_index
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        parts = [p.strip() for p in visible.split(",") if p.strip()]
+        if index < len(parts) and parts[index].isdigit():
+            return int(parts[index])
+    return index

@@ -1,0 +1,66 @@
+"""Turn a cell into result rows: the columns every row of a cell shares, and failure rows."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from models import ModelConfig
+
+from .grid import Cell
+from .schema import empty_row
+
+
+def architecture_columns(config: ModelConfig) -> Dict[str, Any]:
+    """Per-stage channels and strides: what a detection neck (an FPN over C2..C5) needs."""
+    stages = config.stages()
+    strides = []
+    stride = config.stem_stride()
+    for i, stage in enumerate(stages):
+        stride *= stage.stride
+        strides.append(stride)
+    return {
+        "stage_channels": "-".join(str(s.out_channels) for s in stages),
+        "stage_strides": "-".join(str(s) for s in strides),
+        "feature_dim": config.feature_dim,
+        "groups": config.cardinality,
+    }
+
+
+def cell_columns(cell: Cell, device_name: Optional[str] = None) -> Dict[str, Any]:
+    """The columns that do not depend on the measurement (model, settings, architecture)."""
+    m = cell.model
+    s = cell.settings
+    row = empty_row()
+    row.update({
+        "cell_id": cell.cell_id,
+        "variant": cell.variant,
+        "preset": cell.preset or "",
+        "family": m.family(),
+        "block": m.block,
+        "depth": m.total_depth,
+        "blocks": "-".join(str(b) for b in m.stage_blocks()),
+        "cardinality": m.cardinality,
+        "bottleneck_width": m.bottleneck_width,
+        "width_multiplier": m.width_multiplier,
+        "stem": m.stem,
+        "layout": m.layout,
+        "num_classes": m.num_classes,
+        "input_size": m.input_size,
+        "pretrained": "none",
+        "device": s["device"],
+        "device_name": device_name,
+        "precision": s["precision"],
+        "tf32": s["tf32"] if s["device"] == "cuda" and s["precision"] == "fp32" else None,
+        "memory_format": s["memory_format"],
+        "compile": s["compile"],
+        "threads": s.get("threads"),
+    })
+    row.update(architecture_columns(m))
+    return row
+
+
+def failure_rows(cell: Cell, status: str, message: str, device_name: Optional[str] = None) -> List[Dict[str, Any]]:
+    """One row recording why a cell produced no measurements."""
+    row = cell_columns(cell, device_name)
+    row["status"] = status
+    row["error"] = " ".join(str(message).split())[:500]  # one line, bounded
+    return [row]
