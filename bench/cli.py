@@ -43,6 +43,8 @@ def build_run_parser() -> argparse.ArgumentParser:
                    help=f"result CSV (sidecar NAME.json beside it); default {DEFAULT_OUT_DIR}/GRID[-quick].csv")
     p.add_argument("--quick", action="store_true",
                    help="shrink the grid to a CPU-sized run: batches <= 8, 10 repeats, tiny training subset")
+    p.add_argument("--data-root", default=None,
+                   help="folder holding cifar-10-batches-py/ (default: each cell's train.data_root, 'data')")
     p.add_argument("--dry-run", action="store_true", help="list the expanded cells with params/MACs and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="do not write plots and report.md after the run")
@@ -97,7 +99,7 @@ def list_presets_command() -> int:
 def run_command(args: argparse.Namespace, argv: List[str]) -> int:
     from .grid import load_grid
 
-    grid = load_grid(args.grid, quick=args.quick, device=args.device)
+    grid = load_grid(args.grid, quick=args.quick, device=args.device, data_root=args.data_root)
     if args.dry_run:
         print_dry_run(grid)
         return 0
@@ -111,9 +113,28 @@ def run_command(args: argparse.Namespace, argv: List[str]) -> int:
     print(format_summary(summary.rows))
     print(f"\nwrote {len(summary.rows)} rows to {summary.csv_path}")
     print(f"wrote run metadata (grid, environment) to {summary.sidecar_path}")
+    if not args.no_report:
+        _write_report(out)
     if summary.failed_cells:
         print(f"{summary.failed_cells} cell(s) failed: see the status and error columns", file=sys.stderr)
     return 0 if summary.ok else 1
+
+
+def report_dir_for(csv_path: str) -> str:
+    """plots/NAME/ for results/.../NAME.csv."""
+    return os.path.join("plots", os.path.splitext(os.path.basename(csv_path))[0])
+
+
+def _write_report(csv_path: str) -> None:
+    from .reports import write_report
+
+    out_dir = report_dir_for(csv_path)
+    try:
+        report = write_report([csv_path], out_dir)
+    except UserError as e:  # the results are safe on disk; a report problem must not hide them
+        print(f"warning: no report written: {e}", file=sys.stderr)
+        return
+    print(f"wrote plots and report to {report}")
 
 
 def _check_out_path(out: str) -> None:

@@ -212,12 +212,19 @@ class Cell:
             self.cell_id = _hash(self.identity())
 
     def identity(self) -> Dict[str, Any]:
-        """Everything that determines the cell's numbers (hashed into the id)."""
+        """Everything that determines the cell's numbers (hashed into the id).
+
+        Where the data lives is not part of it: the same CIFAR-10 in another
+        folder gives the same cell.
+        """
+        settings = dict(self.settings)
+        if settings.get("train") is not None:
+            settings["train"] = {k: v for k, v in settings["train"].items() if k != "data_root"}
         return {
             "model": {k: v for k, v in self.model.to_dict().items() if k != "name"},
             "pretrained": self.pretrained,
             "freeze_backbone": self.freeze_backbone,
-            "settings": self.settings,
+            "settings": settings,
         }
 
     @property
@@ -261,10 +268,10 @@ class Grid:
 
 # --------------------------------------------------------------------- loading
 def load_grid(path: str, quick: bool = False, device: Optional[str] = None,
-              cuda_available: Optional[bool] = None) -> Grid:
+              cuda_available: Optional[bool] = None, data_root: Optional[str] = None) -> Grid:
     """Read, validate and expand a grid file. Raises :class:`GridError`."""
     raw = _read_yaml(path)
-    return expand_grid(raw, path, quick=quick, device=device, cuda_available=cuda_available)
+    return expand_grid(raw, path, quick=quick, device=device, cuda_available=cuda_available, data_root=data_root)
 
 
 def _read_yaml(path: str) -> Dict[str, Any]:
@@ -287,7 +294,7 @@ def _read_yaml(path: str) -> Dict[str, Any]:
 
 
 def expand_grid(raw: Dict[str, Any], path: str = "<grid>", quick: bool = False, device: Optional[str] = None,
-                cuda_available: Optional[bool] = None) -> Grid:
+                cuda_available: Optional[bool] = None, data_root: Optional[str] = None) -> Grid:
     """Validate a parsed grid mapping and expand it into resolved cells."""
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
@@ -350,6 +357,8 @@ def expand_grid(raw: Dict[str, Any], path: str = "<grid>", quick: bool = False, 
             settings = _shrink(settings, quick_block)
         if device and device != "auto":
             settings["device"] = device
+        if data_root and settings.get("train") is not None:
+            settings["train"] = {**settings["train"], "data_root": data_root}
         cell = _resolve_cell(len(cells), origin, settings, path, cuda_available)
         if cell.cell_id in seen:
             duplicates += 1
