@@ -1,0 +1,413 @@
+"""Regression verdicts and the compare/baseline subcommands, on hand-made result files.
+
+The files are written with the project's own writers (schema rows, CSV text,
+atomic sidecar), so the tests run the same read path as a real comparison.
+"""
+import copy
+import json
+import os
+
+import pytest
+
+from bench import regression as reg
+from bench.baselines import store_baseline
+from bench.cli import main
+from bench.errors import UserError
+from bench.results import rows_to_csv_text, sidecar_path, write_json_atomic
+from bench.schema import empty_row
+from bench.stats import format_samples, median
+
+ENV = {
+    "software": {"torch": "2.3.0", "cuda": None, "cudnn": None},
+    "cpu": {"cpu_model": "Test CPU 3000", "torch_threads": 2},
+    "gpus": [],
+}
+TIGHT = [10.0 + 0.02 * i for i in range(10)]  # IQR/median ~ 1%
+NOISY = [4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0, 22.0]  # IQR/median ~ 70%
+
+
+def scaled(samples, factor):
+    return [x * factor for x in samples]
+
+
+def make_row(cell_id="c0ffee000001", variant="resnet20", batch=8, status="ok", params=272474,
+             latency=TIGHT, train=None, acc_seeds=(0.61,), error=None):
+    row = empty_row()
+    row.update(cell_id=cell_id, variant=variant, device="cpu", device_name="Test CPU 3000", precision="fp32",
+               memory_format="contiguous", compile=False, threads=2, batch_size=batch, requested_batch_size=batch,
+               status=status, error=error)
+    if status != "ok":
+        return row
+    row.update(params=params, macs=params * 150, flops=params * 300, activations=params * 3)
+    if latency is not None:
+        m = median(latency)
+        row.update(latency_ms_median=m, latency_samples_ms=format_samples(latency), throughput_img_s=batch * 1e3 / m)
+    if train is not None:
+        m = median(train)
+        row.update(train_step_ms_median=m, train_step_samples_ms=format_samples(train),
+                   train_throughput_img_s=batch * 1e3 / m)
+    if acc_seeds:
+        mean = sum(acc_seeds) / len(acc_seeds)
+        std = (sum((a - mean) ** 2 for a in acc_seeds) / (len(acc_seeds) - 1)) ** 0.5 if len(acc_seeds) > 1 else None
+        row.update(top1_acc=mean, top1_acc_std=std, n_seeds=len(acc_seeds), top1_acc_seeds=format_samples(acc_seeds))
+    return row
+
+
+def write_run(path, rows, env=ENV, extra_meta=None):
+    with open(path, "w") as f:
+        f.write(rows_to_csv_text(rows, header=True))
+    meta = {"schema_version": 1, "status": "finished", "environment": env}
+    meta.update(extra_meta or {})
+    write_json_atomic(sidecar_path(str(path)), meta)
+    return str(path)
+
+
+def compare_cli(capsys, base, cur, *extra):
+    code = main(["compare", cur, "--baseline", base, *extra])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def line_for(out, metric, batch="8"):
+    """The table line of ``metric`` (at ``batch``), split into fields."""
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[0] == metric and fields[1] == batch:
+            return fields
+    raise AssertionError(f"no line for {metric} bs={batch} in:\n{out}")
+
+
+@pytest.fixture
+def two_rows():
+    return [make_row(batch=1, latency=scaled(TIGHT, 0.2)), make_row(batch=8)]
+
+
+# ------------------------------------------------------------------ pure verdicts
+def test_tight_20_percent_slowdown_regresses():
+    v = reg.timing_verdict(median(TIGHT), median(TIGHT) * 1.2, TIGHT, scaled(TIGHT, 1.2), higher_is_better=False)
+    assert v.verdict == reg.REGRESSED
+    assert v.ratio == pytest.approx(1.2)
+    assert v.p_value < 0.001
+
+
+def test_noisy_20_percent_slowdown_is_within_noise():
+    v = reg.timing_verdict(median(NOISY), median(NOISY) * 1.2, NOISY, scaled(NOISY, 1.2), higher_is_better=False)
+    assert v.verdict == reg.NOISE
+    assert v.p_value > 0.05
+    assert "within noise" in v.note
+
+
+def test_3_percent_change_is_ok_even_when_significant():
+    v = reg.timing_verdict(median(TIGHT), median(TIGHT) * 1.03, TIGHT, scaled(TIGHT, 1.03), higher_is_better=False)
+    assert v.verdict == reg.OK
+
+
+def test_faster_is_improved_and_direction_follows_the_metric():
+    faster = scaled(TIGHT, 0.7)
+    lat = reg.timing_verdict(median(TIGHT), median(faster), TIGHT, faster, higher_is_better=False)
+    assert lat.verdict == reg.IMPROVED
+    # throughput of the same samples: higher is better, so the same data is an improvement too ...
+    thr = reg.timing_verdict(8e3 / median(TIGHT), 8e3 / median(faster), TIGHT, faster, higher_is_better=True)
+    assert thr.verdict == reg.IMPROVED
+    # ... and a throughput drop is a regression
+    drop = reg.timing_verdict(100.0, 70.0, TIGHT, scaled(TIGHT, 1 / 0.7), higher_is_better=True)
+    assert drop.verdict == reg.REGRESSED
+
+
+def test_latency_and_throughput_agree_at_the_threshold_edge():
+    # +10.5% time is past 10%; throughput drops by 9.5%, which must still count as past the threshold
+    lat = reg.timing_verdict(10.0, 11.05, TIGHT, scaled(TIGHT, 1.105), higher_is_better=False)
+    thr = reg.timing_verdict(800.0, 800.0 / 1.105, TIGHT, scaled(TIGHT, 1.105), higher_is_better=True)
+    assert lat.verdict == thr.verdict == reg.REGRESSED
+
+
+def test_without_samples_a_big_change_is_not_trusted():
+    v = reg.timing_verdict(10.0, 20.0, [], [20.0], higher_is_better=False)
+    assert v.verdict == reg.NOISE
+    assert "too few raw samples" in v.note
+
+
+def test_exact_metrics():
+    assert reg.exact_verdict(100, 100).verdict == reg.OK
+    changed = reg.exact_verdict(100, 99)
+    assert changed.verdict == reg.CHANGED and changed.note.startswith("-1")
+    assert reg.exact_verdict(100, 400, allowed=True).verdict == reg.ALLOWED
+
+
+def test_accuracy_several_seeds_uses_the_spread():
+    base = reg.AccuracyStats(mean=0.80, std=0.002, n=3)
+    # drop of 2 pp against a pooled std of 0.2 pp: regressed, and not a weak verdict
+    v = reg.accuracy_verdict(base, reg.AccuracyStats(0.78, 0.002, 3), k=2, floor=0.005)
+    assert v.verdict == reg.REGRESSED and "weak" not in v.note
+    # the same drop with seeds spread by 2 pp is within k x std
+    noisy = reg.accuracy_verdict(reg.AccuracyStats(0.80, 0.02, 3), reg.AccuracyStats(0.78, 0.02, 3), k=2, floor=0.005)
+    assert noisy.verdict == reg.OK
+    assert reg.accuracy_verdict(base, reg.AccuracyStats(0.83, 0.002, 3)).verdict == reg.IMPROVED
+
+
+def test_accuracy_one_seed_is_weak_and_uses_the_floor():
+    one = reg.AccuracyStats(0.80, 0.0, 1)
+    v = reg.accuracy_verdict(one, reg.AccuracyStats(0.79, 0.0, 1), k=2, floor=0.005)
+    assert v.verdict == reg.REGRESSED
+    assert "weak: 1 seed" in v.note
+    assert reg.accuracy_verdict(one, reg.AccuracyStats(0.797, 0.0, 1), floor=0.005).verdict == reg.OK
+
+
+def test_pooled_std():
+    assert reg.pooled_std(reg.AccuracyStats(0, 0.0, 1), reg.AccuracyStats(0, 0.0, 1)) == 0.0
+    assert reg.pooled_std(reg.AccuracyStats(0, 0.3, 3), reg.AccuracyStats(0, 0.4, 3)) == pytest.approx(
+        ((0.09 + 0.16) / 2) ** 0.5)
+
+
+# ------------------------------------------------------------------ compare via the CLI
+def test_identical_runs_pass(tmp_path, capsys, two_rows):
+    base = write_run(tmp_path / "base.csv", two_rows)
+    cur = write_run(tmp_path / "cur.csv", two_rows)
+    code, out, _ = compare_cli(capsys, base, cur)
+    assert code == 0
+    assert "result: PASS" in out
+    assert "ok lines hidden" in out
+    assert "params" not in out  # ok lines are hidden by default
+    code, out, _ = compare_cli(capsys, base, cur, "--all")
+    assert code == 0
+    assert line_for(out, "params", "-")[1:5] == ["-", "272,474", "272,474", "1.000"]
+    assert line_for(out, "latency_ms_median", "1")[5] == "ok"
+    assert line_for(out, "latency_ms_median", "1")[-2:] == ["report", "only"]
+
+
+def test_tight_slowdown_reported_but_not_gating_by_default(tmp_path, capsys, two_rows):
+    base = write_run(tmp_path / "base.csv", two_rows)
+    slow = copy.deepcopy(two_rows)
+    slow[1] = make_row(batch=8, latency=scaled(TIGHT, 1.2))
+    cur = write_run(tmp_path / "cur.csv", slow)
+    code, out, _ = compare_cli(capsys, base, cur)
+    assert code == 0
+    assert line_for(out, "latency_ms_median")[2:6] == ["10.09", "12.11", "1.200", "regressed"]
+    assert line_for(out, "throughput_img_s")[5] == "regressed"
+    assert "not gating" in out and "result: PASS" in out
+    code, out, _ = compare_cli(capsys, base, cur, "--timings", "gate")
+    assert code == 1
+    assert "result: FAIL (2 regressed)" in out
+
+
+def test_noisy_slowdown_is_tilde_even_when_gating(tmp_path, capsys):
+    base = write_run(tmp_path / "base.csv", [make_row(latency=NOISY)])
+    cur = write_run(tmp_path / "cur.csv", [make_row(latency=scaled(NOISY, 1.2))])
+    code, out, _ = compare_cli(capsys, base, cur, "--timings", "gate")
+    assert code == 0
+    assert line_for(out, "latency_ms_median")[5] == "~"
+
+
+def test_thresholds_from_sidecar_and_command_line(tmp_path, capsys):
+    base = write_run(tmp_path / "base.csv", [make_row()], extra_meta={"thresholds": {"latency_ms_median": 0.5,
+                                                                                      "throughput_img_s": 0.5}})
+    cur = write_run(tmp_path / "cur.csv", [make_row(latency=scaled(TIGHT, 1.2))])
+    code, out, _ = compare_cli(capsys, base, cur, "--timings", "gate")
+    assert code == 0  # 20% is within the baseline's own 50%
+    code, out, _ = compare_cli(capsys, base, cur, "--timings", "gate", "--threshold", "latency_ms_median=0.05")
+    assert code == 1  # the command line wins for latency; throughput keeps 50%
+    assert line_for(out, "latency_ms_median")[5] == "regressed"
+    assert "throughput_img_s" not in out
+
+
+def test_environment_mismatch_is_incomparable(tmp_path, capsys):
+    base = write_run(tmp_path / "base.csv", [make_row()])
+    env = copy.deepcopy(ENV)
+    env["software"]["torch"] = "2.4.0"
+    cur = write_run(tmp_path / "cur.csv", [make_row(latency=scaled(TIGHT, 1.5))], env=env)
+    code, out, _ = compare_cli(capsys, base, cur, "--timings", "gate")
+    assert code == 0
+    fields = line_for(out, "latency_ms_median")
+    assert fields[5] == "incomparable"
+    assert "torch 2.3.0 vs 2.4.0" in out
+    # thread count is part of the fingerprint too
+    cur2 = write_run(tmp_path / "cur2.csv", [dict(make_row(latency=scaled(TIGHT, 1.5)), threads=4)])
+    code, out, _ = compare_cli(capsys, base, cur2, "--timings", "gate")
+    assert code == 0 and "threads 2 vs 4" in out
+
+
+def test_missing_sidecar_makes_timings_incomparable(tmp_path, capsys):
+    base = write_run(tmp_path / "base.csv", [make_row()])
+    cur = write_run(tmp_path / "cur.csv", [make_row(latency=scaled(TIGHT, 1.5))])
+    os.unlink(sidecar_path(cur))
+    code, out, err = compare_cli(capsys, base, cur, "--timings", "gate")
+    assert code == 0
+    assert line_for(out, "latency_ms_median")[5] == "incomparable"
+    assert "cur.json not found" in err
+
+
+def test_missing_row_fails_and_new_row_does_not(tmp_path, capsys, two_rows):
+    base = write_run(tmp_path / "base.csv", two_rows)
+    cur = write_run(tmp_path / "cur.csv", two_rows[:1])
+    code, out, _ = compare_cli(capsys, base, cur)
+    assert code == 1
+    assert line_for(out, "row")[2:6] == ["ok", "-", "-", "missing"]
+    assert "result: FAIL (1 missing)" in out
+    # the other way round: an extra row is new, which does not fail
+    code, out, _ = compare_cli(capsys, cur, base)
+    assert code == 0
+    assert line_for(out, "row")[2:6] == ["-", "ok", "-", "new"]
+    # a new cell is new too
+    more = write_run(tmp_path / "more.csv", two_rows + [make_row(cell_id="c0ffee000002", variant="resnet32")])
+    code, out, _ = compare_cli(capsys, base, more)
+    assert code == 0 and "resnet32" in out and line_for(out, "row")[5] == "new"
+
+
+def test_changed_deterministic_metrics_fail_unless_allowed(tmp_path, capsys, two_rows):
+    base = write_run(tmp_path / "base.csv", two_rows)
+    wider = [make_row(batch=1, params=272474 * 4, latency=scaled(TIGHT, 0.2)), make_row(batch=8, params=272474 * 4)]
+    cur = write_run(tmp_path / "cur.csv", wider)
+    code, out, _ = compare_cli(capsys, base, cur)
+    assert code == 1
+    assert line_for(out, "params", "-")[2:6] == ["272,474", "1,089,896", "4.000", "changed"]
+    assert "result: FAIL (4 changed)" in out  # params, macs, flops, activations, once per cell
+    code, out, _ = compare_cli(capsys, base, cur, "--allow-changed", "params", "--allow-changed", "macs")
+    assert code == 1 and "result: FAIL (2 changed)" in out
+    assert line_for(out, "params", "-")[5] == "allowed"
+    code, out, _ = compare_cli(capsys, base, cur, *sum((["--allow-changed", m] for m in reg.EXACT_METRICS), []))
+    assert code == 0
+
+
+def test_smaller_params_is_a_change_too(tmp_path, capsys):
+    base = write_run(tmp_path / "base.csv", [make_row()])
+    cur = write_run(tmp_path / "cur.csv", [make_row(params=272473)])
+    code, out, _ = compare_cli(capsys, base, cur)
+    assert code == 1 and line_for(out, "params", "-")[5] == "changed"
+
+
+def test_failed_cell_regresses_with_its_error(tmp_path, capsys, two_rows):
+    base = write_run(tmp_path / "base.csv", two_rows)
+    # a cell that failed as a whole has one row without a batch size; it stands for every batch
+    failed = make_row(batch=None, status="error", error="RuntimeError: shapes do not match")
+    cur = write_run(tmp_path / "cur.csv", [failed])
+    code, out, _ = compare_cli(capsys, base, cur)
+    assert code == 1
+    for batch in ("1", "8"):
+        assert line_for(out, "status", batch)[2:6] == ["ok", "error", "-", "regressed"]
+    assert "RuntimeError: shapes do not match" in out
+    assert "missing" not in out and "new" not in out
+    # failed in the baseline and ok now: improved, not gating
+    code, out, _ = compare_cli(capsys, cur, base)
+    assert code == 0
+
+
+def test_accuracy_through_the_cli(tmp_path, capsys):
+    base = write_run(tmp_path / "base.csv", [make_row(acc_seeds=(0.80, 0.801, 0.799))])
+    worse = write_run(tmp_path / "worse.csv", [make_row(acc_seeds=(0.78, 0.781, 0.779))])
+    code, out, _ = compare_cli(capsys, base, worse)
+    assert code == 1
+    fields = line_for(out, "top1_acc", "-")
+    assert fields[2:6] == ["0.8000", "0.7800", "0.975", "regressed"]
+    assert "seeds 3 vs 3" in out
+    # one seed: the drop is judged against the floor only, and the table says the verdict is weak
+    base1 = write_run(tmp_path / "base1.csv", [make_row(acc_seeds=(0.80,))])
+    cur1 = write_run(tmp_path / "cur1.csv", [make_row(acc_seeds=(0.797,))])
+    code, out, _ = compare_cli(capsys, base1, cur1, "--all")
+    assert code == 0 and "weak: 1 seed" in line_for(out, "top1_acc", "-")[-1] + out
+    code, out, _ = compare_cli(capsys, base1, cur1, "--acc-floor", "0.001")
+    assert code == 1 and line_for(out, "top1_acc", "-")[5] == "regressed"
+    # accuracy gone from the current run: missing, which fails
+    none = write_run(tmp_path / "none.csv", [make_row(acc_seeds=())])
+    code, out, _ = compare_cli(capsys, base, none)
+    assert code == 1 and line_for(out, "top1_acc", "-")[5] == "missing"
+
+
+def test_baseline_by_name(tmp_path, capsys, two_rows):
+    folder = tmp_path / "baselines"
+    folder.mkdir()
+    write_run(folder / "mine.csv", two_rows)
+    cur = write_run(tmp_path / "cur.csv", two_rows)
+    assert main(["compare", cur, "--baseline", "mine", "--dir", str(folder)]) == 0
+
+
+# ------------------------------------------------------------------ bad input: one line, exit 2
+def _bad(capsys, argv, *expected):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2, out + err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    for text in expected:
+        assert text in err, err
+    return err
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, two_rows):
+    base = write_run(tmp_path / "base.csv", two_rows)
+    cur = write_run(tmp_path / "cur.csv", two_rows)
+    _bad(capsys, ["compare", str(tmp_path / "nope.csv"), "--baseline", base], "nope.csv", "no such results file")
+    _bad(capsys, ["compare", cur, "--baseline", base, "--threshold", "latency_ms_median"], "METRIC=FRACTION")
+    _bad(capsys, ["compare", cur, "--baseline", base, "--threshold", "latency_ms_median=-1"], "fraction > 0")
+    _bad(capsys, ["compare", cur, "--baseline", base, "--threshold", "params=0.1"], "not a timing metric")
+    _bad(capsys, ["compare", cur, "--baseline", base, "--allow-changed", "latency"], "not an exact metric")
+    _bad(capsys, ["compare", cur, "--baseline", base, "--alpha", "2"], "--alpha")
+
+    text = open(cur).read().replace("272474", "lots", 1)
+    (tmp_path / "badnum.csv").write_text(text)
+    _bad(capsys, ["compare", str(tmp_path / "badnum.csv"), "--baseline", base],
+         "badnum.csv", "line 2", "column params", "expected a number")
+
+    rows = copy.deepcopy(two_rows)
+    rows[0]["latency_samples_ms"] = "1.0;fast;2.0"
+    _bad(capsys, ["compare", write_run(tmp_path / "badsamples.csv", rows), "--baseline", base],
+         "badsamples.csv", "latency_samples_ms", "';'-separated numbers")
+
+    dup = write_run(tmp_path / "dup.csv", two_rows + two_rows[:1])
+    _bad(capsys, ["compare", dup, "--baseline", base], "dup.csv", "lines 2 and 4", "same configuration")
+
+    (tmp_path / "notresults.csv").write_text("a,b\n1,2\n")
+    _bad(capsys, ["compare", str(tmp_path / "notresults.csv"), "--baseline", base], "missing column(s) cell_id")
+
+    bad_thr = write_run(tmp_path / "badthr.csv", two_rows, extra_meta={"thresholds": {"latency_ms_median": "x"}})
+    _bad(capsys, ["compare", cur, "--baseline", bad_thr], "badthr.json: thresholds", "latency_ms_median")
+    bad_thr2 = write_run(tmp_path / "badthr2.csv", two_rows, extra_meta={"thresholds": [0.1]})
+    _bad(capsys, ["compare", cur, "--baseline", bad_thr2], "badthr2.json: thresholds", "expected a mapping")
+
+    with open(sidecar_path(cur), "w") as f:
+        f.write("{not json")
+    _bad(capsys, ["compare", cur, "--baseline", base], "cur.json", "unreadable sidecar")
+
+
+# ------------------------------------------------------------------ the baseline subcommand
+def test_baseline_stores_refuses_overwrite_and_keeps_thresholds(tmp_path, capsys, two_rows):
+    run = write_run(tmp_path / "run.csv", two_rows)
+    folder = tmp_path / "baselines"
+    assert main(["baseline", run, "--name", "cpu-quick", "--dir", str(folder),
+                 "--threshold", "latency_ms_median=0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "stored baseline 'cpu-quick': 2 rows" in out
+    stored = folder / "cpu-quick.csv"
+    assert stored.read_text() == open(run).read()
+    meta = json.loads((folder / "cpu-quick.json").read_text())
+    assert meta["environment"] == ENV
+    assert meta["thresholds"] == {"latency_ms_median": 0.2}
+    assert meta["baseline"]["name"] == "cpu-quick"
+
+    err = _bad(capsys, ["baseline", run, "--name", "cpu-quick", "--dir", str(folder)], "exists", "--force")
+    assert "cpu-quick.csv" in err
+    # --force replaces the rows and keeps the thresholds someone tuned
+    run2 = write_run(tmp_path / "run2.csv", two_rows[:1])
+    assert main(["baseline", run2, "--name", "cpu-quick", "--dir", str(folder), "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "1 rows" in out and "kept thresholds" in out
+    assert json.loads((folder / "cpu-quick.json").read_text())["thresholds"] == {"latency_ms_median": 0.2}
+    # and the stored baseline is immediately usable by compare
+    assert main(["compare", run2, "--baseline", "cpu-quick", "--dir", str(folder)]) == 0
+
+
+def test_baseline_bad_input(tmp_path, capsys, two_rows):
+    run = write_run(tmp_path / "run.csv", two_rows)
+    _bad(capsys, ["baseline", run, "--name", "../escape", "--dir", str(tmp_path)], "--name", "no path separators")
+    _bad(capsys, ["baseline", str(tmp_path / "none.csv"), "--name", "x", "--dir", str(tmp_path / "b")],
+         "none.csv", "no such results file")
+    os.unlink(sidecar_path(run))
+    _bad(capsys, ["baseline", run, "--name", "x", "--dir", str(tmp_path / "b")], "run.json", "no sidecar")
+    assert not (tmp_path / "b").exists()
+
+
+def test_baseline_warns_about_failed_rows(tmp_path, capsys):
+    run = write_run(tmp_path / "run.csv", [make_row(), make_row(cell_id="c0ffee000002", batch=None,
+                                                                status="error", error="boom")])
+    facts = store_baseline(run, "w", str(tmp_path / "b"))
+    assert facts["rows"] == 2 and facts["not_ok"] == 1
+    with pytest.raises(UserError, match="exists"):
+        store_baseline(run, "w", str(tmp_path / "b"))
