@@ -9,10 +9,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shlex
 import sys
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .shard import Shard
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS = {
@@ -45,19 +49,43 @@ def build_run_parser() -> argparse.ArgumentParser:
                    help="shrink the grid to a CPU-sized run: batches <= 8, 10 repeats, tiny training subset")
     p.add_argument("--data-root", default=None,
                    help="folder holding cifar-10-batches-py/ (default: each cell's train.data_root, 'data')")
-    p.add_argument("--dry-run", action="store_true", help="list the expanded cells with params/MACs and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the expanded cells with params/MACs (and, for an existing --out, which are done) and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="do not write plots and report.md after the run")
+    g = p.add_argument_group("running and resuming (see docs/runner.md)")
+    g.add_argument("--retry-failed", action="store_true",
+                   help="run again the cells the output holds with a failed status (by default only cells "
+                        "missing from --out run)")
+    g.add_argument("--isolate", action="store_true",
+                   help="run each cell in a fresh process: clean CUDA context, per-cell peak memory, a crash or "
+                        "hang costs one cell")
+    g.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="per-cell time limit; a cell over it is killed and recorded as status=timeout "
+                        "(implies --isolate with the serial executor)")
+    g.add_argument("--shard", default=None, metavar="K/N",
+                   help="run only the K-th of N balanced slices of the grid (1 <= K <= N); "
+                        "combine the outputs with 'benchmark.py merge'")
+    g.add_argument("--executor", choices=EXECUTORS, default="serial",
+                   help="serial: cells one by one on this machine; ray: cells as Ray tasks (pip install '.[ray]')")
+    g.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="Ray cluster to use, e.g. HEAD:6379 or auto (implies --executor ray; "
+                        "default: start a local Ray instance)")
     return p
+
+
+EXECUTORS = ("serial", "ray")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     pass
 
 
-def default_out(grid_path: str, quick: bool) -> str:
-    stem = os.path.splitext(os.path.basename(grid_path))[0]
-    return os.path.join(DEFAULT_OUT_DIR, stem + ("-quick" if quick else "") + ".csv")
+def default_out(grid_path: str, quick: bool, shard: Optional["Shard"] = None) -> str:
+    stem = os.path.splitext(os.path.basename(grid_path))[0] + ("-quick" if quick else "")
+    if shard is not None:  # shards must not share a file; merge them with 'merge'
+        stem += f"-shard{shard.index}of{shard.count}"
+    return os.path.join(DEFAULT_OUT_DIR, stem + ".csv")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -98,26 +126,60 @@ def list_presets_command() -> int:
 
 def run_command(args: argparse.Namespace, argv: List[str]) -> int:
     from .grid import load_grid
+    from .shard import parse_shard
 
+    shard = parse_shard(args.shard) if args.shard is not None else None
+    if args.timeout is not None and not args.timeout > 0:
+        raise UserError(f"--timeout {args.timeout:g}: expected a positive number of seconds")
+    if args.ray_address is not None:
+        args.executor = "ray"
+    if args.executor == "ray" and not args.dry_run:
+        from .executors import import_ray
+
+        import_ray()  # fail before any work when the extra is missing
     grid = load_grid(args.grid, quick=args.quick, device=args.device, data_root=args.data_root)
-    if args.dry_run:
-        print_dry_run(grid)
-        return 0
-    out = args.out or default_out(args.grid, args.quick)
+    out = args.out or default_out(args.grid, args.quick, shard)
     _check_out_path(out)
+    if args.dry_run:
+        print_dry_run(grid, out, shard, args.retry_failed)
+        return 0
 
-    from .runner import run_grid
+    from .runner import RunInterrupted, run_grid
     from .summary import format_summary
 
-    summary = run_grid(grid, out, progress=not args.no_progress, command=["benchmark.py", *argv], quick=args.quick)
+    command = ["benchmark.py", *argv]
+    try:
+        summary = run_grid(grid, out, executor=build_executor(args), progress=not args.no_progress,
+                           command=command, quick=args.quick, retry_failed=args.retry_failed, shard=shard)
+    except RunInterrupted as e:
+        s = e.summary
+        print(f"interrupted: {s.cells_run} cell(s) finished this run and are saved in {out}; "
+              f"{s.remaining} still to run. Resume with the same command:\n  "
+              + " ".join(shlex.quote(a) for a in command), file=sys.stderr)
+        return e.exit_code
+    if not summary.cells_run:
+        print(f"every cell is already in {out} (see above); nothing was run")
+        return 0
     print(format_summary(summary.rows))
-    print(f"\nwrote {len(summary.rows)} rows to {summary.csv_path}")
-    print(f"wrote run metadata (grid, environment) to {summary.sidecar_path}")
+    print(f"\nwrote {len(summary.rows)} rows ({summary.cells_run} cell(s)) to {summary.csv_path}")
+    print(f"wrote run metadata (grid, environment, runs) to {summary.sidecar_path}")
     if not args.no_report:
         _write_report(out)
     if summary.failed_cells:
-        print(f"{summary.failed_cells} cell(s) failed: see the status and error columns", file=sys.stderr)
+        print(f"{summary.failed_cells} cell(s) failed: see the status and error columns "
+              f"(--retry-failed runs them again)", file=sys.stderr)
     return 0 if summary.ok else 1
+
+
+def build_executor(args: argparse.Namespace):
+    """The executor the run flags ask for."""
+    from .executors import IsolatedExecutor, RayExecutor, SerialExecutor
+
+    if args.executor == "ray":
+        return RayExecutor(address=args.ray_address, isolate=args.isolate, timeout=args.timeout)
+    if args.isolate or args.timeout is not None:
+        return IsolatedExecutor(timeout=args.timeout)
+    return SerialExecutor()
 
 
 def report_dir_for(csv_path: str) -> str:
@@ -126,7 +188,11 @@ def report_dir_for(csv_path: str) -> str:
 
 
 def _write_report(csv_path: str) -> None:
-    from .reports import write_report
+    try:
+        from .reports import write_report
+    except ImportError as e:  # the results are safe on disk; a missing report module must not hide them
+        print(f"warning: no report written: {e}", file=sys.stderr)
+        return
 
     out_dir = report_dir_for(csv_path)
     try:
@@ -145,14 +211,26 @@ def _check_out_path(out: str) -> None:
         raise UserError(f"--out {out}: {parent} is not a folder")
 
 
-def print_dry_run(grid) -> None:
+def print_dry_run(grid, out: Optional[str] = None, shard=None, retry_failed: bool = False) -> None:
+    """The cells a run would see; with an existing ``out``, which of them it would run."""
     from models import model_complexity
+
+    from .runner import plan_run
 
     print(f"grid {grid.name}: {len(grid.cells)} cell(s)" +
           (f" ({grid.duplicates} duplicate(s) dropped)" if grid.duplicates else ""))
-    for cell in grid.cells:
+    plan = plan_run(grid, out, retry_failed=retry_failed, shard=shard) if out else None
+    state: dict = {}
+    if plan is not None:
+        state.update({c.cell_id: "done" for c in plan.done})
+        state.update({c.cell_id: "failed" for c in plan.skipped})
+        state.update({c.cell_id: ("retry" if c.cell_id in plan.retry else "to-run") for c in plan.todo})
+        print(f"against {out}: {plan.describe(grid.name)}")
+    cells = plan.cells if plan is not None else grid.cells
+    for cell in cells:
         c = model_complexity(cell.model)
         s = cell.settings
         train = "train" if s.get("train") is not None else "no-train"
-        print(f"  {cell.cell_id}  {cell.variant:28s} params={c.params:>12,d}  MACs={c.macs / 1e9:8.3f}G  "
+        mark = f"{state.get(cell.cell_id, ''):7s} " if state else ""
+        print(f"  {mark}{cell.cell_id}  {cell.variant:28s} params={c.params:>12,d}  MACs={c.macs / 1e9:8.3f}G  "
               f"{s['device']} {s['precision']} bs={','.join(map(str, s['batch_sizes']))} {train}  [{cell.origin}]")

@@ -1,10 +1,19 @@
 """Result files: the tidy CSV (one row per measured configuration) and its JSON sidecar.
 
-Rows are appended a cell at a time, each append a single write of whole lines
-followed by fsync, so a run killed at any moment leaves a valid CSV holding
-every finished cell. The sidecar (``NAME.json`` beside ``NAME.csv``) holds the
-resolved grid, the environment and the training recipe, and is replaced
-atomically (write to a temporary file, then rename).
+Crash safety rests on three rules:
+
+* one row is one line: text values never carry a line break (they are
+  flattened to spaces), so a line-oriented reader can always tell whole rows
+  from a fragment;
+* a finished cell is appended with a single ``write`` of whole lines followed
+  by ``fsync``, so a run killed at any moment leaves every finished cell on
+  disk; a write cut short by the kill leaves at most the cell it was writing
+  and :func:`repair_tail` removes that before a resumed run appends;
+* anything that rewrites a file (replacing a retried cell, a merged output,
+  the sidecar) writes a temporary file and renames it over the old one.
+
+The sidecar (``NAME.json`` beside ``NAME.csv``) holds the resolved grid, the
+environment and the list of runs that wrote the file.
 """
 from __future__ import annotations
 
@@ -14,10 +23,11 @@ import json
 import math
 import os
 import tempfile
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .errors import UserError
-from .schema import COLUMNS
+from .schema import COLUMNS, STATUS_OK
 
 
 def sidecar_path(csv_path: str) -> str:
@@ -34,7 +44,10 @@ def format_value(value: Any) -> str:
         if math.isnan(value):
             return ""
         return repr(value)
-    return str(value)
+    text = str(value)
+    if "\n" in text or "\r" in text:  # keep one row per line (see the module docstring)
+        text = " ".join(text.splitlines())
+    return text
 
 
 def rows_to_csv_text(rows: Iterable[Dict[str, Any]], columns: Sequence[str] = COLUMNS, header: bool = False) -> str:
@@ -57,6 +70,187 @@ def read_header(csv_path: str) -> Optional[List[str]]:
         return next(csv.reader(f), None)
 
 
+# ------------------------------------------------------------ line-level reading
+@dataclass
+class Line:
+    """One data line of a result CSV: the bytes as stored and the parsed fields."""
+
+    number: int  # 1-based line number in the file (the header is line 1)
+    raw: bytes  # including the trailing newline
+    fields: List[str]
+
+    def get(self, columns: Dict[str, int], name: str) -> str:
+        i = columns.get(name)
+        return self.fields[i] if i is not None and i < len(self.fields) else ""
+
+
+@dataclass
+class CsvLines:
+    path: str
+    header_raw: bytes
+    header: List[str]
+    lines: List[Line]
+    partial_tail: bytes = b""  # bytes after the last newline (a write cut short)
+
+    @property
+    def index(self) -> Dict[str, int]:
+        return {name: i for i, name in enumerate(self.header)}
+
+
+def _parse_line(text: str) -> List[str]:
+    return next(csv.reader([text]), [])
+
+
+def read_lines(csv_path: str, required: Sequence[str] = ("run_id", "cell_id", "status")) -> Optional[CsvLines]:
+    """The file split into whole lines; None when it does not exist or is empty.
+
+    Raises :class:`UserError` for a file that is not a result CSV (no header
+    with ``required`` columns, a line with the wrong number of fields).
+    """
+    if not os.path.exists(csv_path):
+        return None
+    try:
+        with open(csv_path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise UserError(f"{csv_path}: cannot read: {e}") from None
+    if not data:
+        return None
+    cut = data.rfind(b"\n") + 1
+    body, tail = data[:cut], data[cut:]
+    raw_lines = body.splitlines(keepends=True)
+    if not raw_lines:  # not even a whole header: an interrupted first write
+        return CsvLines(csv_path, b"", [], [], partial_tail=tail)
+    try:
+        header = _parse_line(raw_lines[0].decode("utf-8").rstrip("\r\n"))
+    except UnicodeDecodeError:
+        raise UserError(f"{csv_path}: not a result CSV (not UTF-8 text)") from None
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise UserError(f"{csv_path}: missing column(s) {', '.join(missing)}; is this a result file of this tool?")
+    lines = []
+    for n, raw in enumerate(raw_lines[1:], start=2):
+        try:
+            fields = _parse_line(raw.decode("utf-8").rstrip("\r\n"))
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise UserError(f"{csv_path}: line {n}: unreadable: {e}") from None
+        if not fields:
+            continue  # a blank line
+        if len(fields) != len(header):
+            raise UserError(f"{csv_path}: line {n}: expected {len(header)} fields, found {len(fields)}; "
+                            f"the file was edited or is not a result file of this tool")
+        lines.append(Line(n, raw, fields))
+    return CsvLines(csv_path, raw_lines[0], header, lines, partial_tail=tail)
+
+
+# --------------------------------------------------------------- repair on resume
+@dataclass
+class TailRepair:
+    dropped_rows: int = 0  # whole rows removed with the fragment (the rest of a cut write)
+    dropped_bytes: int = 0
+
+    def __bool__(self) -> bool:
+        return self.dropped_bytes > 0
+
+
+def repair_tail(csv_path: str) -> TailRepair:
+    """Cut a write that a kill interrupted off the end of ``csv_path``.
+
+    A file that does not end in a newline was killed while appending a cell.
+    The fragment goes, and so do the whole lines the same write had already
+    put down (the rest of that cell): they are the trailing lines sharing the
+    fragment's run and cell id. When the fragment is too short to show its
+    ids, the last cell in the file may be the cut one, so it goes too: being
+    measured again costs time, while a cell with rows missing would be taken
+    as done. The file is only truncated, never rewritten: every byte before
+    the cut stays as it was.
+    """
+    if not os.path.exists(csv_path):
+        return TailRepair()
+    parsed = read_lines(csv_path)
+    if parsed is None or not parsed.partial_tail:
+        return TailRepair()
+    dropped = cut_write_rows(parsed)
+    keep = os.path.getsize(csv_path) - len(parsed.partial_tail)
+    keep -= sum(len(line.raw) for line in parsed.lines[len(parsed.lines) - dropped:])
+    if not parsed.header:
+        keep = 0
+    size = os.path.getsize(csv_path)
+    with open(csv_path, "r+b") as f:
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    return TailRepair(dropped, size - keep)
+
+
+def cut_write_rows(parsed: CsvLines) -> int:
+    """How many whole rows at the end of ``parsed`` belong to the write its fragment was cut from."""
+    if not parsed.partial_tail or not parsed.header or not parsed.lines:
+        return 0
+    cols = parsed.index
+    ids = _fragment_ids(parsed.partial_tail, cols)
+    if ids is None:
+        last = parsed.lines[-1]
+        ids = (last.get(cols, "run_id"), last.get(cols, "cell_id"))
+    count = 0
+    for line in reversed(parsed.lines):
+        if (line.get(cols, "run_id"), line.get(cols, "cell_id")) != ids:
+            break
+        count += 1
+    return count
+
+
+def _fragment_ids(fragment: bytes, cols: Dict[str, int]) -> Optional[Tuple[str, str]]:
+    """(run_id, cell_id) of a cut line, when both fields are complete in it."""
+    try:
+        fields = _parse_line(fragment.decode("utf-8", errors="replace"))
+    except csv.Error:
+        return None
+    need = max(cols.get("run_id", 0), cols.get("cell_id", 0))
+    if len(fields) <= need + 1:  # the last field of a fragment may itself be cut
+        return None
+    return fields[cols["run_id"]], fields[cols["cell_id"]]
+
+
+# ----------------------------------------------------------------- resume state
+@dataclass
+class CellRecord:
+    """What a result file holds for one cell: the rows of its latest attempt."""
+
+    cell_id: str
+    run_id: str
+    statuses: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.statuses) and all(s == STATUS_OK for s in self.statuses)
+
+    @property
+    def failed(self) -> bool:
+        return not self.ok
+
+
+def scan_cells(csv_path: str) -> Dict[str, CellRecord]:
+    """Cell id -> :class:`CellRecord`, in file order; empty for a missing file.
+
+    Reads only what resuming needs, with the csv module (no pandas), so a
+    resume against thousands of rows costs milliseconds.
+    """
+    parsed = read_lines(csv_path)
+    if parsed is None or not parsed.header:
+        return {}
+    cols = parsed.index
+    records: Dict[str, CellRecord] = {}
+    for line in parsed.lines:
+        cell_id, run_id = line.get(cols, "cell_id"), line.get(cols, "run_id")
+        rec = records.get(cell_id)
+        if rec is None or rec.run_id != run_id:  # a later attempt supersedes an earlier one
+            rec = records[cell_id] = CellRecord(cell_id, run_id)
+        rec.statuses.append(line.get(cols, "status") or "error")
+    return records
+
+
+# ---------------------------------------------------------------------- writing
 class ResultWriter:
     """Appends rows to a result CSV, whole cells at a time, durably."""
 
@@ -70,6 +264,7 @@ class ResultWriter:
         self._needs_header = header is None
 
     def append(self, rows: List[Dict[str, Any]]) -> None:
+        """Append ``rows`` (one cell) with one write and an fsync; ``[]`` writes just the header if needed."""
         if not rows and not self._needs_header:
             return
         text = rows_to_csv_text(rows, self.columns, header=self._needs_header)
@@ -86,17 +281,37 @@ class ResultWriter:
             os.close(fd)
         self._needs_header = False
 
+    def replace_cell(self, cell_id: str, rows: List[Dict[str, Any]]) -> None:
+        """Swap the rows of ``cell_id`` for ``rows`` (a retried cell), atomically.
 
-def write_json_atomic(path: str, data: Dict[str, Any]) -> None:
+        The other lines are copied byte for byte; the new rows go at the end.
+        A kill at any point leaves either the old file or the new one.
+        """
+        parsed = read_lines(self.path)
+        if parsed is None or not parsed.header:
+            self.append(rows)
+            return
+        cols = parsed.index
+        kept = [line.raw for line in parsed.lines if line.get(cols, "cell_id") != cell_id]
+        new = rows_to_csv_text(rows, self.columns).encode("utf-8")
+        write_bytes_atomic(self.path, b"".join([parsed.header_raw, *kept, new]))
+        self._needs_header = False
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data``: temporary file, fsync, rename."""
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=parent)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if os.path.exists(path):
+            os.chmod(tmp, os.stat(path).st_mode & 0o777)
+        else:
+            os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -104,15 +319,69 @@ def write_json_atomic(path: str, data: Dict[str, Any]) -> None:
         raise
 
 
+def write_json_atomic(path: str, data: Dict[str, Any]) -> None:
+    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+class OutputLock:
+    """An exclusive lock on an output for the length of a run (released even on SIGKILL).
+
+    Two runs appending to one CSV would each take the other's cells as
+    missing; the second is refused instead. The lock is a hidden file beside
+    the CSV (the CSV itself is replaced on retries, which would drop a lock
+    held on it).
+    """
+
+    def __init__(self, csv_path: str) -> None:
+        root, name = os.path.split(os.path.abspath(csv_path))
+        self.csv_path = csv_path
+        self.path = os.path.join(root, f".{name}.lock")
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks on this platform: run unguarded
+            return
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise UserError(f"{self.csv_path}: another run is writing this output "
+                            f"right now; wait for it or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "OutputLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+# ---------------------------------------------------------------------- reading
 def read_sidecar(csv_path: str) -> Optional[Dict[str, Any]]:
     path = sidecar_path(csv_path)
     if not os.path.exists(path):
         return None
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: unreadable sidecar: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: unreadable sidecar: expected a JSON object")
+    return data
 
 
 def read_results(csv_path: str, required: Sequence[str] = ("cell_id", "status")):
@@ -122,7 +391,11 @@ def read_results(csv_path: str, required: Sequence[str] = ("cell_id", "status"))
     if not os.path.exists(csv_path):
         raise UserError(f"{csv_path}: no such results file")
     try:
-        df = pd.read_csv(csv_path, keep_default_na=True)
+        with open(csv_path, "rb") as f:
+            data = f.read()
+        # A run killed mid-write may leave a cut last line: read whole lines only.
+        data = data[:data.rfind(b"\n") + 1] if not data.endswith(b"\n") and b"\n" in data else data
+        df = pd.read_csv(io.BytesIO(data), keep_default_na=True)
     except pd.errors.EmptyDataError:
         raise UserError(f"{csv_path}: empty results file") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
@@ -131,3 +404,4 @@ def read_results(csv_path: str, required: Sequence[str] = ("cell_id", "status"))
     if missing:
         raise UserError(f"{csv_path}: missing column(s) {', '.join(missing)}; is this a result file of this tool?")
     return df
+

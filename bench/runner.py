@@ -1,119 +1,345 @@
 """The runner: the one place that ties grid cells to an executor and the result files.
 
-An executor turns a cell into rows; a cell that fails becomes a status row,
-never a crashed sweep. Rows are written as each cell finishes.
+A run is resumable by construction. Before any work it repairs a write that
+a kill cut short, reads which cells the output already holds (by cell id)
+and runs only the rest; every finished cell is appended to the CSV at once;
+the sidecar keeps one entry per run (a "segment") with its environment, so a
+file written by several resumed or sharded runs still says where each row
+came from (rows carry their segment's ``run_id``).
+
+Stopping: the first Ctrl-C lets the running cell(s) finish and then stops;
+the second stops at once (SIGTERM, as sent by schedulers before a kill, stops
+at once too). Either way every finished row is on disk and
+:class:`RunInterrupted` tells the caller how many cells are left.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Protocol
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 
 from . import environment
+from .errors import UserError
+from .executors import Executor, SerialExecutor, run_cell_safely  # noqa: F401 - re-exported
 from .grid import Cell, Grid
-from .results import ResultWriter, sidecar_path, write_json_atomic
-from .rows import failure_rows
+from .results import (OutputLock, ResultWriter, TailRepair, read_sidecar, repair_tail, scan_cells, sidecar_path,
+                      write_json_atomic)
 from .schema import FAILED_STATUSES, SCHEMA_VERSION
+from .shard import Shard
+
+Log = Callable[[str], None]
 
 
-class Executor(Protocol):
-    name: str
-
-    def run(self, cell: Cell) -> List[Dict[str, Any]]:
-        """All rows for ``cell``; failures come back as status rows, not exceptions."""
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
-class SerialExecutor:
-    """Runs cells one after another in this process."""
+# ------------------------------------------------------------------------ plan
+@dataclass
+class Plan:
+    """Which cells of a grid this run will do, given what the output already holds."""
 
-    name = "serial"
+    grid_cells: int  # cells in the grid
+    cells: List[Cell]  # cells in scope (this shard's, or all)
+    todo: List[Cell]
+    done: List[Cell]  # present with status ok
+    skipped: List[Cell]  # present with a failed status, not retried
+    retry: Set[str]  # ids of failed cells being run again (their old rows are replaced)
+    foreign: int  # cells in the output that are not in scope (another grid, another shard)
+    shard: Optional[Shard] = None
+    repair: TailRepair = field(default_factory=TailRepair)
 
-    def __init__(self, measure: Optional[Callable[[Cell], List[Dict[str, Any]]]] = None) -> None:
-        if measure is None:
-            from .measure import measure_cell as measure
-        self._measure = measure
-
-    def run(self, cell: Cell) -> List[Dict[str, Any]]:
-        return run_cell_safely(cell, self._measure)
-
-
-def run_cell_safely(cell: Cell, measure: Callable[[Cell], List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
-    from .measure import free_memory, is_oom
-
-    try:
-        return measure(cell)
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:  # noqa: BLE001 - any failure of one cell is recorded, the sweep goes on
-        status = "oom" if is_oom(e) else "error"
-        free_memory(cell.settings["device"])
-        return failure_rows(cell, status, f"{type(e).__name__}: {e}")
+    def describe(self, name: str) -> str:
+        scope = f"grid {name}: {self.grid_cells} cell(s)"
+        if self.shard is not None:
+            scope += f", shard {self.shard}: {len(self.cells)}"
+        text = f"{scope}; {len(self.done)} done, {len(self.todo)} to run, {len(self.skipped)} skipped"
+        if self.skipped:
+            text += " (failed earlier; --retry-failed runs them again)"
+        if self.retry:
+            text += f"; retrying {len(self.retry)} failed"
+        return text
 
 
+def plan_run(grid: Grid, csv_path: str, retry_failed: bool = False, shard: Optional[Shard] = None) -> Plan:
+    """Compare the grid with ``csv_path``; reads only, changes nothing."""
+    cells = shard.select(grid.cells) if shard is not None else list(grid.cells)
+    records = scan_cells(csv_path)
+    todo, done, skipped, retry = [], [], [], set()
+    for cell in cells:
+        rec = records.get(cell.cell_id)
+        if rec is None:
+            todo.append(cell)
+        elif rec.ok:
+            done.append(cell)
+        elif retry_failed:
+            todo.append(cell)
+            retry.add(cell.cell_id)
+        else:
+            skipped.append(cell)
+    in_scope = {c.cell_id for c in cells}
+    foreign = sum(1 for cid in records if cid not in in_scope)
+    return Plan(len(grid.cells), cells, todo, done, skipped, retry, foreign, shard)
+
+
+# ---------------------------------------------------------------------- result
 @dataclass
 class RunSummary:
     csv_path: str
     sidecar_path: str
-    rows: List[Dict[str, Any]] = field(default_factory=list)
+    rows: List[Dict[str, Any]] = field(default_factory=list)  # the rows this run wrote
     failed_cells: int = 0
     seconds: float = 0.0
+    plan: Optional[Plan] = None
+    cells_run: int = 0
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
         return self.failed_cells == 0
 
+    @property
+    def remaining(self) -> int:
+        return len(self.plan.todo) - self.cells_run if self.plan else 0
+
+
+class RunInterrupted(Exception):
+    """The run stopped early (Ctrl-C, SIGTERM); every finished cell is on disk."""
+
+    def __init__(self, summary: RunSummary, exit_code: int = 130) -> None:
+        super().__init__(f"interrupted with {summary.remaining} cell(s) to go")
+        self.summary = summary
+        self.exit_code = exit_code
+
 
 def new_run_id() -> str:
     now = _dt.datetime.now(_dt.timezone.utc)
-    salt = hashlib.sha1(f"{now.timestamp()}-{id(now)}".encode()).hexdigest()[:6]
+    salt = hashlib.sha1(f"{now.timestamp()}-{id(now)}-{time.perf_counter_ns()}".encode()).hexdigest()[:6]
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + salt
 
 
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------- stopping
+class _Stop:
+    """SIGINT: first asks to stop after the running cell(s), second stops now. SIGTERM stops now."""
+
+    def __init__(self, notify: Log) -> None:
+        self.requested = False
+        self.exit_code = 130
+        self._notify = notify
+        self._old: Dict[int, Any] = {}
+        self._writing = False
+        self._stop_now = False
+
+    def _now(self) -> None:
+        if self._writing:  # never between the pieces of a write: stop right after it
+            self._stop_now = True
+            return
+        raise KeyboardInterrupt
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.requested:
+            self._now()
+            return
+        self.requested = True
+        self._notify("\nstopping after the cell(s) running now; press Ctrl-C again to stop at once")
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.requested = True
+        self.exit_code = 128 + signal.SIGTERM
+        self._now()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """A section (a cell's write) that a stop-now waits for."""
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
+        if self._stop_now:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> "_Stop":
+        if threading.current_thread() is threading.main_thread():  # signals can only be caught there
+            self._old[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
+            self._old[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_sigterm)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+# ------------------------------------------------------------------------ run
 def run_grid(grid: Grid, csv_path: str, executor: Optional[Executor] = None, progress: bool = True,
-             command: Optional[List[str]] = None, quick: bool = False) -> RunSummary:
-    """Run every cell of ``grid``, appending rows to ``csv_path`` as cells finish."""
+             command: Optional[List[str]] = None, quick: bool = False, *, retry_failed: bool = False,
+             shard: Optional[Shard] = None, log: Log = _stderr) -> RunSummary:
+    """Run the cells of ``grid`` that ``csv_path`` does not hold yet, appending rows as cells finish.
+
+    Raises :class:`RunInterrupted` when stopped early, :class:`UserError` for
+    an output that cannot be resumed (another tool's CSV, another schema, a
+    run already writing it).
+    """
     executor = executor or SerialExecutor()
-    writer = ResultWriter(csv_path)
+    side = sidecar_path(csv_path)
+    lock = OutputLock(csv_path)
+    lock.acquire()
+    try:
+        repair = repair_tail(csv_path)
+        if repair:
+            log(f"{csv_path}: removed an unfinished write at the end ({repair.dropped_bytes} bytes, "
+                f"{repair.dropped_rows} whole row(s) of the cut cell): a run was killed mid-write; "
+                f"that cell runs again")
+        writer = ResultWriter(csv_path)  # refuses a file with other columns before anything is written
+        plan = plan_run(grid, csv_path, retry_failed=retry_failed, shard=shard)
+        plan.repair = repair
+        log(plan.describe(grid.name))
+        if plan.foreign:
+            log(f"{csv_path} also holds {plan.foreign} cell(s) not in this "
+                f"{'shard' if shard else 'grid'}; their rows are kept")
+        summary = RunSummary(csv_path, side, plan=plan)
+        if not plan.todo:
+            log("nothing to run")
+            return summary
+        writer.append([])  # the header, so even a run stopped before its first cell leaves a valid CSV
+        return _run_plan(grid, plan, writer, executor, summary, progress, command, quick, retry_failed, log)
+    finally:
+        lock.release()
+
+
+def _run_plan(grid: Grid, plan: Plan, writer: ResultWriter, executor: Executor, summary: RunSummary,
+              progress: bool, command: Optional[List[str]], quick: bool, retry_failed: bool,
+              log: Log) -> RunSummary:
     run_id = new_run_id()
     env = environment.capture(command)
-    side = sidecar_path(csv_path)
-    meta: Dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
+    segment: Dict[str, Any] = {
         "run_id": run_id,
         "status": "running",
+        "started": _now(),
+        "command": env.get("command"),
+        "grid_path": grid.path,
+        "grid_name": grid.name,
         "quick": quick,
-        "executor": executor.name,
-        "grid": grid.to_dict(),
+        "shard": str(plan.shard) if plan.shard else None,
+        "retry_failed": retry_failed,
+        "cells": {"grid": plan.grid_cells, "in_scope": len(plan.cells), "done_before": len(plan.done),
+                  "to_run": len(plan.todo), "skipped_failed": len(plan.skipped)},
+        "executor": {"name": executor.name},
         "environment": env,
     }
-    write_json_atomic(side, meta)
-    summary = RunSummary(csv_path, side)
+    meta = _start_sidecar(summary.csv_path, grid, segment, executor, quick, plan, log)
+    write_json_atomic(summary.sidecar_path, meta)
+
     start = time.perf_counter()
-    cells = _progress(grid.cells, progress)
-    for cell in cells:
-        if hasattr(cells, "set_postfix_str"):
-            cells.set_postfix_str(cell.variant)
-        rows = executor.run(cell)
-        for row in rows:
-            row["run_id"] = run_id
-        writer.append(rows)
-        summary.rows.extend(rows)
-        if any(r.get("status") in FAILED_STATUSES for r in rows):
-            summary.failed_cells += 1
-    summary.seconds = time.perf_counter() - start
-    meta.update(status="finished", seconds=summary.seconds, failed_cells=summary.failed_cells,
-                finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                environment_end={"gpus": environment.gpu_info()})
-    write_json_atomic(side, meta)
+    bar = _progress_bar(len(plan.todo), progress)
+    say = bar.write if bar is not None else log
+    stop = _Stop(lambda m: say(m.strip()))
+    try:
+        with stop:
+            executor.open()
+            for cell, rows in executor.run_cells(plan.todo, lambda: stop.requested):
+                for row in rows:
+                    row["run_id"] = run_id
+                with stop.writing():
+                    try:
+                        if cell.cell_id in plan.retry:
+                            writer.replace_cell(cell.cell_id, rows)
+                        else:
+                            writer.append(rows)
+                    except OSError as e:
+                        raise UserError(f"{summary.csv_path}: cannot write results: {e}") from None
+                    summary.rows.extend(rows)
+                    summary.cells_run += 1
+                    if any(r.get("status") in FAILED_STATUSES for r in rows):
+                        summary.failed_cells += 1
+                if bar is not None:
+                    bar.set_postfix_str(cell.variant, refresh=False)
+                    bar.update(1)
+        summary.interrupted = summary.cells_run < len(plan.todo)
+        segment["status"] = "interrupted" if summary.interrupted else "finished"
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        segment["status"] = "interrupted"
+    except BaseException:
+        segment["status"] = "failed"
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        try:
+            executor.close()
+        finally:
+            summary.seconds = time.perf_counter() - start
+            segment.update(finished=_now(), seconds=round(summary.seconds, 3), cells_run=summary.cells_run,
+                           failed_cells=summary.failed_cells, executor=executor.describe())
+            segment["environment_end"] = {"gpus": environment.gpu_info()}
+            meta.update(status=segment["status"], seconds=segment["seconds"], failed_cells=summary.failed_cells,
+                        finished=segment["finished"], environment_end=segment["environment_end"])
+            write_json_atomic(summary.sidecar_path, meta)
+    if summary.interrupted:
+        raise RunInterrupted(summary, stop.exit_code)
     return summary
 
 
-def _progress(cells: List[Cell], enabled: bool):
+def _start_sidecar(csv_path: str, grid: Grid, segment: Dict[str, Any], executor: Executor, quick: bool,
+                   plan: Plan, log: Log) -> Dict[str, Any]:
+    """The sidecar for this run: the earlier runs' entries kept, this one appended.
+
+    The top-level ``run_id``, ``environment`` and ``grid`` describe the latest
+    run (what a reader of a single-run file expects); ``runs`` has every run
+    that wrote rows here and ``cells`` every cell any of them was asked for.
+    """
+    previous: Optional[Dict[str, Any]] = None
+    has_rows = bool(plan.done or plan.skipped or plan.retry or plan.foreign)
+    if has_rows:
+        try:
+            previous = read_sidecar(csv_path)
+        except UserError as e:
+            log(f"warning: {e}; starting a new one (the earlier runs' environment is lost)")
+    runs: List[Dict[str, Any]] = []
+    cells: Dict[str, Any] = {}
+    if previous:
+        runs = list(previous.get("runs") or [])
+        if not runs and previous.get("run_id"):  # a sidecar from before segments were kept
+            runs = [{k: previous.get(k) for k in ("run_id", "status", "executor", "quick", "environment",
+                                                  "finished", "seconds", "failed_cells")}]
+        for run in runs:
+            if run.get("status") == "running":  # we hold the lock, so that run is gone
+                run["status"] = "killed"
+        cells = dict(previous.get("cells") or {})
+        if not cells:
+            cells = {c["cell_id"]: c for c in (previous.get("grid") or {}).get("cells", [])}
+    elif has_rows:
+        log(f"warning: {sidecar_path(csv_path)} is missing; the earlier rows' environment is unknown")
+    cells.update({c.cell_id: c.to_dict() for c in grid.cells})
+    runs.append(segment)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": segment["run_id"],
+        "status": "running",
+        "quick": quick,
+        "executor": executor.name,
+        "shard": segment["shard"],
+        "grid": grid.to_dict(),
+        "environment": segment["environment"],
+        "runs": runs,
+        "cells": cells,
+    }
+
+
+def _progress_bar(total: int, enabled: bool):
     if not enabled:
-        return cells
+        return None
     from tqdm import tqdm
 
-    return tqdm(cells, desc="cells", unit="cell", file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, desc="cells", unit="cell", file=sys.stderr, dynamic_ncols=True)

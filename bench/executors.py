@@ -1,0 +1,409 @@
+"""Executors: how cells get run (in this process, one subprocess per cell, Ray tasks).
+
+An executor turns cells into rows and knows nothing of result files: the
+runner hands it the cells still to do and writes whatever it yields. The
+contract (:class:`Executor`) is small so another engine (submitit, a thread
+pool over several GPUs) can be added here without touching measurement code:
+
+* ``open()`` / ``close()`` acquire and release what the engine needs;
+* ``run_cells(cells, should_stop)`` yields ``(cell, rows)`` as cells finish,
+  in any order. A cell that fails yields status rows (``error``, ``oom``,
+  ``timeout``) instead of raising. Once ``should_stop()`` is true no new cell
+  is started; cells already running are finished and yielded. A
+  ``KeyboardInterrupt`` (the second Ctrl-C) must stop running cells at once;
+* ``describe()`` says what ran the cells, for the sidecar.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
+
+from .errors import UserError
+from .grid import Cell
+from .rows import failure_rows
+
+Rows = List[Dict[str, Any]]
+MeasureFn = Callable[[Cell], Rows]
+# A measure function given by import path, "package.module:function", so a
+# fresh process (a subprocess, a Ray worker on another machine) can load it.
+MeasureSpec = Union[str, MeasureFn, None]
+StopFn = Callable[[], bool]
+
+RAY_INSTALL_HINT = "pip install '.[ray]' (or pip install 'ray>=2.9')"
+
+
+class Executor(Protocol):
+    name: str
+
+    def open(self) -> None: ...
+
+    def run_cells(self, cells: Sequence[Cell], should_stop: StopFn) -> Iterator[Tuple[Cell, Rows]]:
+        """Yield each cell's rows as it finishes; failures as status rows, never exceptions."""
+
+    def close(self) -> None: ...
+
+    def describe(self) -> Dict[str, Any]: ...
+
+
+def run_cell_safely(cell: Cell, measure: Optional[MeasureFn] = None) -> Rows:
+    """``measure(cell)``, with any failure of the cell turned into a status row."""
+    from .measure import free_memory, is_oom
+
+    if measure is None:
+        from .measure import measure_cell as measure
+    try:
+        return measure(cell)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure of one cell is recorded, the sweep goes on
+        status = "oom" if is_oom(e) else "error"
+        free_memory(cell.settings["device"])
+        return failure_rows(cell, status, f"{type(e).__name__}: {e}")
+
+
+def measure_path(measure: MeasureSpec) -> Optional[str]:
+    """The import path of a measure function, for processes that must import it themselves."""
+    if measure is None or isinstance(measure, str):
+        return measure
+    module, name = getattr(measure, "__module__", None), getattr(measure, "__qualname__", "")
+    if not module or module == "__main__" or "<" in name:
+        raise ValueError(f"measure function {measure!r} must be a module-level function of an importable module")
+    return f"{module}:{name}"
+
+
+def load_measure(spec: MeasureSpec) -> Optional[MeasureFn]:
+    if spec is None or callable(spec):
+        return spec
+    module, _, name = spec.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class BaseExecutor:
+    """Defaults for the optional parts of :class:`Executor`."""
+
+    name = "base"
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> Dict[str, Any]:
+        return {"name": self.name}
+
+
+# ---------------------------------------------------------------------- serial
+class SerialExecutor(BaseExecutor):
+    """Runs cells one after another in this process."""
+
+    name = "serial"
+
+    def __init__(self, measure: MeasureSpec = None) -> None:
+        self._measure = load_measure(measure)
+
+    def run(self, cell: Cell) -> Rows:
+        return run_cell_safely(cell, self._measure)
+
+    def run_cells(self, cells: Sequence[Cell], should_stop: StopFn) -> Iterator[Tuple[Cell, Rows]]:
+        for cell in cells:
+            if should_stop():
+                return
+            yield cell, self.run(cell)
+
+
+# ------------------------------------------------------------ subprocess per cell
+class IsolatedExecutor(BaseExecutor):
+    """Runs each cell in a fresh Python process.
+
+    A fresh process gives every cell a clean CUDA context and allocator, so
+    its peak memory is its own; a segfault, an abort or a hang takes down one
+    cell, not the sweep. The child gets the cell as JSON and writes its rows
+    to a file (stdout is left to whatever the model code prints). It runs in a
+    session of its own so a Ctrl-C at the terminal reaches only the runner,
+    which lets the cell finish (first Ctrl-C) or kills it (second).
+    """
+
+    name = "isolated"
+
+    def __init__(self, measure: MeasureSpec = None, timeout: Optional[float] = None,
+                 python: str = sys.executable) -> None:
+        self.measure = measure_path(measure)
+        self.timeout = timeout
+        self.python = python
+
+    def describe(self) -> Dict[str, Any]:
+        return {"name": self.name, "timeout_s": self.timeout}
+
+    def run_cells(self, cells: Sequence[Cell], should_stop: StopFn) -> Iterator[Tuple[Cell, Rows]]:
+        for cell in cells:
+            if should_stop():
+                return
+            yield cell, self.run(cell)
+
+    def run(self, cell: Cell) -> Rows:
+        with tempfile.TemporaryDirectory(prefix="bench-cell-") as tmp:
+            cell_file, result_file, log_file = (os.path.join(tmp, n) for n in ("cell.json", "rows.json", "log.txt"))
+            with open(cell_file, "w", encoding="utf-8") as f:
+                json.dump(cell.to_dict(), f, default=str)
+            cmd = [self.python, "-m", "bench.executors", "--cell", cell_file, "--out", result_file,
+                   "--parent", str(os.getpid())]
+            if self.measure:
+                cmd += ["--measure", self.measure]
+            with open(log_file, "wb") as log:
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                        env=_child_env(), start_new_session=True)
+                try:
+                    proc.wait(timeout=self.timeout)
+                except subprocess.TimeoutExpired:
+                    _kill_group(proc)
+                    return failure_rows(cell, "timeout", f"did not finish within --timeout {self.timeout:g} s; "
+                                                         f"its process was killed")
+                except BaseException:  # Ctrl-C twice (or any error here): the cell must not outlive the run
+                    _kill_group(proc)
+                    raise
+            if proc.returncode == 0 and os.path.exists(result_file):
+                with open(result_file, encoding="utf-8") as f:
+                    return json.load(f)["rows"]
+            return failure_rows(cell, "error", f"{_describe_exit(proc.returncode)}; last output: {_tail(log_file)}")
+
+
+def _child_env() -> Dict[str, str]:
+    # The child must import what this process imports (the harness, an
+    # injected measure function), wherever it was started from.
+    env = dict(os.environ)
+    paths = [p for p in sys.path if p and os.path.isdir(p)]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def _describe_exit(code: Optional[int]) -> str:
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"cell process died with {name} ({-code})"
+    return f"cell process exited with code {code} without writing results"
+
+
+def _tail(path: str, limit: int = 300) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return "(none)"
+    return lines[-1][-limit:] if lines else "(none)"
+
+
+def _child_main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of an isolated cell: ``python -m bench.executors --cell C --out R``."""
+    p = argparse.ArgumentParser(prog="python -m bench.executors", description="run one cell (used by --isolate)")
+    p.add_argument("--cell", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--measure", default=None)
+    p.add_argument("--parent", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.parent:
+        _exit_with_parent(args.parent)
+    from .results import write_json_atomic
+
+    with open(args.cell, encoding="utf-8") as f:
+        cell = Cell.from_dict(json.load(f))
+    rows = run_cell_safely(cell, load_measure(args.measure))
+    write_json_atomic(args.out, {"rows": rows})
+    return 0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Stop when the runner dies (a SIGKILLed runner cannot kill its cells)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+# ------------------------------------------------------------------------- Ray
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError(f"--executor ray needs Ray, which is not installed: {RAY_INSTALL_HINT}") from None
+    return ray
+
+
+def _ray_cell_task(cell_dict: Dict[str, Any], measure: MeasureSpec) -> Dict[str, Any]:
+    """Body of one Ray task: a cell's rows, plus the worker's environment."""
+    from . import environment
+
+    cell = Cell.from_dict(cell_dict)
+    rows = run_cell_safely(cell, load_measure(measure))
+    try:
+        env = environment.capture(["ray-worker"])
+    except Exception as e:  # noqa: BLE001 - the rows matter more than the provenance
+        env = {"hostname": platform.node(), "error": str(e)}
+    env["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return {"rows": rows, "environment": env}
+
+
+class RayExecutor(BaseExecutor):
+    """Runs cells as Ray tasks on an existing cluster (``address``) or a local one.
+
+    GPU cells ask for ``num_gpus=1`` (Ray sets ``CUDA_VISIBLE_DEVICES`` so each
+    sees one GPU), CPU cells for ``threads`` CPUs (1 when unset). Finished
+    rows come back to the driver, which alone writes the CSV, so workers need
+    no shared filesystem. At most as many cells are in flight as the cluster
+    has room for, so a first Ctrl-C waits only for cells that are running.
+    A per-cell ``timeout`` counts from submission and cancels the task.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: Optional[str] = None, measure: MeasureSpec = None, isolate: bool = False,
+                 timeout: Optional[float] = None, init_kwargs: Optional[Dict[str, Any]] = None) -> None:
+        self.address = address
+        self.measure = measure
+        self.isolate = isolate
+        self.timeout = timeout
+        self.init_kwargs = dict(init_kwargs or {})
+        self._ray: Any = None
+        self._owns_ray = False
+        self._workers: Dict[str, Dict[str, Any]] = {}
+        self._resources: Dict[str, float] = {}
+
+    def open(self) -> None:
+        ray = self._ray = import_ray()
+        if ray.is_initialized():  # a caller (a test, a notebook) already connected
+            self._owns_ray = False
+        else:
+            kwargs = {"include_dashboard": False, "logging_level": "WARNING", **self.init_kwargs}
+            try:
+                ray.init(address=self.address, **kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                where = f"--ray-address {self.address}" if self.address else "a local Ray cluster"
+                raise UserError(f"{where}: cannot connect: {' '.join(str(e).split())[:300]}") from None
+            self._owns_ray = True
+        self._resources = dict(ray.cluster_resources())
+
+    def close(self) -> None:
+        if self._ray is not None and self._owns_ray and self._ray.is_initialized():
+            self._ray.shutdown()
+        self._ray = None
+
+    def describe(self) -> Dict[str, Any]:
+        return {"name": self.name, "address": self.address or "local", "isolate": self.isolate,
+                "timeout_s": self.timeout, "cluster_resources": self._resources,
+                "workers": list(self._workers.values())}
+
+    @staticmethod
+    def request(cell: Cell) -> Dict[str, float]:
+        """The Ray resources one cell asks for."""
+        if cell.settings["device"] == "cuda":
+            return {"num_gpus": 1, "num_cpus": 1}
+        return {"num_gpus": 0, "num_cpus": int(cell.settings.get("threads") or 1)}
+
+    def _check_fits(self, cells: Sequence[Cell]) -> None:
+        gpus = self._resources.get("GPU", 0)
+        if gpus < 1 and any(c.settings["device"] == "cuda" for c in cells):
+            raise UserError(f"--executor ray: cells ask for device: cuda but the Ray cluster "
+                            f"({self.address or 'local'}) has no GPUs; start workers with GPUs or use --device cpu")
+
+    def run_cells(self, cells: Sequence[Cell], should_stop: StopFn) -> Iterator[Tuple[Cell, Rows]]:
+        ray = self._ray
+        if ray is None:
+            raise RuntimeError("RayExecutor.open() was not called")
+        self._check_fits(cells)
+        options: Dict[str, Any] = {"max_retries": 0}  # a crashing cell is recorded, not retried three times
+        if self.isolate:
+            options["max_calls"] = 1  # a fresh worker process per cell
+        task = ray.remote(_ray_cell_task)
+        pending: Deque[Cell] = deque(cells)
+        in_flight: Dict[Any, Tuple[Cell, float, Dict[str, float]]] = {}
+        used = {"num_gpus": 0.0, "num_cpus": 0.0}
+        capacity = {"num_gpus": self._resources.get("GPU", 0.0), "num_cpus": self._resources.get("CPU", 1.0)}
+        measure = self.measure if callable(self.measure) or self.measure is None else str(self.measure)
+
+        def fits(req: Dict[str, float]) -> bool:
+            if not in_flight:
+                return True  # always make progress, even if the request exceeds the cluster
+            return all(used[k] + req[k] <= capacity[k] for k in used)
+
+        try:
+            while pending or in_flight:
+                while pending and not should_stop() and fits(self.request(pending[0])):
+                    cell = pending.popleft()
+                    req = self.request(cell)
+                    req = {"num_gpus": req["num_gpus"], "num_cpus": min(req["num_cpus"], max(1, capacity["num_cpus"]))}
+                    ref = task.options(**options, **req).remote(cell.to_dict(), measure)
+                    in_flight[ref] = (cell, time.monotonic(), req)
+                    for k in used:
+                        used[k] += req[k]
+                if not in_flight:
+                    return
+                # A short wait so the Ctrl-C handler runs promptly between waits.
+                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+                for ref in ready:
+                    cell, _, req = in_flight.pop(ref)
+                    for k in used:
+                        used[k] -= req[k]
+                    yield cell, self._collect(ref, cell)
+                if self.timeout:
+                    now = time.monotonic()
+                    for ref, (cell, started, req) in list(in_flight.items()):
+                        if now - started > self.timeout:
+                            ray.cancel(ref, force=True)
+                            del in_flight[ref]
+                            for k in used:
+                                used[k] -= req[k]
+                            yield cell, failure_rows(cell, "timeout", f"did not finish within --timeout "
+                                                                      f"{self.timeout:g} s; its Ray task was cancelled")
+        finally:
+            for ref in in_flight:  # stopped early (second Ctrl-C, an error): leave nothing running
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 - best effort on the way out
+                    pass
+
+    def _collect(self, ref: Any, cell: Cell) -> Rows:
+        ray = self._ray
+        try:
+            result = ray.get(ref)
+        except Exception as e:  # noqa: BLE001 - a worker death or a Ray failure is this cell's failure
+            message = " ".join(str(e).split())
+            return failure_rows(cell, "error", f"Ray task failed: {type(e).__name__}: {message}")
+        env = result.get("environment") or {}
+        self._workers.setdefault(f"{env.get('hostname')}:{env.get('cuda_visible_devices')}", env)
+        return result["rows"]
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main())

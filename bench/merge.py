@@ -1,0 +1,251 @@
+"""``benchmark.py merge``: combine the outputs of shards (or of separate runs) into one CSV.
+
+Rows are copied byte for byte, grouped by cell, in the grid's order where a
+grid is known (so the same shards merged in any order give the same file).
+A cell id that two inputs hold with different settings is an error: ids are
+hashes of the settings, so the inputs come from incompatible harness
+versions or were edited. The same cell held twice with the same settings
+(shards that overlapped, a cell run again elsewhere) is kept once: its ok
+attempt, else the first. Cells of the grid that no input holds are listed,
+and the exit code is 1, so a pipeline notices an unfinished sweep; the
+merged file is written all the same.
+
+The grid comes from ``--grid`` (expanded with the same ``--quick``,
+``--device`` and ``--data-root`` as the shards) or else from the inputs'
+sidecars, which each hold the whole grid.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from .errors import UserError
+from .results import Line, cut_write_rows, read_lines, read_sidecar, sidecar_path, write_bytes_atomic, write_json_atomic
+from .schema import COLUMNS, SCHEMA_VERSION, STATUS_OK
+
+# Row columns that follow from a cell's settings: two inputs disagreeing on one
+# of these for the same cell id hold different cells (threads and the device
+# name are properties of the machine, not of the cell).
+SETTING_COLUMNS = ("variant", "preset", "family", "block", "depth", "blocks", "cardinality", "bottleneck_width",
+                   "width_multiplier", "stem", "layout", "num_classes", "input_size", "device", "precision",
+                   "memory_format", "compile", "requested_batch_size")
+MAX_LISTED = 10
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="CSV", help="result CSVs to combine, e.g. out/*.csv")
+    parser.add_argument("--out", required=True, help="merged CSV to write (its sidecar NAME.json beside it)")
+    parser.add_argument("--grid", default=None,
+                        help="grid the inputs were run from, to list missing cells (default: their sidecars' grid)")
+    parser.add_argument("--quick", action="store_true", help="with --grid: expand it as a --quick run did")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="with --grid: the --device the shards were run with")
+    parser.add_argument("--data-root", default=None, help="with --grid: the --data-root the shards were run with")
+
+
+@dataclass
+class _Attempt:
+    source: str
+    lines: List[Line]
+
+    @property
+    def ok(self) -> bool:
+        return all(line.fields[_COL["status"]] == STATUS_OK for line in self.lines)
+
+
+_COL = {name: i for i, name in enumerate(COLUMNS)}
+
+
+@dataclass
+class MergeResult:
+    out: str
+    cells: int = 0
+    rows: int = 0
+    duplicates: List[str] = field(default_factory=list)  # ids held twice with the same settings
+    missing: List[Dict[str, Any]] = field(default_factory=list)  # grid cells no input holds
+    failed: int = 0
+    expected: Optional[int] = None
+
+
+def merge_files(inputs: List[str], out: str, grid_cells: Optional[List[Dict[str, Any]]] = None,
+                grid_meta: Optional[Dict[str, Any]] = None) -> MergeResult:
+    """Merge ``inputs`` into ``out`` (and its sidecar); :class:`UserError` on conflicting cells."""
+    _check_paths(inputs, out)
+    sidecars = {path: read_sidecar(path) for path in inputs}
+    known_cells: Dict[str, Tuple[str, Dict[str, Any]]] = {}  # id -> (source, cell dict) from sidecars
+    for path, meta in sidecars.items():
+        for cid, cell in _sidecar_cells(meta).items():
+            if cid in known_cells and _identity(known_cells[cid][1]) != _identity(cell):
+                raise UserError(f"cell {cid} has different settings in {known_cells[cid][0]} and "
+                                f"{sidecar_path(path)}: the inputs come from different harness versions or were "
+                                f"edited; merge them separately")
+            known_cells.setdefault(cid, (sidecar_path(path), cell))
+
+    attempts: Dict[str, _Attempt] = {}
+    order: List[str] = []
+    result = MergeResult(out)
+    header_raw = b""
+    for path in inputs:
+        parsed = read_lines(path, required=COLUMNS)
+        if parsed is None or not parsed.header:
+            raise UserError(f"{path}: empty results file")
+        if parsed.header != COLUMNS:
+            raise UserError(f"{path}: its columns differ from this version's; merge files of one harness version")
+        lines = parsed.lines
+        if parsed.partial_tail:
+            cut = cut_write_rows(parsed)
+            lines = lines[:len(lines) - cut]
+            print(f"warning: {path}: ignoring an unfinished write at its end (its run was killed mid-write; "
+                  f"resuming that run repairs the file)", file=sys.stderr)
+        header_raw = header_raw or parsed.header_raw
+        for cid, lines in _group_by_cell(lines).items():
+            new = _Attempt(path, lines)
+            old = attempts.get(cid)
+            if old is None:
+                attempts[cid] = new
+                order.append(cid)
+                continue
+            conflict = _setting_conflict(old, new)
+            if conflict:
+                raise UserError(f"cell {cid} has different settings in {old.source} and {path} ({conflict}); "
+                                f"the inputs come from different harness versions or were edited")
+            result.duplicates.append(f"{cid} ({old.source}, {path})")
+            if new.ok and not old.ok:
+                attempts[cid] = new
+
+    expected = grid_cells
+    if expected is None:
+        expected = [cell for _, cell in sorted(known_cells.values(), key=lambda sc: sc[1].get("index", 0))] \
+            if known_cells else None
+        # Only the grids the inputs were asked to run count as expected.
+        grid_ids = {c["cell_id"] for meta in sidecars.values() if meta
+                    for c in (meta.get("grid") or {}).get("cells", [])}
+        if expected is not None:
+            expected = [c for c in expected if c["cell_id"] in grid_ids]
+    rank = {c["cell_id"]: i for i, c in enumerate(expected or [])}
+    order.sort(key=lambda cid: rank.get(cid, len(rank)))  # stable: cells of no known grid keep input order
+
+    body = [header_raw]
+    for cid in order:
+        body.extend(line.raw for line in attempts[cid].lines)
+        result.rows += len(attempts[cid].lines)
+        result.failed += not attempts[cid].ok
+    result.cells = len(order)
+    if expected is not None:
+        result.expected = len(expected)
+        result.missing = [c for c in expected if c["cell_id"] not in attempts]
+    write_bytes_atomic(out, b"".join(body))
+    write_json_atomic(sidecar_path(out), _merged_sidecar(inputs, sidecars, known_cells, grid_meta, result))
+    return result
+
+
+def _check_paths(inputs: List[str], out: str) -> None:
+    if not out.endswith(".csv"):
+        raise UserError(f"--out {out}: expected a path ending in .csv")
+    seen = set()
+    for path in inputs:
+        if not os.path.isfile(path):
+            raise UserError(f"{path}: no such results file")
+        real = os.path.realpath(path)
+        if real == os.path.realpath(out):
+            raise UserError(f"--out {out} is also one of the inputs; write the merge elsewhere")
+        if real in seen:
+            raise UserError(f"{path}: given twice")
+        seen.add(real)
+
+
+def _group_by_cell(lines: List[Line]) -> Dict[str, List[Line]]:
+    groups: Dict[str, List[Line]] = {}
+    for line in lines:
+        groups.setdefault(line.fields[_COL["cell_id"]], []).append(line)
+    return groups
+
+
+def _setting_conflict(a: _Attempt, b: _Attempt) -> str:
+    """The first setting column on which two attempts at one cell id disagree ('' if none)."""
+    for name in SETTING_COLUMNS:
+        i = _COL[name]
+        if name == "requested_batch_size":
+            va = sorted({ln.fields[i] for ln in a.lines if ln.fields[i]})
+            vb = sorted({ln.fields[i] for ln in b.lines if ln.fields[i]})
+            if va and vb and va != vb:
+                return f"{name}: {','.join(va)} vs {','.join(vb)}"
+            continue
+        va, vb = a.lines[0].fields[i], b.lines[0].fields[i]
+        if va != vb:
+            return f"{name}: {va!r} vs {vb!r}"
+    return ""
+
+
+def _sidecar_cells(meta: Optional[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    if not meta:
+        return {}
+    cells = dict(meta.get("cells") or {})
+    for c in (meta.get("grid") or {}).get("cells", []):
+        cells.setdefault(c["cell_id"], c)
+    return cells
+
+
+def _identity(cell: Dict[str, Any]) -> str:
+    """What a cell id stands for, without where the data lives."""
+    settings = dict(cell.get("settings") or {})
+    if isinstance(settings.get("train"), dict):
+        settings["train"] = {k: v for k, v in settings["train"].items() if k != "data_root"}
+    model = {k: v for k, v in (cell.get("model") or {}).items() if k != "name"}
+    return json.dumps({"model": model, "settings": settings, "pretrained": cell.get("pretrained"),
+                       "freeze_backbone": cell.get("freeze_backbone")}, sort_keys=True, default=str)
+
+
+def _merged_sidecar(inputs: List[str], sidecars: Dict[str, Optional[Dict[str, Any]]],
+                    known_cells: Dict[str, Tuple[str, Dict[str, Any]]], grid_meta: Optional[Dict[str, Any]],
+                    result: MergeResult) -> Dict[str, Any]:
+    runs = []
+    for path, meta in sidecars.items():
+        for run in (meta or {}).get("runs") or ([meta] if meta else []):
+            runs.append({**run, "source": path})
+    first = next((m for m in sidecars.values() if m), {}) or {}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": "merged",
+        "merged_from": [{"csv": p, "sidecar": sidecar_path(p) if sidecars[p] else None} for p in inputs],
+        "run_id": first.get("run_id"),
+        "quick": first.get("quick"),
+        "grid": grid_meta or first.get("grid"),
+        "environment": first.get("environment"),
+        "runs": runs,
+        "cells": {cid: cell for cid, (_, cell) in known_cells.items()},
+        "missing_cells": [c["cell_id"] for c in result.missing],
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    grid_cells = grid_meta = None
+    if args.grid:
+        from .grid import load_grid
+
+        grid = load_grid(args.grid, quick=args.quick, device=args.device, data_root=args.data_root)
+        grid_meta = grid.to_dict()
+        grid_cells = grid_meta["cells"]
+    result = merge_files(list(args.inputs), args.out, grid_cells, grid_meta)
+    print(f"merged {len(args.inputs)} file(s): {result.cells} cell(s), {result.rows} row(s) -> {result.out}")
+    if result.duplicates:
+        print(f"{len(result.duplicates)} cell(s) were in more than one input with the same settings; kept one "
+              f"(its ok attempt if any): " + "; ".join(result.duplicates[:MAX_LISTED]), file=sys.stderr)
+    if result.failed:
+        print(f"{result.failed} cell(s) have a failed status (run those shards again with --retry-failed)",
+              file=sys.stderr)
+    if result.expected is None:
+        print("no grid known (no sidecars, no --grid): missing cells not checked", file=sys.stderr)
+        return 0
+    if result.missing:
+        listed = ", ".join(f"{c['cell_id']} {c.get('variant', '')}".strip() for c in result.missing[:MAX_LISTED])
+        more = f" and {len(result.missing) - MAX_LISTED} more" if len(result.missing) > MAX_LISTED else ""
+        print(f"incomplete: {len(result.missing)} of {result.expected} grid cell(s) are in no input: "
+              f"{listed}{more}", file=sys.stderr)
+        return 1
+    print(f"complete: all {result.expected} grid cell(s) present")
+    return 0
