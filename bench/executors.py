@@ -40,6 +40,8 @@ MeasureFn = Callable[[Cell], Rows]
 MeasureSpec = Union[str, MeasureFn, None]
 StopFn = Callable[[], bool]
 
+# Limit on an isolated child's start-up (interpreter, torch) when a --timeout is set.
+STARTUP_LIMIT_S = 300.0
 RAY_INSTALL_HINT = "pip install '.[ray]' (or pip install 'ray>=2.9')"
 
 
@@ -157,29 +159,56 @@ class IsolatedExecutor(BaseExecutor):
 
     def run(self, cell: Cell) -> Rows:
         with tempfile.TemporaryDirectory(prefix="bench-cell-") as tmp:
-            cell_file, result_file, log_file = (os.path.join(tmp, n) for n in ("cell.json", "rows.json", "log.txt"))
+            cell_file, result_file, started_file, log_file = (
+                os.path.join(tmp, n) for n in ("cell.json", "rows.json", "started", "log.txt"))
             with open(cell_file, "w", encoding="utf-8") as f:
                 json.dump(cell.to_dict(), f, default=str)
             cmd = [self.python, "-m", "bench.executors", "--cell", cell_file, "--out", result_file,
-                   "--parent", str(os.getpid())]
+                   "--started", started_file, "--parent", str(os.getpid())]
             if self.measure:
                 cmd += ["--measure", self.measure]
             with open(log_file, "wb") as log:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                         env=_child_env(), start_new_session=True)
                 try:
-                    proc.wait(timeout=self.timeout)
-                except subprocess.TimeoutExpired:
-                    _kill_group(proc)
-                    return failure_rows(cell, "timeout", f"did not finish within --timeout {self.timeout:g} s; "
-                                                         f"its process was killed")
+                    late = self._wait(proc, started_file)
                 except BaseException:  # Ctrl-C twice (or any error here): the cell must not outlive the run
                     _kill_group(proc)
                     raise
+            if late:
+                return failure_rows(cell, "timeout", late)
             if proc.returncode == 0 and os.path.exists(result_file):
                 with open(result_file, encoding="utf-8") as f:
                     return json.load(f)["rows"]
             return failure_rows(cell, "error", f"{_describe_exit(proc.returncode)}; last output: {_tail(log_file)}")
+
+    def _wait(self, proc: subprocess.Popen, started_file: str) -> str:
+        """Wait for the child; kill it and say why when it runs over the timeout ('' when it exited).
+
+        The clock starts when the child begins the cell, so interpreter and
+        torch start-up (seconds, longer on a loaded machine) do not count
+        against a short --timeout; start-up has a generous limit of its own.
+        """
+        if self.timeout is None:
+            proc.wait()
+            return ""
+        spawned = time.monotonic()
+        started: Optional[float] = None
+        while True:
+            try:
+                proc.wait(timeout=0.1)
+                return ""
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if started is None and os.path.exists(started_file):
+                started = now
+            if started is None and now - spawned > max(STARTUP_LIMIT_S, self.timeout):
+                _kill_group(proc)
+                return f"its process did not start the cell within {max(STARTUP_LIMIT_S, self.timeout):g} s; killed"
+            if started is not None and now - started > self.timeout:
+                _kill_group(proc)
+                return f"did not finish within --timeout {self.timeout:g} s; its process was killed"
 
 
 def _child_env() -> Dict[str, str]:
@@ -229,6 +258,7 @@ def _child_main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--cell", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--measure", default=None)
+    p.add_argument("--started", default=None, help="file to create when the cell starts (for the timeout)")
     p.add_argument("--parent", type=int, default=None)
     args = p.parse_args(argv)
     if args.parent:
@@ -237,7 +267,10 @@ def _child_main(argv: Optional[List[str]] = None) -> int:
 
     with open(args.cell, encoding="utf-8") as f:
         cell = Cell.from_dict(json.load(f))
-    rows = run_cell_safely(cell, load_measure(args.measure))
+    measure = load_measure(args.measure)
+    if args.started:
+        open(args.started, "w").close()
+    rows = run_cell_safely(cell, measure)
     write_json_atomic(args.out, {"rows": rows})
     return 0
 
@@ -275,6 +308,25 @@ def _ray_cell_task(cell_dict: Dict[str, Any], measure: MeasureSpec) -> Dict[str,
     return {"rows": rows, "environment": env}
 
 
+def _runtime_env(address: Optional[str]) -> Dict[str, Any]:
+    """How Ray workers get this harness's code.
+
+    A local instance's workers share this machine: putting the source folder
+    on their path is enough. A cluster's workers may not share a filesystem,
+    so the two packages are shipped to them (``py_modules``); they need only
+    the dependencies (torch, torchvision, fvcore, ...) installed.
+    """
+    import bench
+    import models
+
+    bench_dir = os.path.dirname(os.path.abspath(bench.__file__))
+    models_dir = os.path.dirname(os.path.abspath(models.__file__))
+    if address is None:
+        paths = [os.path.dirname(bench_dir)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+        return {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}
+    return {"py_modules": [bench_dir, models_dir]}
+
+
 class RayExecutor(BaseExecutor):
     """Runs cells as Ray tasks on an existing cluster (``address``) or a local one.
 
@@ -305,7 +357,8 @@ class RayExecutor(BaseExecutor):
         if ray.is_initialized():  # a caller (a test, a notebook) already connected
             self._owns_ray = False
         else:
-            kwargs = {"include_dashboard": False, "logging_level": "WARNING", **self.init_kwargs}
+            kwargs = {"include_dashboard": False, "logging_level": "WARNING",
+                      "runtime_env": _runtime_env(self.address), **self.init_kwargs}
             try:
                 ray.init(address=self.address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as e:
