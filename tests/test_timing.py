@@ -1,0 +1,84 @@
+"""The timed loop with both timers; the CUDA event timer runs here against fake events."""
+import time
+
+import pytest
+
+from bench.timing import AUTO_MIN_SAMPLES, CudaEventTimer, PerfCounterTimer, collect_samples
+
+
+class FakeClock:
+    """A device whose queued work finishes only at synchronize(), like a CUDA stream."""
+
+    def __init__(self, costs):
+        self.now = 0.0
+        self.queued = 0.0
+        self.costs = iter(costs)
+        self.syncs = 0
+
+    def work(self):
+        self.queued += next(self.costs)
+
+    def event(self):
+        clock = self
+
+        class Event:
+            def record(self):
+                clock.now += clock.queued  # events complete in stream order
+                clock.queued = 0.0
+                self.t = clock.now
+
+            def elapsed_time(self, other):
+                return other.t - self.t
+
+        return Event()
+
+    def sync(self):
+        self.syncs += 1
+        self.now += self.queued
+        self.queued = 0.0
+
+
+def test_cuda_event_timer_counts_queued_work_and_synchronizes():
+    clock = FakeClock([1.0] * 3 + [2.0, 4.0, 8.0])
+    timer = CudaEventTimer(event_factory=clock.event, sync=clock.sync)
+    samples = collect_samples(clock.work, timer, warmup=3, repeats=3)
+    assert samples == [2.0, 4.0, 8.0]  # warm-up discarded, each iteration's own cost
+    assert clock.syncs >= 4  # after warm-up and before reading each sample
+
+
+def test_fast_iterations_are_timed_in_blocks():
+    clock = FakeClock([0.01] * 10_000)
+    timer = CudaEventTimer(event_factory=clock.event, sync=clock.sync)
+    samples = collect_samples(clock.work, timer, warmup=0, repeats=5, min_block_ms=1.0)
+    assert len(samples) == 5
+    assert samples == pytest.approx([0.01] * 5)  # per-iteration mean of a 100-iteration block
+
+
+def test_fixed_repeats_give_exactly_that_many_samples():
+    calls = []
+    samples = collect_samples(lambda: calls.append(1), PerfCounterTimer(), warmup=4, repeats=7)
+    assert len(samples) == 7 and len(calls) == 11
+    assert all(s >= 0 for s in samples)
+
+
+def test_auto_repeats_stop_early_when_stable():
+    clock = FakeClock([1.0] * 2000)
+    timer = CudaEventTimer(event_factory=clock.event, sync=clock.sync)
+    samples = collect_samples(clock.work, timer, warmup=0, repeats="auto", max_time_s=60)
+    assert len(samples) == AUTO_MIN_SAMPLES
+
+
+def test_auto_repeats_stop_at_the_time_budget_when_noisy():
+    import itertools
+
+    clock = FakeClock(itertools.cycle([1.0, 3.0, 9.0]))
+    timer = CudaEventTimer(event_factory=clock.event, sync=clock.sync)
+    fake_time = itertools.count(0, 0.1)  # each check of the budget advances 0.1 s
+    samples = collect_samples(clock.work, timer, warmup=0, repeats="auto", max_time_s=2.0,
+                              clock=lambda: next(fake_time))
+    assert AUTO_MIN_SAMPLES <= len(samples) < 40
+
+
+def test_perf_counter_timer_measures_real_sleep():
+    samples = collect_samples(lambda: time.sleep(0.005), PerfCounterTimer(), warmup=1, repeats=5)
+    assert all(4.5 <= s < 50 for s in samples)
