@@ -29,12 +29,15 @@ class ResNet(nn.Module):
         stem_width = config.resolved_stem_width()
         if config.stem == "imagenet":
             self.conv1 = nn.Conv2d(config.in_channels, stem_width, 7, stride=2, padding=3, bias=False)
-            self.maxpool: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+            pool: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         else:
             self.conv1 = nn.Conv2d(config.in_channels, stem_width, 3, stride=1, padding=1, bias=False)
-            self.maxpool = nn.Identity()
+            pool = nn.Identity()
         self.bn1 = nn.BatchNorm2d(stem_width)
         self.relu = nn.ReLU(inplace=True)
+        # Registered after bn1/relu so the children run in order, as torchvision's
+        # IntermediateLayerGetter (BackboneWithFPN) assumes.
+        self.maxpool = pool
 
         in_channels = stem_width
         self.stage_names: List[str] = []

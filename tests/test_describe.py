@@ -141,3 +141,27 @@ def test_describe_bad_input_is_one_line(capsys, argv, expected):
     code, out, err = _describe(capsys, *argv)
     assert code == 2 and out == ""
     assert err.startswith(expected) and err.count("\n") == 1
+
+
+def test_torchvisions_fpn_backbone_sees_the_same_features_as_on_torchvisions_model():
+    # BackboneWithFPN runs the model's children in registration order; with
+    # the describe output's channels it must give torchvision's features.
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+
+    torch.manual_seed(0)
+    theirs = torchvision.models.resnet18().eval()
+    with torch.no_grad():
+        theirs.bn1.weight.uniform_(-1, 1)  # negative scales: the stem's op order matters
+    ours = build_model(get_preset("resnet18")).eval()
+    ours.load_state_dict(theirs.state_dict())
+    channels = [r.channels for r in summarize(get_preset("resnet18")).stages]
+    layers = {f"layer{i}": str(i - 1) for i in range(1, 5)}
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        a = BackboneWithFPN(theirs, layers, channels, 32).eval()(x)
+        torch.manual_seed(1)
+        b = BackboneWithFPN(ours, layers, channels, 32).eval()(x)
+    assert list(a) == list(b) == ["0", "1", "2", "3", "pool"]
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
