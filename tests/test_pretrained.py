@@ -248,6 +248,7 @@ def test_seed_article_grid_is_the_articles_recipe():
     assert article.pretrained is True and article.model.num_classes == 10 and article.model.input_size == 32
     t = article.train
     assert (t["lr"], t["batch_size"], t["epochs"], t["dataset"]) == (0.001, 64, 10, "cifar10")
+    assert (t["schedule"], t["crop_padding"], t["flip"], t["weight_decay"]) == ("constant", 0, False, 0.0)
     assert [list(v) for v in t["normalize"]] == [[0.5] * 3, [0.5] * 3]
     assert cells[("resnext50_32x4d", "sgd")].train["lr"] == 0.2  # the harness's default recipe
     assert cells[("resnet50", "adam")].train == t
