@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"stored baseline {args.name!r}: {facts['rows']} rows -> {facts['csv']} (+ {facts['json']})")
     if facts["kept_thresholds"]:
         print(f"kept thresholds from the replaced baseline: {facts['kept_thresholds']}")
-    if facts["run_status"] not in (None, "finished"):
+    if facts["run_status"] not in (None, "finished", "merged"):
         print(f"warning: the run's sidecar says status {facts['run_status']!r}: it may be incomplete",
               file=sys.stderr)
     if facts["not_ok"]:

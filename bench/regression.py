@@ -228,11 +228,28 @@ class ResultFile:
     rows: List[Dict[str, Any]]
     meta: Optional[Dict[str, Any]]
 
+    def environment(self, run_id: Any) -> Optional[Dict[str, Any]]:
+        """The environment of the run that wrote a row.
+
+        A resumed or merged file holds rows of several runs; its sidecar keeps
+        each run's environment under ``runs`` (matched by the row's run_id),
+        and the top-level ``environment`` is the latest run's.
+        """
+        if not self.meta:
+            return None
+        for run in self.meta.get("runs") or []:
+            if isinstance(run, dict) and run_id and run.get("run_id") == run_id:
+                env = run.get("environment")
+                return env if isinstance(env, dict) else None
+        env = self.meta.get("environment")
+        return env if isinstance(env, dict) else None
+
     def environment_fingerprint(self, row: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
         """What must match for this row's timings to be comparable with another run's."""
-        if not self.meta or not isinstance(self.meta.get("environment"), dict):
+        env = self.environment(row.get("run_id"))
+        if env is None:
             return None
-        fp = fingerprint(self.meta["environment"], str(row.get("device") or "cpu"))
+        fp = fingerprint(env, str(row.get("device") or "cpu"))
         if row.get("device_name"):
             fp["device_name"] = row["device_name"]
         fp.update(threads=_int_text(row.get("threads")), precision=row.get("precision"),

@@ -411,3 +411,18 @@ def test_baseline_warns_about_failed_rows(tmp_path, capsys):
     assert facts["rows"] == 2 and facts["not_ok"] == 1
     with pytest.raises(UserError, match="exists"):
         store_baseline(run, "w", str(tmp_path / "b"))
+
+
+def test_each_row_uses_the_environment_of_the_run_that_wrote_it(tmp_path, capsys):
+    """A resumed file holds rows of two runs; only the row from the matching environment is comparable."""
+    base = write_run(tmp_path / "base.csv", [make_row(batch=1), make_row(batch=8)])
+    newer = copy.deepcopy(ENV)
+    newer["software"]["torch"] = "2.4.0"
+    rows = [dict(make_row(batch=1, latency=scaled(TIGHT, 1.5)), run_id="run-a"),
+            dict(make_row(batch=8, latency=scaled(TIGHT, 1.5)), run_id="run-b")]
+    runs = [{"run_id": "run-a", "environment": ENV}, {"run_id": "run-b", "environment": newer}]
+    cur = write_run(tmp_path / "cur.csv", rows, env=newer, extra_meta={"runs": runs})
+    code, out, _ = compare_cli(capsys, base, cur, "--timings", "gate")
+    assert code == 1
+    assert line_for(out, "latency_ms_median", "1")[5] == "regressed"
+    assert line_for(out, "latency_ms_median", "8")[5] == "incomparable"
