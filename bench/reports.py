@@ -268,8 +268,15 @@ def cell_points(ok: pd.DataFrame) -> pd.DataFrame:
 
 
 # Columns that can tell two points of the same variant apart, in the order tried.
-_DISCRIMINATORS = ("memory_format", "compile", "tf32", "threads", "input_size", "pretrained", "dataset", "epochs",
-                   "source", "run_id", "cell_id")
+_DISCRIMINATORS = ("source", "run_id", "memory_format", "compile", "tf32", "threads", "input_size", "pretrained",
+                   "dataset", "epochs", "cell_id")
+
+
+def _plain(value: Any) -> str:
+    """2.0 -> '2' (a float column read back from CSV), anything else as str."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def unique_labels(points: pd.DataFrame) -> List[str]:
@@ -286,7 +293,7 @@ def unique_labels(points: pd.DataFrame) -> List[str]:
         sub = points.loc[idx]
         parts: Dict[int, List[str]] = {i: [] for i in idx}
         for col in _DISCRIMINATORS:
-            values = sub[col].astype(str)
+            values = sub[col].map(_plain)
             if values.nunique() > 1:
                 for i in idx:
                     v = values.loc[i]
@@ -321,8 +328,16 @@ def frontier(points: pd.DataFrame, pair: Pair) -> Frontier:
 
 
 def pairs_for(points: pd.DataFrame) -> Tuple[Pair, ...]:
-    """Accuracy pairs when any point of the group has an accuracy; otherwise the speed-only pairs."""
-    return ACCURACY_PAIRS if points["top1_acc"].notna().any() else SPEED_PAIRS
+    """Accuracy pairs when any point of the group has an accuracy; otherwise the speed-only pairs.
+
+    When only some points have one (a speed-only file combined with a trained one), both sets, so
+    that every point appears in some figure."""
+    acc = points["top1_acc"].notna()
+    if not acc.any():
+        return SPEED_PAIRS
+    if acc.all():
+        return ACCURACY_PAIRS
+    return ACCURACY_PAIRS + tuple(p for p in SPEED_PAIRS if p not in ACCURACY_PAIRS)
 
 
 # --------------------------------------------------------------------------- cardinality comparison
@@ -492,10 +507,10 @@ def _ranked_lines(points: pd.DataFrame) -> List[str]:
     acc = acc.assign(mem_rank=acc["acc_per_mib"].rank(ascending=False, method="min"))
     acc = acc.sort_values(["acc_per_ms", "top1_acc"], ascending=[False, False], na_position="last")
     header = ["rank", "variant", "top-1 (%)", "latency bs1 (ms)", "top-1 % per ms", "peak memory (MiB)",
-              "top-1 % per MiB", "rank by % per MiB"]
+              "top-1 % per MiB", "rank by % per MiB", "throughput (img/s)"]
     body = [[i + 1 if not math.isnan(p["acc_per_ms"]) else "–", p["label"], _acc(p), _value(p, "latency"),
              _num(p["acc_per_ms"], ".3g"), _value(p, "memory"), _num(p["acc_per_mib"], ".3g"),
-             _num(p["mem_rank"], ".0f")] for i, (_, p) in enumerate(acc.iterrows())]
+             _num(p["mem_rank"], ".0f"), _value(p, "throughput")] for i, (_, p) in enumerate(acc.iterrows())]
     return ["### Ranked: accuracy per unit of latency and memory", "",
             "Sorted by top-1 accuracy (percentage points) per millisecond of batch-1 latency; the last column "
             "ranks by accuracy per MiB of peak memory instead. Ratios reward small models: read them with "
@@ -517,13 +532,15 @@ def _cardinality_lines(points: pd.DataFrame) -> List[str]:
             return _num(p[col] / ref[col], ".2f") + "×" if ref[col] and not pd.isna(ref[col]) and \
                 not pd.isna(p[col]) else "–"
 
-        header = ["variant", "cardinality", "width d", "params (M)", "GMACs", "MACs vs first", "top-1 (%)",
-                  "latency bs1 (ms)", "latency ×", "throughput (img/s)", "throughput ×", "peak memory (MiB)"]
+        has_acc = s["top1_acc"].notna().any()
+        header = ["variant", "cardinality", "width d", "params (M)", "GMACs", "MACs vs first"] + \
+            (["top-1 (%)"] if has_acc else []) + \
+            ["latency bs1 (ms)", "latency ×", "throughput (img/s)", "throughput ×", "peak memory (MiB)"]
         body = [[p["label"], _num(p["cardinality"], ".0f"), _num(p["bottleneck_width"], ".0f"),
                  _num(p["params"], ".4g", 1e-6), _num(p["macs"], ".4g", 1e-9),
-                 f"{(p['macs'] / ref['macs'] - 1) * 100:+.1f}%", _acc(p), _value(p, "latency"),
-                 ratio("latency_bs1_ms", p), _value(p, "throughput"), ratio("throughput_img_s", p),
-                 _value(p, "memory")] for _, p in s.iterrows()]
+                 f"{(p['macs'] / ref['macs'] - 1) * 100:+.1f}%"] + ([_acc(p)] if has_acc else []) +
+                [_value(p, "latency"), ratio("latency_bs1_ms", p), _value(p, "throughput"),
+                 ratio("throughput_img_s", p), _value(p, "memory")] for _, p in s.iterrows()]
         lines += [f"Set {k}: depth {_num(ref['depth'], '.0f')}, stem {ref['stem']}, layout {ref['layout']}, "
                   f"input {_num(ref['input_size'], '.0f')} px", ""] + _table(header, body) + [""]
     return lines
@@ -655,7 +672,9 @@ def build_report(rows: pd.DataFrame, sources: List[Source], out_dir: str) -> Tup
             continue
         pairs = pairs_for(group.points)
         acc_note = "" if pairs is ACCURACY_PAIRS else \
-            " No accuracy was measured here (a speed-only run), so the plots set speed and memory against complexity."
+            " No accuracy was measured here (a speed-only run), so the plots set speed and memory against complexity." \
+            if pairs is SPEED_PAIRS else \
+            " Only some points have an accuracy, so speed and memory are also set against complexity."
         lines += [f"## {group.title}", "",
                   f"{len(group.points)} point(s) from " + ", ".join(f"`{s}`" for s in group.points["source"].unique())
                   + f"; figures prefixed `{group.slug}-`.{acc_note}", ""]
