@@ -417,48 +417,70 @@ def _frontier_heading(group: Group, pair: Pair) -> str:
 # --------------------------------------------------------------------------- report sections
 
 
-def _environment_lines(sources: List[Source], rows: pd.DataFrame) -> List[str]:
-    def fact(src: Source, keys: Sequence[str]) -> str:
-        node: Any = src.sidecar or {}
-        for k in keys:
-            node = node.get(k) if isinstance(node, dict) else None
-        return "–" if node in (None, "", []) else str(node)
+def _get(node: Any, *keys: str) -> Any:
+    for k in keys:
+        node = node.get(k) if isinstance(node, dict) else None
+    return node
 
-    header = [""] + [f"`{s.name}`" for s in sources]
-    facts = []
-    for label, keys in (("run id", ("run_id",)), ("started (UTC)", ("environment", "timestamp")),
-                        ("finished (UTC)", ("finished",)), ("git commit", ("environment", "git_commit")),
-                        ("torch", ("environment", "software", "torch")),
-                        ("CUDA / cuDNN", None), ("python", ("environment", "software", "python")),
-                        ("CPU", ("environment", "cpu", "cpu_model")), ("CPU cores", ("environment", "cpu", "cpu_count")),
-                        ("torch threads", ("environment", "cpu", "torch_threads")), ("GPU", None),
-                        ("grid", ("grid", "name")), ("quick mode", ("quick",)), ("run status", ("status",))):
-        line = [label]
-        for s in sources:
-            if label == "CUDA / cuDNN":
-                line.append(f"{fact(s, ('environment', 'software', 'cuda'))} / "
-                            f"{fact(s, ('environment', 'software', 'cudnn'))}")
-            elif label == "GPU":
-                gpus = ((s.sidecar or {}).get("environment") or {}).get("gpus") or []
-                line.append(", ".join(str(g.get("name")) for g in gpus) if gpus else
-                            ("none" if s.sidecar else "–"))
-            else:
-                line.append(fact(s, keys))
-        facts.append(line)
-    sub = rows.groupby("source", sort=False)
-    devices = sub.apply(lambda d: "; ".join(sorted({f"{a} ({b})" for a, b in zip(d["device_name"].astype(str),
-                                                                                  d["device"].astype(str))})),
-                        include_groups=False)
-    facts = [f for f in facts if any(v not in ("–", "– / –") for v in f[1:])]  # no sidecar: skip empty rows
-    facts.append(["devices in the CSV"] + [devices.get(s.name, "–") for s in sources])
-    threads = sub["threads"].apply(lambda t: ", ".join(f"{v:g}" for v in sorted(t.dropna().unique())) or "–")
-    facts.append(["threads in the CSV"] + [threads.get(s.name, "–") for s in sources])
-    facts.append(["rows (ok / all)"] + [f"{s.ok_rows} / {s.rows}" for s in sources])
-    lines = ["## Environment", ""] + _table(header, facts)
+
+def _runs_of(src: Source, run_ids: Sequence[str]) -> List[Dict[str, Any]]:
+    """The sidecar's run entries that wrote rows of this CSV (a resumed or merged file has several).
+
+    Older sidecars have no ``runs`` list: the top level is then the one run."""
+    side = src.sidecar or {}
+    runs = [r for r in side.get("runs") or [side] if isinstance(r, dict)] if side else []
+    matching = [r for r in runs if r.get("run_id") in set(run_ids)]
+    return matching or runs[-1:]
+
+
+_ENV_FACTS: Tuple[Tuple[str, Any], ...] = (
+    ("run id", lambda r, side: r.get("run_id")),
+    ("started (UTC)", lambda r, side: _get(r, "environment", "timestamp") or r.get("started")),
+    ("finished (UTC)", lambda r, side: r.get("finished")),
+    ("git commit", lambda r, side: _get(r, "environment", "git_commit")),
+    ("torch", lambda r, side: _get(r, "environment", "software", "torch")),
+    ("CUDA / cuDNN", lambda r, side: f"{_get(r, 'environment', 'software', 'cuda') or '–'} / "
+                                     f"{_get(r, 'environment', 'software', 'cudnn') or '–'}"),
+    ("python", lambda r, side: _get(r, "environment", "software", "python")),
+    ("CPU", lambda r, side: _get(r, "environment", "cpu", "cpu_model")),
+    ("CPU cores", lambda r, side: _get(r, "environment", "cpu", "cpu_count")),
+    ("torch threads at start", lambda r, side: _get(r, "environment", "cpu", "torch_threads")),
+    ("GPU", lambda r, side: ", ".join(str(g.get("name")) for g in _get(r, "environment", "gpus") or []) or
+     ("none" if _get(r, "environment") else None)),
+    ("grid", lambda r, side: r.get("grid_name") or _get(side, "grid", "name")),
+    ("quick mode", lambda r, side: r.get("quick")),
+    ("run status", lambda r, side: r.get("status")),
+)
+
+
+_UNFINISHED = ("running", "killed", "interrupted", "failed")  # run statuses the runner writes besides finished
+
+
+def _environment_lines(sources: List[Source], rows: pd.DataFrame) -> List[str]:
+    """One column per run that wrote rows (per file, or per run of a resumed/merged file)."""
+    header, columns = [""], []
     notes = [f"- `{s.name}`: {s.sidecar_note}" for s in sources if s.sidecar_note]
-    unfinished = [s.name for s in sources if s.sidecar and s.sidecar.get("status") == "running"]
-    notes += [f"- `{n}`: the run had not finished when this report was made (or was killed): partial results"
-              for n in unfinished]
+    for src in sources:
+        mine = rows[rows["source"] == src.name]
+        run_ids = [r for r in dict.fromkeys(mine["run_id"].astype(str)) if r]
+        runs = _runs_of(src, run_ids)
+        devices = "; ".join(sorted({f"{a} ({b})" for a, b in zip(mine["device_name"].astype(str),
+                                                                  mine["device"].astype(str))})) or "–"
+        threads = ", ".join(_plain(v) for v in sorted(mine["threads"].dropna().unique())) or "–"
+        counts = f"{src.ok_rows} / {src.rows}"
+        notes += [f"- `{src.name}`: run {r.get('run_id')} has status {r.get('status')}: it did not finish, so "
+                  "this file may hold partial results" for r in runs if r.get("status") in _UNFINISHED]
+        for run in runs or [{}]:
+            header.append(f"`{src.name}`" + (f" run {run.get('run_id')}" if len(runs) > 1 else ""))
+            col = []
+            for _, get in _ENV_FACTS:
+                value = get(run, src.sidecar) if run else None
+                col.append("–" if value in (None, "", "– / –") else _plain(value))
+            columns.append(col + [devices, threads, counts])
+    labels = [label for label, _ in _ENV_FACTS] + ["devices in the CSV", "threads in the CSV", "rows (ok / all)"]
+    facts = [[label] + [c[i] for c in columns] for i, label in enumerate(labels)]
+    facts = [f for f in facts if any(v != "–" for v in f[1:])]  # no sidecar anywhere: skip empty rows
+    lines = ["## Environment", ""] + _table(header, facts)
     return lines + ([""] + notes if notes else []) + [""]
 
 

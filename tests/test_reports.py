@@ -72,11 +72,17 @@ def _write(path, rows, sidecar=None):
     return str(path)
 
 
+_ENV = {"timestamp": "2026-01-02T03:04:05+00:00", "git_commit": "abc123def",
+        "software": {"torch": "9.9.9", "python": "3.11.0", "cuda": None, "cudnn": None},
+        "cpu": {"cpu_model": "AMD EPYC", "cpu_count": 2, "torch_threads": 2}, "gpus": []}
+# The runner's sidecar: top level = latest run; ``runs`` = every run that wrote to the file. Run r0 wrote
+# no row of this CSV (its rows were replaced), so the report must describe r1 only.
 SIDECAR = {
-    "run_id": "r1", "status": "finished", "quick": True, "grid": {"name": "handmade"},
-    "environment": {"timestamp": "2026-01-02T03:04:05+00:00", "git_commit": "abc123def",
-                    "software": {"torch": "9.9.9", "python": "3.11.0", "cuda": None, "cudnn": None},
-                    "cpu": {"cpu_model": "AMD EPYC", "cpu_count": 2, "torch_threads": 2}, "gpus": []},
+    "run_id": "r1", "status": "finished", "quick": True, "grid": {"name": "handmade"}, "environment": _ENV,
+    "runs": [{"run_id": "r0", "status": "killed", "grid_name": "handmade",
+              "environment": {**_ENV, "software": {"torch": "0.0.1"}}},
+             {"run_id": "r1", "status": "finished", "grid_name": "handmade", "quick": True, "environment": _ENV,
+              "finished": "2026-01-02T04:00:00+00:00"}],
 }
 
 
@@ -151,8 +157,9 @@ def test_report_content(combined):
     _, report = combined
     # environment from the sidecar
     env = _section(report, "Environment")
-    for fact in ("9.9.9", "abc123def", "AMD EPYC", "2026-01-02T03:04:05", "handmade"):
+    for fact in ("9.9.9", "abc123def", "AMD EPYC", "2026-01-02T03:04:05", "2026-01-02T04:00:00", "handmade"):
         assert fact in env
+    assert "0.0.1" not in env and "killed" not in env  # run r0 wrote none of these rows
     # synthetic accuracies are marked wherever they appear
     assert "not CIFAR-10" in report
     assert "62.00 (SYNTHETIC)" in report
@@ -180,9 +187,18 @@ def test_cardinality_at_equal_complexity(combined):
 
 
 def test_speed_only_run_uses_speed_pairs(tmp_path):
-    csv = _write(tmp_path / "speed.csv", _rows(accuracy=False, failed=False))
+    # a resumed file: run r1 measured four cells, then r2 (killed later) the other three
+    rows = _rows(CELLS[:4], accuracy=False, failed=False) + \
+        _rows(CELLS[4:], accuracy=False, failed=False, run_id="r2")
+    sidecar = {**SIDECAR, "run_id": "r2", "runs": [
+        {"run_id": "r1", "status": "finished", "environment": _ENV},
+        {"run_id": "r2", "status": "killed", "environment": {**_ENV, "git_commit": "fff999"}}]}
+    csv = _write(tmp_path / "speed.csv", rows, sidecar)
     path = write_report([csv], str(tmp_path / "out"))
     report = open(path, encoding="utf-8").read()
+    env = _section(report, "Environment")
+    assert "`speed` run r1" in env and "`speed` run r2" in env and "fff999" in env
+    assert "run r2 has status killed" in env
     for pair in SPEED_PAIRS:
         assert (tmp_path / "out" / f"cpu-fp32-{pair.name}.png").exists()
         assert _frontier_ids(report, pair, "cpu-fp32") == _expected(CELLS, pair)
