@@ -227,7 +227,10 @@ def test_same_cell_in_two_files_keeps_both_labelled(tmp_path):
     # resnet20 re-measured: faster, so it must appear twice with its file in the label
     again = [CELLS[0][:8] + (1.0, 1800.0) + CELLS[0][10:]]
     b = _write(tmp_path / "tuesday.csv", _rows(again, run_id="r2", failed=False))
-    report = open(write_report([a, b], str(tmp_path / "out")), encoding="utf-8").read()
+    # monday's rows again in another file (as a merged file repeats its shards): counted once
+    copy = _write(tmp_path / "copy.csv", _rows(CELLS[:2], failed=False))
+    report = open(write_report([a, b, copy, a], str(tmp_path / "out")), encoding="utf-8").read()
+    assert "4 row(s) repeated another file's row exactly" in report
     assert "resnet20 [monday]" in report and "resnet20 [tuesday]" in report
     assert "3 point(s)" in report
     latency = [p for p in ACCURACY_PAIRS if p.x == "latency"][0]
