@@ -42,6 +42,8 @@ StopFn = Callable[[], bool]
 
 # Limit on an isolated child's start-up (interpreter, torch) when a --timeout is set.
 STARTUP_LIMIT_S = 300.0
+# How long an isolated child that wrote its rows may take to exit before it is killed.
+EXIT_GRACE_S = 30.0
 RAY_INSTALL_HINT = "pip install '.[ray]' (or pip install 'ray>=2.9')"
 
 
@@ -169,25 +171,27 @@ class IsolatedExecutor(BaseExecutor):
                 cmd += ["--measure", self.measure]
             with open(log_file, "wb") as log:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                        env=_child_env(), start_new_session=True)
+                                        env=_child_env(), start_new_session=True,
+                                        preexec_fn=_die_with_parent(os.getpid()))
                 try:
-                    late = self._wait(proc, started_file)
+                    late = self._wait(proc, started_file, result_file)
                 except BaseException:  # Ctrl-C twice (or any error here): the cell must not outlive the run
                     _kill_group(proc)
                     raise
             if late:
                 return failure_rows(cell, "timeout", late)
-            if proc.returncode == 0 and os.path.exists(result_file):
+            if os.path.exists(result_file):  # written atomically: present means complete
                 with open(result_file, encoding="utf-8") as f:
                     return json.load(f)["rows"]
             return failure_rows(cell, "error", f"{_describe_exit(proc.returncode)}; last output: {_tail(log_file)}")
 
-    def _wait(self, proc: subprocess.Popen, started_file: str) -> str:
-        """Wait for the child; kill it and say why when it runs over the timeout ('' when it exited).
+    def _wait(self, proc: subprocess.Popen, started_file: str, result_file: str) -> str:
+        """Wait for the child; kill it and say why when it runs over the timeout ('' when it finished).
 
         The clock starts when the child begins the cell, so interpreter and
         torch start-up (seconds, longer on a loaded machine) do not count
         against a short --timeout; start-up has a generous limit of its own.
+        It stops when the rows are written, before the process has exited.
         """
         if self.timeout is None:
             proc.wait()
@@ -200,6 +204,12 @@ class IsolatedExecutor(BaseExecutor):
                 return ""
             except subprocess.TimeoutExpired:
                 pass
+            if os.path.exists(result_file):  # done; give the exit a moment, then make sure
+                try:
+                    proc.wait(timeout=EXIT_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    _kill_group(proc)
+                return ""
             now = time.monotonic()
             if started is None and os.path.exists(started_file):
                 started = now
@@ -221,6 +231,28 @@ def _child_env() -> Dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def _die_with_parent(parent: int) -> Optional[Callable[[], None]]:
+    """On Linux, have the kernel kill the child the moment the runner dies (even by SIGKILL).
+
+    This covers the child's start-up too, before its own parent watch runs.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+    def set_death_signal() -> None:  # runs in the child between fork and exec
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the runner died before the line above
+            os._exit(3)
+
+    return set_death_signal
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -268,11 +300,14 @@ def _child_main(argv: Optional[List[str]] = None) -> int:
     with open(args.cell, encoding="utf-8") as f:
         cell = Cell.from_dict(json.load(f))
     measure = load_measure(args.measure)
+    import bench.measure  # noqa: F401 - imported before the clock starts: start-up is not the cell's time
     if args.started:
         open(args.started, "w").close()
     rows = run_cell_safely(cell, measure)
     write_json_atomic(args.out, {"rows": rows})
-    return 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # the rows are safe; skip interpreter teardown (slow with torch loaded, and may crash)
 
 
 def _exit_with_parent(parent: int) -> None:
