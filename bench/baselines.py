@@ -81,6 +81,7 @@ def _copy_atomic(src: str, dest: str) -> None:
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a baseline is a shared, committed file
         os.replace(tmp, dest)
     except BaseException:
         if os.path.exists(tmp):

@@ -513,7 +513,7 @@ def format_table(comparison: Comparison, show_all: bool = False) -> str:
         out.append(f"  {ln.metric:24s} {ln.batch or '-':>4s} {format_value(ln.metric, ln.baseline):>13s} "
                    f"{format_value(ln.metric, ln.current):>13s} {ratio:>7s}  {ln.verdict:12s} {ln.note}".rstrip())
     if not shown:
-        out.append("  (no lines to show)")
+        out.append("  (every line is ok)" if comparison.lines else "  (nothing to compare)")
     return "\n".join(out)
 
 
