@@ -329,12 +329,21 @@ def import_ray():
     return ray
 
 
-def _ray_cell_task(cell_dict: Dict[str, Any], measure: MeasureSpec) -> Dict[str, Any]:
-    """Body of one Ray task: a cell's rows, plus the worker's environment."""
+def _ray_cell_task(cell_dict: Dict[str, Any], measure: MeasureSpec, isolate: bool,
+                   timeout: Optional[float]) -> Dict[str, Any]:
+    """Body of one Ray task: a cell's rows, plus the worker's environment.
+
+    With ``isolate`` the cell runs in a child process of the worker, exactly
+    as ``--isolate`` does on one machine: the same per-cell timeout (its clock
+    starting with the cell, not with the worker), the same crash containment.
+    """
     from . import environment
 
     cell = Cell.from_dict(cell_dict)
-    rows = run_cell_safely(cell, load_measure(measure))
+    if isolate:
+        rows = IsolatedExecutor(measure=measure, timeout=timeout).run(cell)
+    else:
+        rows = run_cell_safely(cell, load_measure(measure))
     try:
         env = environment.capture(["ray-worker"])
     except Exception as e:  # noqa: BLE001 - the rows matter more than the provenance
@@ -370,7 +379,8 @@ class RayExecutor(BaseExecutor):
     rows come back to the driver, which alone writes the CSV, so workers need
     no shared filesystem. At most as many cells are in flight as the cluster
     has room for, so a first Ctrl-C waits only for cells that are running.
-    A per-cell ``timeout`` counts from submission and cancels the task.
+    ``isolate`` (implied by a ``timeout``) runs each cell in a child process of
+    its worker, as :class:`IsolatedExecutor` does.
     """
 
     name = "ray"
@@ -379,7 +389,7 @@ class RayExecutor(BaseExecutor):
                  timeout: Optional[float] = None, init_kwargs: Optional[Dict[str, Any]] = None) -> None:
         self.address = address
         self.measure = measure
-        self.isolate = isolate
+        self.isolate = isolate or timeout is not None
         self.timeout = timeout
         self.init_kwargs = dict(init_kwargs or {})
         self._ray: Any = None
@@ -431,14 +441,13 @@ class RayExecutor(BaseExecutor):
             raise RuntimeError("RayExecutor.open() was not called")
         self._check_fits(cells)
         options: Dict[str, Any] = {"max_retries": 0}  # a crashing cell is recorded, not retried three times
-        if self.isolate:
-            options["max_calls"] = 1  # a fresh worker process per cell
         task = ray.remote(_ray_cell_task)
         pending: Deque[Cell] = deque(cells)
         in_flight: Dict[Any, Tuple[Cell, float, Dict[str, float]]] = {}
         used = {"num_gpus": 0.0, "num_cpus": 0.0}
         capacity = {"num_gpus": self._resources.get("GPU", 0.0), "num_cpus": self._resources.get("CPU", 1.0)}
-        measure = self.measure if callable(self.measure) or self.measure is None else str(self.measure)
+        # An isolated cell's child process imports the measure function by name.
+        measure = measure_path(self.measure) if self.isolate else self.measure
 
         def fits(req: Dict[str, float]) -> bool:
             if not in_flight:
@@ -451,7 +460,7 @@ class RayExecutor(BaseExecutor):
                     cell = pending.popleft()
                     req = self.request(cell)
                     req = {"num_gpus": req["num_gpus"], "num_cpus": min(req["num_cpus"], max(1, capacity["num_cpus"]))}
-                    ref = task.options(**options, **req).remote(cell.to_dict(), measure)
+                    ref = task.options(**options, **req).remote(cell.to_dict(), measure, self.isolate, self.timeout)
                     in_flight[ref] = (cell, time.monotonic(), req)
                     for k in used:
                         used[k] += req[k]
@@ -464,16 +473,6 @@ class RayExecutor(BaseExecutor):
                     for k in used:
                         used[k] -= req[k]
                     yield cell, self._collect(ref, cell)
-                if self.timeout:
-                    now = time.monotonic()
-                    for ref, (cell, started, req) in list(in_flight.items()):
-                        if now - started > self.timeout:
-                            ray.cancel(ref, force=True)
-                            del in_flight[ref]
-                            for k in used:
-                                used[k] -= req[k]
-                            yield cell, failure_rows(cell, "timeout", f"did not finish within --timeout "
-                                                                      f"{self.timeout:g} s; its Ray task was cancelled")
         finally:
             for ref in in_flight:  # stopped early (second Ctrl-C, an error): leave nothing running
                 try:
