@@ -251,5 +251,6 @@ def batch_curves(rows: pd.DataFrame, ycol: str, ylabel: str, title: str, out_bas
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, frameon=False,
+              ncol=1 if len(labels) <= 20 else 2)  # two columns keep a long legend within the figure's height
     return save_figure(fig, out_base)
