@@ -207,7 +207,6 @@ class Options:
 @dataclass
 class Comparison:
     lines: List[Line]
-    gate_timings: bool
 
     @property
     def failed(self) -> bool:
@@ -266,7 +265,7 @@ def compare(baseline: ResultFile, current: ResultFile, options: Options) -> Comp
         b_rows, c_rows = base_groups.get(key, {}), cur_groups.get(key, {})
         label = _group_label(key, next(iter((b_rows or c_rows).values())))
         lines += _compare_cell(label, b_rows, c_rows, baseline, current, options)
-    return Comparison(lines, options.gate_timings)
+    return Comparison(lines)
 
 
 def _compare_cell(label: str, b_rows: Dict[str, Dict[str, Any]], c_rows: Dict[str, Dict[str, Any]],
@@ -467,11 +466,11 @@ def _is_missing(value: Any) -> bool:
 
 
 def _text(value: Any) -> str:
+    """A key cell as text; pandas may give a bool, numpy.bool_ or 'true' for the same flag."""
     if value is None:
         return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value).strip().lower() if str(value).lower() in ("true", "false") else str(value).strip()
+    text = str(value).strip()
+    return text.lower() if text.lower() in ("true", "false") else text
 
 
 def _int_text(value: Any) -> str:

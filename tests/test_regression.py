@@ -426,3 +426,20 @@ def test_each_row_uses_the_environment_of_the_run_that_wrote_it(tmp_path, capsys
     assert code == 1
     assert line_for(out, "latency_ms_median", "1")[5] == "regressed"
     assert line_for(out, "latency_ms_median", "8")[5] == "incomparable"
+
+
+def test_compare_never_imports_torch_or_models(tmp_path):
+    """Architecture rule: verdicts come from stored results only, so compare must not load torch or models."""
+    import subprocess
+    import sys
+
+    rows = [make_row()]
+    base = write_run(tmp_path / "base.csv", rows)
+    cur = write_run(tmp_path / "cur.csv", rows)
+    code = ("import sys; from bench.cli import main; rc = main(['compare', sys.argv[1], '--baseline', sys.argv[2]]); "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'models')); "
+            "print('loaded:', bad); sys.exit(rc or (3 if bad else 0))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", code, cur, base], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "loaded: []" in proc.stdout
