@@ -172,3 +172,11 @@ def test_cuda_requested_without_cuda_is_a_clear_error():
     (row,) = SerialExecutor().run(cell)
     assert row["status"] == "error" and "no CUDA device" in row["error"]
     assert not math.isnan(row["params"] or 0)
+
+
+@pytest.mark.slow
+def test_torch_compile_time_is_reported_apart_from_the_timings():
+    (r,) = measure.measure_cell(cell_for(batch_sizes=[2], compile=True))
+    assert r["status"] == "ok" and r["compile"] is True
+    # compilation takes seconds; a compiled forward of resnet20 at batch 2 takes milliseconds
+    assert r["compile_time_s"] > 1.0 and r["latency_ms_median"] < 1000 * r["compile_time_s"] / 10
