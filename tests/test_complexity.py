@@ -85,3 +85,20 @@ def test_disagreement_between_counts_is_an_error():
     model.fc = nn.Linear(64, 11)  # the model no longer matches its config
     with pytest.raises(ComplexityError, match="disagree"):
         measure_complexity(model, cfg)
+
+
+def test_disabled_handles_match_the_op_names_this_torch_emits():
+    # If torch renamed these ops, overriding the handles would silently do nothing.
+    from fvcore.nn import FlopCountAnalysis
+
+    from bench.complexity import DISABLED_OPS
+
+    model = build_model(get_preset("resnet20")).eval()
+    default = FlopCountAnalysis(model, torch.zeros(1, 3, 32, 32))
+    default.unsupported_ops_warnings(False)
+    counted = default.by_operator()
+    for op in DISABLED_OPS:
+        assert counted[op.split("::")[1]] > 0, op
+    # and with the harness's handles they contribute nothing
+    assert count_with_fvcore(model, 32).macs == default.total() - sum(counted[o.split("::")[1]] for o in DISABLED_OPS) \
+        + 10  # the classifier's bias adds, which fvcore's default linear handle leaves out
