@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import socket
 import warnings
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Set, Tuple, Union
 from urllib.error import URLError
 from urllib.parse import urlparse
 
@@ -40,6 +40,7 @@ PROBE_TIMEOUT_S = 3.0
 # Socket timeout while downloading: a stalled transfer fails instead of hanging.
 DOWNLOAD_TIMEOUT_S = 60.0
 CLASSIFIER = "fc"
+_warned: Set[str] = set()
 
 
 class PretrainedWeightsUnavailable(ValueError):
@@ -93,7 +94,9 @@ def apply_pretrained(model: nn.Module, preset: str, mode: Mode, freeze_backbone:
         state = load_checkpoint(weights)
     except PretrainedWeightsUnavailable as e:
         if mode == "if_available":
-            warnings.warn(f"{e}; training {preset} from random initialisation", stacklevel=2)
+            if str(e) not in _warned:  # a cell builds its model several times: say it once
+                _warned.add(str(e))
+                warnings.warn(f"{e}; {preset} stays randomly initialised", stacklevel=2)
             return None
         raise
     load_into(model, state, source=checkpoint_path(weights))

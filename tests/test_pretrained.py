@@ -16,6 +16,7 @@ from torch import nn
 from bench.grid import expand_grid, load_grid
 from bench.measure import build_for_cell, measure_cell
 from models import build_model, get_preset
+from models import pretrained
 from models.pretrained import (OFFLINE_ENV, PretrainedWeightsMismatch, PretrainedWeightsUnavailable,
                                apply_pretrained, checkpoint_path, weights_for)
 
@@ -168,11 +169,15 @@ def test_missing_weights_offline_required_is_a_one_line_error_with_the_exact_pat
     assert "https://download.pytorch.org/models/resnext50_32x4d-1a0047aa.pth" in message
 
 
-def test_missing_weights_if_available_leaves_the_model_random_and_trainable(hub):
+def test_missing_weights_if_available_leaves_the_model_random_and_trainable(hub, monkeypatch):
     model = build_model(get_preset("resnet18", num_classes=10))
     before = _snapshot(model)
-    with pytest.warns(UserWarning, match="random initialisation"):
+    monkeypatch.setattr(pretrained, "_warned", set())
+    with pytest.warns(UserWarning, match="resnet18 stays randomly initialised"):
         assert apply_pretrained(model, "resnet18", "if_available", freeze_backbone=True) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once per process, not once per model built
+        assert apply_pretrained(model, "resnet18", "if_available") is None
     assert _same(model.state_dict(), before)
     assert all(p.requires_grad for p in model.parameters())
 
