@@ -2,45 +2,58 @@
 
 A grid's ``train:`` block overrides these fields per cell; the resolved
 recipe is written to the sidecar and its key fields to every row.
+:func:`resolve` type-checks every field and raises ``ValueError("<field>:
+expected ...")`` so the grid loader can name the file and key path.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, Union
+
+Normalize = Tuple[Tuple[float, float, float], Tuple[float, float, float]]
+
+CIFAR10_MEAN_STD: Normalize = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    dataset: str = "cifar10"  # cifar10 | synthetic
+    # data
+    dataset: str = "cifar10"  # cifar10 | synthetic (procedural, offline)
     data_root: str = "data"  # folder holding cifar-10-batches-py/
-    train_subset: Optional[int] = None  # images drawn from the training set (None = all)
-    test_subset: Optional[int] = None  # images drawn from the test set (None = all)
-    val_size: int = 0  # images held out of the training set for validation
-    epochs: float = 5  # passes over the training set
-    batch_size: int = 512  # images per step
+    download: bool = True  # fetch CIFAR-10 (checksum verified) when the folder is missing and the machine is online
+    train_subset: Optional[int] = None  # images drawn (seeded) from the training set, validation included (None = all)
+    test_subset: Optional[int] = None  # images drawn (seeded) from the test set (None = all)
+    val_size: int = 0  # images held out of the training images for validation
+    # schedule
+    epochs: float = 5  # passes over the training images (fractions allowed)
+    batch_size: int = 512  # images per step (on CPU a smaller batch is usually better: more steps)
     optimizer: str = "sgd"  # sgd (Nesterov momentum) | adam
-    lr: float = 0.2  # peak learning rate (per step, not scaled by batch size)
-    momentum: float = 0.9  # SGD momentum
-    nesterov: bool = True
-    weight_decay: float = 5e-4  # L2 on conv/linear weights only (not BN, not bias)
-    label_smoothing: float = 0.1
-    warmup_epochs: float = 1.0  # linear warm-up from 0 to lr, epochs
-    schedule: str = "linear"  # decay after warm-up: linear | cosine, to 0 at the end
-    ema: Optional[float] = None  # EMA decay of weights per step (None = off)
-    tta_flip: bool = False  # average predictions over a horizontal flip at test time
-    crop_padding: int = 4  # random-crop padding, px (0 = no crop)
+    lr: float = 0.2  # peak learning rate, per step (not scaled by batch size)
+    momentum: float = 0.9  # SGD momentum (adam: beta1)
+    nesterov: bool = True  # Nesterov momentum for SGD
+    weight_decay: float = 5e-4  # L2 coefficient on conv/linear weights only (not BN, not biases)
+    label_smoothing: float = 0.1  # cross-entropy label smoothing, 0-1
+    warmup_epochs: float = 1.0  # linear warm-up from 0 to lr, epochs (at most 30% of the schedule)
+    schedule: str = "linear"  # after warm-up: linear | cosine (both to 0 at the end) | constant
+    ema: Optional[float] = None  # per-step decay of an exponential moving average of the weights (None = off)
+    tta_flip: bool = False  # average test predictions over the image and its mirror
+    # augmentation (on the device, per batch)
+    crop_padding: int = 4  # random translation of up to this many px, zero fill (0 = none)
     flip: bool = True  # random horizontal flip
-    normalize: Tuple[Tuple[float, float, float], Tuple[float, float, float]] = (
-        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))  # (mean, std) per channel, on [0, 1] pixels
-    resize: Optional[int] = None  # train/test input size after on-device interpolation, px (None = 32)
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
-    channels_last: str = "auto"  # auto (on GPU) | true | false
-    repeats: int = 1  # seeds trained; mean and std reported
-    seed: int = 0  # first seed; repeats use seed, seed+1, ...
-    target_acc: Optional[float] = None  # accuracy for time_to_target_s, fraction 0-1
-    eval_every: float = 1.0  # evaluate on the test set every this many epochs (for time_to_target)
-    deterministic: bool = True  # ask torch for deterministic kernels (recorded)
+    normalize: Normalize = CIFAR10_MEAN_STD  # (mean, std) per RGB channel, on [0, 1] pixels
+    resize: Optional[int] = None  # train/test size after on-device bilinear interpolation, px (None = 32)
+    # numerics
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16 (autocast)
+    channels_last: Union[str, bool] = "auto"  # auto (on GPU) | true | false
+    eval_batch_size: int = 1000  # images per evaluation forward pass
+    # repetition and reporting
+    repeats: int = 1  # seeds trained (seed, seed+1, ...); mean and sample std reported
+    seed: int = 0  # first seed: data subset, model init, augmentation and order
+    target_acc: Optional[float] = None  # test accuracy for time_to_target_s, fraction 0-1
+    eval_every: float = 1.0  # with target_acc: evaluate every this many epochs (excluded from train time)
+    deterministic: bool = True  # deterministic kernels (CPU: exact; GPU: as far as cuDNN allows)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -48,19 +61,144 @@ class TrainConfig:
 
 TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
+# Warm-up never takes more than this share of the steps, so a shortened
+# schedule (quick mode: 1 epoch) still decays to 0.
+MAX_WARMUP_FRACTION = 0.3
+
+
+# ------------------------------------------------------------------ checkers
+def _is_number(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _int(minimum: int) -> Callable[[Any], int]:
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise ValueError(f"expected an integer >= {minimum}, got {v!r}")
+        return v
+    return check
+
+
+def _number(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False,
+            ) -> Callable[[Any], float]:
+    lo, hi = ("(" if low_open else "["), (")" if high_open or high == math.inf else "]")
+
+    def check(v: Any) -> float:
+        ok = _is_number(v) and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+        if not ok:
+            raise ValueError(f"expected a number in {lo}{low}, {high}{hi}, got {v!r}")
+        return float(v)
+    return check
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {v!r}")
+    return v
+
+
+def _choice(*allowed: Any) -> Callable[[Any], Any]:
+    def check(v: Any) -> Any:
+        if isinstance(v, bool) or v not in allowed:
+            raise ValueError(f"expected one of {', '.join(map(str, allowed))}, got {v!r}")
+        return v
+    return check
+
+
+def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda v: None if v is None else check(v)
+
+
+def _path(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise ValueError(f"expected a folder path, got {v!r}")
+    return v
+
+
+def _channels_last(v: Any) -> Union[str, bool]:
+    if v == "auto" or isinstance(v, bool):
+        return v
+    raise ValueError(f"expected auto, true or false, got {v!r}")
+
+
+def _normalize(v: Any) -> Normalize:
+    expected = f"expected [[mean R, G, B], [std R, G, B]] on [0, 1] pixels (std > 0), got {v!r}"
+    if not isinstance(v, (list, tuple)) or len(v) != 2:
+        raise ValueError(expected)
+    out = []
+    for part in v:
+        if not isinstance(part, (list, tuple)) or len(part) != 3 or not all(_is_number(x) for x in part):
+            raise ValueError(expected)
+        out.append(tuple(float(x) for x in part))
+    if not all(s > 0 for s in out[1]):
+        raise ValueError(expected)
+    return (out[0], out[1])  # type: ignore[return-value]
+
+
+_CHECKS: Dict[str, Callable[[Any], Any]] = {
+    "dataset": _choice("cifar10", "synthetic"),
+    "data_root": _path,
+    "download": _bool,
+    "train_subset": _optional(_int(1)),
+    "test_subset": _optional(_int(1)),
+    "val_size": _int(0),
+    "epochs": _number(0, low_open=True),
+    "batch_size": _int(1),
+    "optimizer": _choice("sgd", "adam"),
+    "lr": _number(0, low_open=True),
+    "momentum": _number(0, 1, high_open=True),
+    "nesterov": _bool,
+    "weight_decay": _number(0),
+    "label_smoothing": _number(0, 1, high_open=True),
+    "warmup_epochs": _number(0),
+    "schedule": _choice("linear", "cosine", "constant"),
+    "ema": _optional(_number(0, 1, low_open=True, high_open=True)),
+    "tta_flip": _bool,
+    "crop_padding": _int(0),
+    "flip": _bool,
+    "normalize": _normalize,
+    "resize": _optional(_int(8)),
+    "precision": _choice("auto", "fp32", "bf16", "fp16"),
+    "channels_last": _channels_last,
+    "eval_batch_size": _int(1),
+    "repeats": _int(1),
+    "seed": _int(0),
+    "target_acc": _optional(_number(0, 1, low_open=True)),
+    "eval_every": _number(0, low_open=True),
+    "deterministic": _bool,
+}
+assert set(_CHECKS) == set(TRAIN_FIELDS), "every TrainConfig field needs a checker"
+
 
 def resolve(overrides: Optional[Dict[str, Any]]) -> TrainConfig:
-    """A :class:`TrainConfig` with the grid's overrides applied; ``ValueError`` names a bad key."""
+    """A :class:`TrainConfig` with ``overrides`` applied, every value type-checked.
+
+    Raises ``ValueError("<field>: expected ...")`` for an unknown key or a bad value.
+    Accepts the output of :meth:`TrainConfig.to_dict` (a resolved recipe round-trips).
+    """
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ValueError(f"expected a mapping of training settings, got {overrides!r}")
     overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(TRAIN_FIELDS))
+    unknown = sorted(set(overrides) - set(TRAIN_FIELDS), key=str)
     if unknown:
         raise ValueError(f"{unknown[0]}: unknown training setting; known: {', '.join(TRAIN_FIELDS)}")
-    if "normalize" in overrides and overrides["normalize"] is not None:
-        mean, std = overrides["normalize"]
-        overrides["normalize"] = (tuple(mean), tuple(std))
-    return TrainConfig(**overrides)
+    values = {}
+    for key, value in overrides.items():
+        try:
+            values[key] = _CHECKS[key](value)
+        except ValueError as e:
+            raise ValueError(f"{key}: {e}") from None
+    config = TrainConfig(**values)
+    if config.train_subset is not None and config.val_size >= config.train_subset:
+        raise ValueError(f"val_size: expected fewer than train_subset ({config.train_subset}) images, "
+                         f"got {config.val_size}")
+    return config
 
 
 def quick_overrides() -> Dict[str, Any]:
-    """What ``--quick`` changes in any recipe so a CPU finishes in seconds."""
-    return {"train_subset": 2000, "test_subset": 500, "epochs": 1, "batch_size": 128, "repeats": 1}
+    """What ``--quick`` changes in any recipe so a CPU finishes in seconds.
+
+    Warm-up is capped at 30% of the steps, so a 1-epoch schedule still decays.
+    """
+    return {"train_subset": 2000, "test_subset": 500, "val_size": 0, "epochs": 1, "batch_size": 128,
+            "repeats": 1, "resize": None}

@@ -1,0 +1,422 @@
+"""Short-schedule training of one cell: the accuracy axis of the benchmark.
+
+:func:`train_cell` is the entry point ``bench.measure`` calls: it trains the
+cell's model once per seed with the recipe (:class:`bench.recipe.TrainConfig`)
+and returns schema columns (top-1 accuracy mean/std/per seed, training time
+and throughput, time to a target accuracy) plus ``status`` and ``error``.
+
+The whole dataset lives on the device; batches are augmented there
+(:mod:`bench.augment`). The training clock (CUDA events on a GPU) covers data
+pipeline, forward, backward and optimiser steps, and stops for evaluations.
+Global torch state touched here (RNG, deterministic flags, cuDNN switches,
+threads) is restored afterwards, so later cells' timings are unaffected.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import torch
+from torch import nn
+
+from . import stats
+from .augment import BatchPipeline
+from .data import NUM_CLASSES, Split, TrainingData, prepare_data
+from .errors import UserError
+from .recipe import MAX_WARMUP_FRACTION, TrainConfig, resolve
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# On a GPU, reading the loss back every step would stall the pipeline; check this often instead.
+CUDA_DIVERGENCE_CHECK_STEPS = 50
+
+
+# ------------------------------------------------------------------ recipe parts
+def autocast_dtype(precision: str, device: str) -> Optional[torch.dtype]:
+    """The autocast dtype for a precision setting (None: plain fp32)."""
+    if precision == "auto":
+        precision = "bf16" if device == "cuda" else "fp32"
+    return _DTYPES.get(precision)
+
+
+def use_channels_last(setting: Any, device: str) -> bool:
+    return device == "cuda" if setting == "auto" else bool(setting)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
+    """Trainable parameters split so weight decay applies to conv/linear weights only.
+
+    Parameters with fewer than 2 dimensions are BatchNorm scales and shifts and
+    biases: decaying them only fights the normalisation, so they are exempt.
+    """
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    if not decay and not no_decay:
+        raise UserError("train: the model has no trainable parameters (is every parameter frozen?)")
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    groups = [g for g in param_groups(model, config.weight_decay) if g["params"]]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr, betas=(config.momentum, 0.999))
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+
+
+def warmup_steps(config: TrainConfig, steps_per_epoch: int, total_steps: int) -> float:
+    """Warm-up length in steps: ``warmup_epochs``, at most 30% of the schedule."""
+    return min(config.warmup_epochs * steps_per_epoch, MAX_WARMUP_FRACTION * total_steps)
+
+
+def lr_factor(step: float, total_steps: int, warmup: float, schedule: str) -> float:
+    """Multiplier on the peak lr at ``step`` (0 <= step <= total_steps).
+
+    Linear warm-up from 0 to 1 over ``warmup`` steps, then ``linear`` or
+    ``cosine`` decay to exactly 0 at ``total_steps`` (or ``constant``). The
+    training loop evaluates it at the middle of each step (``s + 0.5``), so
+    neither the first nor the last step is wasted at lr 0.
+    """
+    if warmup > 0 and step < warmup:
+        return step / warmup
+    if schedule == "constant":
+        return 1.0
+    remaining = total_steps - warmup
+    progress = 1.0 if remaining <= 0 else min(1.0, (step - warmup) / remaining)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0 - progress
+
+
+class WeightEma:
+    """Exponential moving average of a model's weights and buffers, updated every step.
+
+    The decay ramps up as ``min(decay, (1 + t) / (10 + t))`` so the average is
+    not dominated by the random initialisation in a short schedule.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+        self._float = [(e, s) for e, s in pairs if e.is_floating_point()]
+        self._other = [(e, s) for e, s in pairs if not e.is_floating_point()]
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        if self._float:
+            torch._foreach_lerp_([e for e, _ in self._float], [s for _, s in self._float], 1.0 - d)
+        for e, s in self._other:
+            e.copy_(s)
+
+
+class TrainClock:
+    """Training time that can pause for evaluations: perf_counter on CPU, CUDA events on a GPU."""
+
+    def __init__(self, device: str) -> None:
+        self.cuda = device == "cuda"
+        self.total_s = 0.0
+        self._start: Any = None
+
+    def start(self) -> None:
+        if self.cuda:
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._start.record()
+        else:
+            self._start = time.perf_counter()
+
+    def stop(self) -> float:
+        """Add the time since :meth:`start` (queued GPU work included) and return the total, s."""
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            end.synchronize()
+            self.total_s += self._start.elapsed_time(end) / 1e3
+        else:
+            self.total_s += time.perf_counter() - self._start
+        return self.total_s
+
+
+class Trainer:
+    """One model's optimiser, loss, schedule, precision and EMA: ``step(x, y)`` does one update."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig, device: str, total_steps: int,
+                 steps_per_epoch: int) -> None:
+        self.model, self.config, self.device = model, config, device
+        self.total_steps = total_steps
+        self.warmup = warmup_steps(config, steps_per_epoch, total_steps)
+        self.optimizer = make_optimizer(model, config)
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.dtype = autocast_dtype(config.precision, device)
+        self.scaler = torch.amp.GradScaler(device) if self.dtype is torch.float16 else None
+        self.ema = WeightEma(model, config.ema) if config.ema else None
+        self.steps_done = 0
+
+    def lr_now(self) -> float:
+        return self.config.lr * lr_factor(self.steps_done + 0.5, self.total_steps, self.warmup,
+                                          self.config.schedule)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device, dtype=self.dtype)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimisation step; returns the (detached) loss."""
+        lr = self.lr_now()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        with self.autocast():
+            logits = self.model(x)
+        loss = self.loss_fn(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update()
+        self.steps_done += 1
+        return loss.detach()
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.model if self.ema is not None else self.model
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: BatchPipeline, tta_flip: bool = False,
+             dtype: Optional[torch.dtype] = None) -> float:
+    """Top-1 accuracy (fraction) over every image of ``batches``; flip TTA averages the logits."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=batches.labels.device)
+    ctx = contextlib.nullcontext() if dtype is None else torch.autocast(batches.images.device.type, dtype=dtype)
+    with ctx:
+        for x, y in batches:
+            logits = model(x).float()
+            if tta_flip:
+                logits = logits + model(x.flip(3)).float()
+            correct += (logits.argmax(1) == y).sum()
+    model.train(was_training)
+    return correct.item() / len(batches.labels)
+
+
+# --------------------------------------------------------------------- one seed
+@dataclass
+class EvalPoint:
+    epoch: float
+    step: int
+    train_time_s: float  # training clock at this point (evaluations excluded)
+    test_acc: float
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    train_time_s: float
+    images: int  # training images processed
+    test_acc: Optional[float] = None
+    val_acc: Optional[float] = None
+    time_to_target_s: Optional[float] = None
+    history: List[EvalPoint] = field(default_factory=list)
+    diverged: Optional[str] = None  # why the run stopped, when the loss became NaN/inf
+
+
+@dataclass
+class DeviceData:
+    """A :class:`TrainingData` moved to the device once, shared by every seed of a cell."""
+
+    train: Split
+    val: Optional[Split]
+    test: Split
+    label: str
+
+    @classmethod
+    def from_data(cls, data: TrainingData, device: str) -> "DeviceData":
+        def move(s: Optional[Split]) -> Optional[Split]:
+            return None if s is None else Split(s.images.to(device), s.labels.to(device))
+        return cls(move(data.train), move(data.val), move(data.test), data.label)  # type: ignore[arg-type]
+
+
+def train_seed(model_factory: Callable[[], nn.Module], data: DeviceData, config: TrainConfig, device: str,
+               seed: int, on_eval: Optional[Callable[[EvalPoint], None]] = None) -> SeedResult:
+    """Train a fresh model with ``seed`` and evaluate it.
+
+    The seed fixes the initialisation (the global RNG is seeded before
+    ``model_factory`` runs; callers restore it, see :func:`isolated_state`),
+    the batch order and the augmentation. With ``target_acc`` or ``on_eval``
+    the test set is evaluated every ``eval_every`` epochs, off the clock.
+    """
+    torch.manual_seed(seed)
+    memory_format = torch.channels_last if use_channels_last(config.channels_last, device) \
+        else torch.contiguous_format
+    model = model_factory().to(device=device, memory_format=memory_format)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    common = dict(mean=config.normalize[0], std=config.normalize[1], size=config.resize,
+                  memory_format=memory_format)
+    train_batches = BatchPipeline(data.train.images, data.train.labels, config.batch_size, train=True,
+                                  generator=generator, crop_padding=config.crop_padding, flip=config.flip, **common)
+    spe = train_batches.steps_per_epoch
+    total = max(1, round(config.epochs * spe))
+    trainer = Trainer(model, config, device, total, spe)
+
+    def test_accuracy() -> float:
+        batches = BatchPipeline(data.test.images, data.test.labels, config.eval_batch_size, train=False, **common)
+        return evaluate(trainer.eval_model, batches, config.tta_flip, trainer.dtype)
+
+    eval_steps = set()
+    if config.target_acc is not None or on_eval is not None:
+        k = 1
+        while round(k * config.eval_every * spe) < total:
+            eval_steps.add(round(k * config.eval_every * spe))
+            k += 1
+        eval_steps.add(total)
+    result = SeedResult(seed=seed, train_time_s=0.0, images=0)
+    clock = TrainClock(device)
+    check_every = CUDA_DIVERGENCE_CHECK_STEPS if device == "cuda" else 1
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    clock.start()
+    while trainer.steps_done < total:
+        for x, y in train_batches:
+            loss = trainer.step(x, y)
+            result.images += x.shape[0]
+            nonfinite |= ~torch.isfinite(loss)
+            step = trainer.steps_done
+            if (step % check_every == 0 or step == total) and bool(nonfinite):
+                result.train_time_s = clock.stop()
+                result.diverged = (f"seed {seed}: loss became {loss.item()} by step {step} of {total} "
+                                   f"(epoch {step / spe:.2f}); lower lr or check the model")
+                return result
+            if step in eval_steps:
+                elapsed = clock.stop()
+                point = EvalPoint(epoch=step / spe, step=step, train_time_s=elapsed, test_acc=test_accuracy())
+                result.history.append(point)
+                if (result.time_to_target_s is None and config.target_acc is not None
+                        and point.test_acc >= config.target_acc):
+                    result.time_to_target_s = elapsed
+                if on_eval is not None:
+                    on_eval(point)
+                clock.start()
+            if step >= total:
+                break
+    result.train_time_s = clock.stop()
+    result.test_acc = result.history[-1].test_acc if result.history else test_accuracy()
+    if data.val is not None:
+        val = BatchPipeline(data.val.images, data.val.labels, config.eval_batch_size, train=False, **common)
+        result.val_acc = evaluate(trainer.eval_model, val, config.tta_flip, trainer.dtype)
+    return result
+
+
+@contextlib.contextmanager
+def isolated_state(device: str, deterministic: bool) -> Iterator[None]:
+    """Seeded, optionally deterministic torch for training; every global switch restored on exit."""
+    saved = {
+        "det": torch.are_deterministic_algorithms_enabled(),
+        "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "cudnn_det": torch.backends.cudnn.deterministic,
+        "cudnn_bench": torch.backends.cudnn.benchmark,
+        "threads": torch.get_num_threads(),
+        "cublas": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    }
+    devices = [torch.cuda.current_device()] if device == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            if deterministic:
+                # cuBLAS needs a fixed workspace to be deterministic; warn_only: an op
+                # without a deterministic kernel warns instead of failing the cell.
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+                torch.use_deterministic_algorithms(True, warn_only=True)
+                torch.backends.cudnn.deterministic = True
+                torch.backends.cudnn.benchmark = False
+            yield
+        finally:
+            torch.use_deterministic_algorithms(saved["det"], warn_only=saved["warn_only"])
+            torch.backends.cudnn.deterministic = saved["cudnn_det"]
+            torch.backends.cudnn.benchmark = saved["cudnn_bench"]
+            torch.set_num_threads(saved["threads"])
+            if saved["cublas"] is None:
+                os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+            else:
+                os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved["cublas"]
+
+
+# ----------------------------------------------------------------- entry point
+def train_cell(model_factory: Callable[[], nn.Module], train_settings: Dict[str, Any], *, device: str = "cpu",
+               num_classes: int = NUM_CLASSES, input_size: int = 32,
+               on_eval: Optional[Callable[[int, EvalPoint], None]] = None) -> Dict[str, Any]:
+    """Train ``repeats`` seeds of a cell's model; schema columns plus ``status`` and ``error``.
+
+    A NaN/inf loss stops that training and returns ``status: diverged`` (the
+    sweep goes on); other failures propagate to the caller. ``on_eval(seed,
+    point)`` is called after every evaluation (and turns them on).
+    """
+    try:
+        config = resolve(train_settings)
+    except ValueError as e:
+        raise UserError(f"train: {e}") from None
+    if num_classes < NUM_CLASSES:
+        raise UserError(f"train: the model has {num_classes} outputs; CIFAR-10 needs {NUM_CLASSES} "
+                        f"(set num_classes: {NUM_CLASSES})")
+    if input_size != (config.resize or 32):
+        warnings.warn(f"the model is configured for {input_size} px inputs but trains on "
+                      f"{config.resize or 32} px images; set train.resize: {input_size} to match", stacklevel=2)
+    data = DeviceData.from_data(prepare_data(config), device)
+    results: List[SeedResult] = []
+    with isolated_state(device, config.deterministic):
+        for seed in range(config.seed, config.seed + config.repeats):
+            callback = None if on_eval is None else (lambda point, s=seed: on_eval(s, point))
+            results.append(train_seed(model_factory, data, config, device, seed, callback))
+            if results[-1].diverged:
+                break
+    return summarize(config, data, results)
+
+
+def summarize(config: TrainConfig, data: DeviceData, results: List[SeedResult]) -> Dict[str, Any]:
+    """The accuracy columns of a cell from its per-seed results."""
+    row: Dict[str, Any] = {
+        "dataset": data.label,
+        "epochs": config.epochs,
+        "optimizer": config.optimizer,
+        "lr": config.lr,
+        "train_batch_size": min(config.batch_size, len(data.train)),
+        "resize": config.resize,
+        "n_seeds": len(results),
+        "seeds": ";".join(str(r.seed) for r in results),
+        "target_acc": config.target_acc,
+        "status": "ok",
+        "error": None,
+    }
+    diverged = [r for r in results if r.diverged]
+    if diverged:
+        row.update(status="diverged", error=diverged[0].diverged)
+        return row
+    accs = [r.test_acc for r in results]
+    times = [r.train_time_s for r in results]
+    row.update({
+        "top1_acc": stats.mean(accs),
+        "top1_acc_std": stats.std(accs) if len(accs) > 1 else None,
+        "top1_acc_seeds": ";".join(f"{a:.4f}" for a in accs),
+        "val_acc": stats.mean([r.val_acc for r in results]) if data.val is not None else None,
+        "train_time_s": stats.mean(times),
+        "train_img_s": sum(r.images for r in results) / sum(times) if sum(times) > 0 else None,
+    })
+    reached = [r.time_to_target_s for r in results]
+    # A mean over only the seeds that made it would flatter the recipe: all or nothing.
+    row["time_to_target_s"] = stats.mean(reached) if config.target_acc is not None and None not in reached else None
+    return row
