@@ -155,7 +155,7 @@ def run_command(args: argparse.Namespace, argv: List[str]) -> int:
         s = e.summary
         print(f"interrupted: {s.cells_run} cell(s) finished this run and are saved in {out}; "
               f"{s.remaining} still to run. Resume with the same command:\n  "
-              + " ".join(shlex.quote(a) for a in command), file=sys.stderr)
+              + " ".join(shlex.quote(a) for a in ["python", *command]), file=sys.stderr)
         return e.exit_code
     if not summary.cells_run:
         print(f"every cell is already in {out} (see above); nothing was run")
