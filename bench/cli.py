@@ -50,7 +50,8 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None,
                    help="folder holding cifar-10-batches-py/ (default: each cell's train.data_root, 'data')")
     p.add_argument("--dry-run", action="store_true",
-                   help="list the expanded cells with params/MACs (and, for an existing --out, which are done) and exit")
+                   help="list the expanded cells with params/MACs (and, for an existing --out, which are done) "
+                        "and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="do not write plots and report.md after the run")
     g = p.add_argument_group("running and resuming (see docs/runner.md)")

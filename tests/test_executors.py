@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bench.executors import IsolatedExecutor, SerialExecutor, load_measure, measure_path, run_cell_safely
+from bench.executors import IsolatedExecutor, SerialExecutor, load_measure, measure_path
 from bench.grid import expand_grid
 from bench.rows import cell_columns
 
@@ -89,6 +89,7 @@ def test_isolated_cells_survive_crashes_and_hangs():
     assert elapsed < 120  # the hang cost its timeout, not an hour
 
 
+@pytest.mark.slow  # two interpreters with torch: seconds on an idle box, much more on a busy one
 def test_a_killed_runner_takes_its_isolated_cell_with_it(tmp_path):
     """The child watches its parent: a SIGKILLed runner leaves no cell running on."""
     import subprocess
