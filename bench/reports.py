@@ -572,9 +572,12 @@ def _noisy_lines(points: pd.DataFrame) -> List[str]:
     noisy = points[points["latency_bs1_noisy"] | points["throughput_noisy"]]
     if noisy.empty:
         return []
-    names = ", ".join(f"{p['label']}" + (" (batch 1)" if p["latency_bs1_noisy"] else "") +
-                      (f" (batch {int(p['throughput_bs'])})" if p["throughput_noisy"] else "")
-                      for _, p in noisy.iterrows())
+    def batches(p: pd.Series) -> str:
+        bs = ([1] if p["latency_bs1_noisy"] else []) + ([int(p["throughput_bs"])] if p["throughput_noisy"] else [])
+        bs = list(dict.fromkeys(bs))
+        return f"batch {bs[0]}" if len(bs) == 1 else "batches " + ", ".join(map(str, bs))
+
+    names = ", ".join(f"{p['label']} ({batches(p)})" for _, p in noisy.iterrows())
     return [f"**Noisy timings** (IQR / median > 10%, marked \"(noisy)\" in the tables): {names}. "
             "Re-measure on a quieter machine before trusting small differences.", ""]
 
