@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from models import build_model
+from models.complexity import stage_costs
 
 from . import memory, stats
 from .complexity import measure_complexity
@@ -35,6 +36,12 @@ def next_smaller_batch(batch: int) -> Optional[int]:
     """The next batch size to try after ``batch`` ran out of memory (None below 1)."""
     smaller = [b for b in _LADDER if b < batch]
     return smaller[-1] if smaller else None
+
+
+def final_map_size(config) -> int:
+    """Height (= width) of the last stage's output map at the config's input size."""
+    _, stages, _ = stage_costs(config)
+    return stages[-1].output_size
 
 
 def is_oom(error: BaseException) -> bool:
@@ -125,7 +132,8 @@ def _measure_batch_with_backoff(model: nn.Module, cell: Cell, base: Dict[str, An
     last_error = ""
     while batch is not None:
         try:
-            row = measure_batch(model, cell.settings, base, batch, memory_format)
+            row = measure_batch(model, cell.settings, base, batch, memory_format,
+                                final_map_pixels=final_map_size(cell.model) ** 2)
             row["requested_batch_size"] = requested
             return row
         except Exception as e:  # noqa: BLE001 - only OOM is handled here
@@ -139,8 +147,12 @@ def _measure_batch_with_backoff(model: nn.Module, cell: Cell, base: Dict[str, An
 
 
 def measure_batch(model: nn.Module, settings: Dict[str, Any], base: Dict[str, Any], batch: int,
-                  memory_format) -> Dict[str, Any]:
-    """Latency, throughput, training-step time and peak memory at one batch size."""
+                  memory_format, final_map_pixels: int = 2) -> Dict[str, Any]:
+    """Latency, throughput, training-step time and peak memory at one batch size.
+
+    ``final_map_pixels`` (pixels of the last feature map) decides whether a
+    training step is possible at all at this batch size.
+    """
     device = settings["device"]
     precision = settings["precision"]
     row = dict(base, batch_size=batch, status="ok")
@@ -173,7 +185,9 @@ def measure_batch(model: nn.Module, settings: Dict[str, Any], base: Dict[str, An
         row["achieved_gflop_s"] = flops * batch / (summary.median / 1e3) / 1e9
         row.update(_peak_memory(infer, device, model, x, prefix=""))
 
-    if settings["train_step"]:
+    if settings["train_step"] and batch * final_map_pixels > 1:
+        # (BatchNorm cannot train on a single value per channel: batch 1 with
+        # a 1x1 final map, e.g. an ImageNet-stem model at 32 px, has no step.)
         model.train()
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
         labels = torch.randint(0, base["num_classes"], (batch,), device=device)

@@ -180,3 +180,15 @@ def test_torch_compile_time_is_reported_apart_from_the_timings():
     assert r["status"] == "ok" and r["compile"] is True
     # compilation takes seconds; a compiled forward of resnet20 at batch 2 takes milliseconds
     assert r["compile_time_s"] > 1.0 and r["latency_ms_median"] < 1000 * r["compile_time_s"] / 10
+
+
+def test_no_training_step_where_batchnorm_cannot_train():
+    # resnet18 (ImageNet stem) at 32 px ends in a 1x1 map: at batch 1 BatchNorm sees one value per channel.
+    cell = expand_grid({"include": [{"preset": "resnet18", "input_size": 32, "num_classes": 10, "device": "cpu",
+                                     "batch_sizes": [1, 2], "warmup": 0, "repeats": 2}]}, "t.yaml",
+                       cuda_available=False).cells[0]
+    assert measure.final_map_size(cell.model) == 1
+    rows = measure.measure_cell(cell)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert rows[0]["train_step_ms_median"] is None and rows[0]["latency_ms_median"] > 0
+    assert rows[1]["train_step_ms_median"] > 0
