@@ -443,7 +443,7 @@ class RayExecutor(BaseExecutor):
         options: Dict[str, Any] = {"max_retries": 0}  # a crashing cell is recorded, not retried three times
         task = ray.remote(_ray_cell_task)
         pending: Deque[Cell] = deque(cells)
-        in_flight: Dict[Any, Tuple[Cell, float, Dict[str, float]]] = {}
+        in_flight: Dict[Any, Tuple[Cell, Dict[str, float]]] = {}
         used = {"num_gpus": 0.0, "num_cpus": 0.0}
         capacity = {"num_gpus": self._resources.get("GPU", 0.0), "num_cpus": self._resources.get("CPU", 1.0)}
         # An isolated cell's child process imports the measure function by name.
@@ -459,9 +459,9 @@ class RayExecutor(BaseExecutor):
                 while pending and not should_stop() and fits(self.request(pending[0])):
                     cell = pending.popleft()
                     req = self.request(cell)
-                    req = {"num_gpus": req["num_gpus"], "num_cpus": min(req["num_cpus"], max(1, capacity["num_cpus"]))}
+                    req["num_cpus"] = min(req["num_cpus"], max(1, capacity["num_cpus"]))  # never unschedulable
                     ref = task.options(**options, **req).remote(cell.to_dict(), measure, self.isolate, self.timeout)
-                    in_flight[ref] = (cell, time.monotonic(), req)
+                    in_flight[ref] = (cell, req)
                     for k in used:
                         used[k] += req[k]
                 if not in_flight:
@@ -469,7 +469,7 @@ class RayExecutor(BaseExecutor):
                 # A short wait so the Ctrl-C handler runs promptly between waits.
                 ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
                 for ref in ready:
-                    cell, _, req = in_flight.pop(ref)
+                    cell, req = in_flight.pop(ref)
                     for k in used:
                         used[k] -= req[k]
                     yield cell, self._collect(ref, cell)

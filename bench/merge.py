@@ -90,7 +90,7 @@ def merge_files(inputs: List[str], out: str, grid_cells: Optional[List[Dict[str,
     result = MergeResult(out)
     header_raw = b""
     for path in inputs:
-        parsed = read_lines(path, required=COLUMNS)
+        parsed = read_lines(path)
         if parsed is None or not parsed.header:
             raise UserError(f"{path}: empty results file")
         if parsed.header != COLUMNS:
