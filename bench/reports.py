@@ -98,8 +98,6 @@ def _axis_label(metric: Metric, values: Sequence[float]) -> str:
 class Source:
     path: str
     name: str  # how the report names the file (its stem, or parent/stem when stems collide)
-    rows: int = 0
-    ok_rows: int = 0
     sidecar: Optional[Dict[str, Any]] = None
     sidecar_note: str = ""
 
@@ -159,7 +157,7 @@ def load_results(paths: Sequence[str]) -> Tuple[pd.DataFrame, List[Source]]:
         df["latency_noisy"] = df["latency_noisy"].map(_truthy)
         df["device_name"] = df["device_name"].where(df["device_name"].notna(), df["device"])
         df["source"] = name
-        src = Source(path, name, rows=len(df), ok_rows=int((df["status"] == STATUS_OK).sum()))
+        src = Source(path, name)
         try:
             src.sidecar = read_sidecar(path)
             if src.sidecar is None:
@@ -464,18 +462,21 @@ def _environment_lines(sources: List[Source], rows: pd.DataFrame) -> List[str]:
         mine = rows[rows["source"] == src.name]
         run_ids = [r for r in dict.fromkeys(mine["run_id"].astype(str)) if r]
         runs = _runs_of(src, run_ids)
-        devices = "; ".join(sorted({f"{a} ({b})" for a, b in zip(mine["device_name"].astype(str),
-                                                                  mine["device"].astype(str))})) or "–"
-        threads = ", ".join(_plain(v) for v in sorted(mine["threads"].dropna().unique())) or "–"
-        counts = f"{src.ok_rows} / {src.rows}"
         notes += [f"- `{src.name}`: run {r.get('run_id')} has status {r.get('status')}: it did not finish, so "
                   "this file may hold partial results" for r in runs if r.get("status") in _UNFINISHED]
         for run in runs or [{}]:
-            header.append(f"`{src.name}`" + (f" run {run.get('run_id')}" if len(runs) > 1 else ""))
+            several = len(runs) > 1
+            header.append(f"`{src.name}`" + (f" run {run.get('run_id')}" if several else ""))
             col = []
             for _, get in _ENV_FACTS:
                 value = get(run, src.sidecar) if run else None
                 col.append("–" if value in (None, "", "– / –") else _plain(value))
+            # the CSV's own facts, for this run's rows when the file holds several runs
+            part = mine[mine["run_id"].astype(str) == str(run.get("run_id"))] if several else mine
+            devices = "; ".join(sorted({f"{a} ({b})" for a, b in zip(part["device_name"].astype(str),
+                                                                      part["device"].astype(str))})) or "–"
+            threads = ", ".join(_plain(v) for v in sorted(part["threads"].dropna().unique())) or "–"
+            counts = f"{int((part['status'] == STATUS_OK).sum())} / {len(part)}"
             columns.append(col + [devices, threads, counts])
     labels = [label for label, _ in _ENV_FACTS] + ["devices in the CSV", "threads in the CSV", "rows (ok / all)"]
     facts = [[label] + [c[i] for c in columns] for i, label in enumerate(labels)]
@@ -674,6 +675,7 @@ def _curve_figures(group: Group, out_dir: str) -> List[Tuple[str, str]]:
 
 def build_report(rows: pd.DataFrame, sources: List[Source], out_dir: str) -> Tuple[str, Dict[str, Any]]:
     """Write the figures for loaded results into ``out_dir``; return (Markdown text, facts for tests)."""
+    as_read = rows  # the environment table counts each file's rows as they are on disk
     rows, copies = drop_copies(rows)
     groups = assign_groups(rows)
     ok = rows[rows["status"] == STATUS_OK]
@@ -687,7 +689,7 @@ def build_report(rows: pd.DataFrame, sources: List[Source], out_dir: str) -> Tup
     if copies:
         lines += [f"{copies} row(s) repeated another file's row exactly (same run and values) and were counted "
                   "once.", ""]
-    lines += _environment_lines(sources, rows)
+    lines += _environment_lines(sources, as_read)
     facts: Dict[str, Any] = {"groups": {}, "figures": []}
     for group in groups:
         group.points = points[points["group"] == group.slug].reset_index(drop=True)

@@ -199,6 +199,7 @@ def test_speed_only_run_uses_speed_pairs(tmp_path):
     env = _section(report, "Environment")
     assert "`speed` run r1" in env and "`speed` run r2" in env and "fff999" in env
     assert "run r2 has status killed" in env
+    assert "| rows (ok / all) | 8 / 8 | 6 / 6 |" in env  # counted per run
     for pair in SPEED_PAIRS:
         assert (tmp_path / "out" / f"cpu-fp32-{pair.name}.png").exists()
         assert _frontier_ids(report, pair, "cpu-fp32") == _expected(CELLS, pair)
