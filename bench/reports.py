@@ -779,11 +779,13 @@ def default_out_dir(csv_paths: Sequence[str]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("csv", nargs="+", help="result CSV(s); several are combined, kept apart by device/precision")
-    parser.add_argument("--out", default=None, help="output folder (default: plots/<stem of the first CSV>/)")
+    # SUPPRESS: the default depends on the CSV, so the help says it rather than "(default: None)"
+    parser.add_argument("--out", default=argparse.SUPPRESS,
+                        help="output folder (default: plots/<stem of the first CSV>/)")
 
 
 def run(args: argparse.Namespace) -> int:
-    out_dir = args.out or default_out_dir(args.csv)
+    out_dir = getattr(args, "out", None) or default_out_dir(args.csv)
     path = write_report(list(args.csv), out_dir)
     print(f"wrote plots and report to {path}")
     return 0
