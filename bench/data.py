@@ -217,7 +217,8 @@ def synthetic_split(n: int, seed: int) -> Split:
     dist2 = (ys[None] - cy[:, None, None]) ** 2 + (xs[None] - cx[:, None, None]) ** 2
     mask = torch.sigmoid((radius[:, None, None] ** 2 - dist2) / (2 * radius[:, None, None]))
     fg = colour[:, :, None, None] * (0.65 + 0.35 * stripes[:, None])
-    bg = (0.35 + 0.3 * rand(n, 1, 1, 1)) + 0.05 * randn(n, 3, 1, 1)
+    # the background carries a faint tint of the class colour: an easy, early cue
+    bg = (0.35 + 0.3 * rand(n, 1, 1, 1)) + 0.3 * (colour[:, :, None, None] - 0.5) + 0.05 * randn(n, 3, 1, 1)
     image = mask[:, None] * fg + (1 - mask[:, None]) * bg + 0.1 * randn(n, 3, 32, 32)
     images = (image.clamp(0, 1) * 255).round().to(torch.uint8)
     return Split(images.contiguous(), labels.to(torch.int64))

@@ -39,6 +39,8 @@ class TrainConfig:
     schedule: str = "linear"  # after warm-up: linear | cosine (both to 0 at the end) | constant
     ema: Optional[float] = None  # per-step decay of an exponential moving average of the weights (None = off)
     tta_flip: bool = False  # average test predictions over the image and its mirror
+    bn_recalibration: int = 2048  # training images (unaugmented) that re-estimate BatchNorm statistics before
+    #   each evaluation (0 = keep the running averages, which lag badly in schedules of a few dozen steps)
     # augmentation (on the device, per batch)
     crop_padding: int = 4  # random translation of up to this many px, zero fill (0 = none)
     flip: bool = True  # random horizontal flip
@@ -154,6 +156,7 @@ _CHECKS: Dict[str, Callable[[Any], Any]] = {
     "schedule": _choice("linear", "cosine", "constant"),
     "ema": _optional(_number(0, 1, low_open=True, high_open=True)),
     "tta_flip": _bool,
+    "bn_recalibration": _int(0),
     "crop_padding": _int(0),
     "flip": _bool,
     "normalize": _normalize,

@@ -217,6 +217,42 @@ def evaluate(model: nn.Module, batches: BatchPipeline, tta_flip: bool = False,
     return correct.item() / len(batches.labels)
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches: BatchPipeline, max_images: int,
+                          dtype: Optional[torch.dtype] = None) -> int:
+    """Re-estimate every BatchNorm's running mean/var as the plain average over ``max_images`` images.
+
+    "Precise BN" (Wu & Johnson, 2021): the running averages (momentum 0.1)
+    still remember the initialisation after a short schedule, which ruins
+    eval-mode accuracy although the weights are fine. Only BN buffers change;
+    each layer's momentum is restored. Returns the images used.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or max_images <= 0:
+        return 0
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    used = 0
+    ctx = contextlib.nullcontext() if dtype is None else torch.autocast(batches.images.device.type, dtype=dtype)
+    with ctx:
+        for x, _ in batches:
+            x = x[:max_images - used]
+            if x.shape[0] < 2:  # BN needs two images for a variance
+                break
+            model(x)
+            used += x.shape[0]
+            if used >= max_images:
+                break
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+    return used
+
+
 # --------------------------------------------------------------------- one seed
 @dataclass
 class EvalPoint:
@@ -224,6 +260,7 @@ class EvalPoint:
     step: int
     train_time_s: float  # training clock at this point (evaluations excluded)
     test_acc: float
+    images: int = 0  # training images processed so far
 
 
 @dataclass
@@ -276,7 +313,11 @@ def train_seed(model_factory: Callable[[], nn.Module], data: DeviceData, config:
     total = max(1, round(config.epochs * spe))
     trainer = Trainer(model, config, device, total, spe)
 
+    calibration = BatchPipeline(data.train.images, data.train.labels, train_batches.batch_size, train=False,
+                                **common)
+
     def test_accuracy() -> float:
+        recalibrate_batchnorm(trainer.eval_model, calibration, config.bn_recalibration, trainer.dtype)
         batches = BatchPipeline(data.test.images, data.test.labels, config.eval_batch_size, train=False, **common)
         return evaluate(trainer.eval_model, batches, config.tta_flip, trainer.dtype)
 
@@ -300,22 +341,24 @@ def train_seed(model_factory: Callable[[], nn.Module], data: DeviceData, config:
             step = trainer.steps_done
             if (step % check_every == 0 or step == total) and bool(nonfinite):
                 result.train_time_s = clock.stop()
-                result.diverged = (f"seed {seed}: loss became {loss.item()} by step {step} of {total} "
+                result.diverged = (f"seed {seed}: loss is not finite ({loss.item():g}) by step {step} of {total} "
                                    f"(epoch {step / spe:.2f}); lower lr or check the model")
                 return result
             if step in eval_steps:
                 elapsed = clock.stop()
-                point = EvalPoint(epoch=step / spe, step=step, train_time_s=elapsed, test_acc=test_accuracy())
+                point = EvalPoint(epoch=step / spe, step=step, train_time_s=elapsed, test_acc=test_accuracy(),
+                                  images=result.images)
                 result.history.append(point)
                 if (result.time_to_target_s is None and config.target_acc is not None
                         and point.test_acc >= config.target_acc):
                     result.time_to_target_s = elapsed
                 if on_eval is not None:
                     on_eval(point)
-                clock.start()
+                if step < total:
+                    clock.start()
             if step >= total:
                 break
-    result.train_time_s = clock.stop()
+    result.train_time_s = clock.total_s if total in eval_steps else clock.stop()
     result.test_acc = result.history[-1].test_acc if result.history else test_accuracy()
     if data.val is not None:
         val = BatchPipeline(data.val.images, data.val.labels, config.eval_batch_size, train=False, **common)
