@@ -32,7 +32,7 @@ from bench.training import EvalPoint, train_cell  # noqa: E402
 from models import build_model, get_preset  # noqa: E402
 
 # Tuned for a 5-epoch schedule on a CPU: small batches (more steps per epoch
-# cost little throughput there), bf16 autocast where the CPU has native bf16.
+# cost little throughput there); bf16 autocast is added where the CPU has native bf16.
 CPU_RECIPE: Dict[str, Any] = {
     "batch_size": 128,
     "lr": 0.2,
@@ -41,6 +41,13 @@ CPU_RECIPE: Dict[str, Any] = {
     "weight_decay": 5e-4,
     "tta_flip": True,
 }
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def parse_sets(items: List[str]) -> Dict[str, Any]:
@@ -79,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = dict(CPU_RECIPE) if device == "cpu" else {}
+    if device == "cpu" and _cpu_has_bf16():
+        settings["precision"] = "bf16"  # about 1.5-2x the fp32 speed where oneDNN has bf16 kernels
     settings.update({"dataset": "cifar10", "data_root": args.data_root, "epochs": args.epochs,
                      "target_acc": args.target})
     settings.update(parse_sets(args.set))
@@ -95,8 +104,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"# {args.preset} on CIFAR-10 from {os.path.join(args.data_root, 'cifar-10-batches-py')}")
     print(f"# {device}: {hardware}; torch {torch.__version__}; {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     print(f"# command: python benchmarks/train_cifar.py {' '.join(sys.argv[1:])}")
-    changed = {k: v for k, v in config.to_dict().items() if v != resolve(None).to_dict()[k]}
-    print(f"# recipe (changes from bench/recipe.py defaults): {changed}")
+    recipe = config.to_dict()
+    changed = {k: v for k, v in recipe.items() if v != resolve(None).to_dict()[k]}
+    print(f"# recipe changes from bench/recipe.py defaults: {changed}")
+    print(f"# full recipe: {recipe}")
     print(f"{'epoch':>6} {'train_s':>9} {'wall_s':>9} {'img/s':>8} {'test_top1':>10}", flush=True)
     started = time.perf_counter()
 

@@ -223,6 +223,30 @@ def test_training_is_deterministic_on_cpu_and_restores_global_state():
     assert torch.equal(weights(1), weights(1)) and not torch.equal(weights(1), weights(2))
 
 
+def test_reported_accuracy_matches_an_independent_evaluation():
+    """torchvision's Normalize and a plain loop over the test images give the same top-1."""
+    from torchvision.transforms import Normalize
+
+    config = resolve(TINY)
+    data = training.DeviceData.from_data(training.prepare_data(config), "cpu")
+    kept = {}
+
+    def factory():
+        kept["model"] = tiny_model()
+        return kept["model"]
+
+    result = training.train_seed(factory, data, config, "cpu", seed=0)
+    model = kept["model"].eval()
+    norm = Normalize(*config.normalize)
+    correct = 0
+    with torch.no_grad():
+        for image, label in zip(data.test.images, data.test.labels):
+            logits = model(norm(image.float() / 255)[None])
+            correct += int(logits.argmax(1).item() == label.item())
+    assert result.test_acc == correct / len(data.test.labels)
+    assert 0.1 < result.test_acc  # above chance after 4 steps: the model learnt something
+
+
 def test_repeats_report_mean_std_and_per_seed_values():
     result = train(repeats=2, seed=5, val_size=50)
     assert result["n_seeds"] == 2 and result["seeds"] == "5;6"
