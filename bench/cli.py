@@ -79,7 +79,12 @@ EXECUTORS = ("serial", "ray")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Shows a default only where there is one worth showing (not None/False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def default_out(grid_path: str, quick: bool, shard: Optional["Shard"] = None) -> str:
@@ -101,6 +106,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `benchmark.py --dry-run | head`: the reader left, not an error of ours
+        sys.stderr.close()
+        return 0
 
 
 def _run_subcommand(name: str, argv: List[str]) -> int:
@@ -145,6 +153,8 @@ def run_command(args: argparse.Namespace, argv: List[str]) -> int:
         print_dry_run(grid, out, shard, args.retry_failed)
         return 0
 
+    preflight_pretrained(grid)
+
     from .runner import RunInterrupted, run_grid
     from .summary import format_summary
 
@@ -170,6 +180,23 @@ def run_command(args: argparse.Namespace, argv: List[str]) -> int:
         print(f"{summary.failed_cells} cell(s) failed: see the status and error columns "
               f"(--retry-failed runs them again)", file=sys.stderr)
     return 0 if summary.ok else 1
+
+
+def preflight_pretrained(grid) -> None:
+    """Cells that require pretrained weights fail now, not one by one hours into the run."""
+    required = sorted({c.preset for c in grid.cells if c.pretrained is True})
+    if not required:
+        return
+    from models.pretrained import PretrainedWeightsMismatch, PretrainedWeightsUnavailable, load_checkpoint, weights_for
+
+    for preset in required:
+        try:
+            load_checkpoint(weights_for(preset))
+        except PretrainedWeightsMismatch as e:
+            raise UserError(f"{grid.path}: pretrained: {e}") from None
+        except PretrainedWeightsUnavailable as e:
+            raise UserError(f"{grid.path}: pretrained: {e} (or use pretrained: if_available to train from "
+                            f"scratch without them)") from None
 
 
 def build_executor(args: argparse.Namespace):

@@ -262,3 +262,26 @@ def test_seed_article_grid_is_the_articles_recipe():
     assert {c.pretrained for c in quick.cells} == {"if_available"}
     assert all(c.settings["device"] == "cpu" and c.train["epochs"] == 1 and c.train["train_subset"] == 2000
                for c in quick.cells)
+
+
+def test_run_with_required_weights_missing_fails_before_any_work(hub, tmp_path, capsys):
+    from bench.cli import main
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text("include:\n  - {preset: resnet18, pretrained: true, num_classes: 10, input_size: 32}\n")
+    out = tmp_path / "runs" / "r.csv"
+    assert main(["--grid", str(grid), "--out", str(out), "--device", "cpu", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"error: {grid}: pretrained: ")
+    assert checkpoint_path(weights_for("resnet18")) in err and "if_available" in err
+    assert not out.exists()
+
+
+def test_run_with_weights_in_place_passes_the_preflight(hub, tmp_path):
+    from bench.cli import preflight_pretrained
+    from bench.grid import expand_grid
+
+    _write_checkpoint(_reference_state())
+    grid = expand_grid({"include": [{"preset": "resnet18", "pretrained": True, "num_classes": 10}]}, "g.yaml",
+                       cuda_available=False)
+    preflight_pretrained(grid)  # no error: the file is there, no network needed
