@@ -30,6 +30,8 @@ _LADDER = sorted({2 ** k for k in range(13)} | {3 * 2 ** k for k in range(12)})
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # CUDA: time blocks of iterations lasting at least this long, so event overhead is negligible.
 CUDA_MIN_BLOCK_MS = 1.0
+# repeats: auto samples for at least this fraction of max_time_s before it may stop as "stable".
+AUTO_MIN_TIME_FRACTION = 0.25
 
 
 def next_smaller_batch(batch: int) -> Optional[int]:
@@ -176,7 +178,7 @@ def measure_batch(model: nn.Module, settings: Dict[str, Any], base: Dict[str, An
             timer.synchronize()
             row["compile_time_s"] = time.perf_counter() - start
         samples = collect_samples(infer, timer, settings["warmup"], settings["repeats"], settings["max_time_s"],
-                                  min_block_ms=min_block)
+                                  min_block_ms=min_block, min_time_s=AUTO_MIN_TIME_FRACTION * settings["max_time_s"])
         summary = stats.summarize(samples)
         row.update(summary.as_columns("latency"))
         row["latency_samples_ms"] = stats.format_samples(samples)
@@ -201,7 +203,7 @@ def measure_batch(model: nn.Module, settings: Dict[str, Any], base: Dict[str, An
             optimizer.step()
 
         samples = collect_samples(step, timer, settings["warmup"], settings["repeats"], settings["max_time_s"],
-                                  min_block_ms=min_block)
+                                  min_block_ms=min_block, min_time_s=AUTO_MIN_TIME_FRACTION * settings["max_time_s"])
         summary = stats.summarize(samples)
         row.update(summary.as_columns("train_step"))
         row["train_step_samples_ms"] = stats.format_samples(samples)

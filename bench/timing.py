@@ -8,9 +8,11 @@ is the same for both and is tested on CPU with a fake event timer.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import time
-from typing import Callable, List, Optional, Protocol, Union
+from typing import Callable, Iterator, List, Optional, Protocol, Union
 
 from .stats import relative_iqr
 
@@ -75,14 +77,39 @@ def make_timer(device: str) -> Timer:
 
 def collect_samples(fn: Callable[[], object], timer: Timer, warmup: int, repeats: Union[int, str],
                     max_time_s: float = 2.0, min_block_ms: float = 0.0,
-                    clock: Callable[[], float] = time.perf_counter) -> List[float]:
+                    clock: Callable[[], float] = time.perf_counter, min_time_s: float = 0.0) -> List[float]:
     """Per-iteration times in ms, after ``warmup`` discarded iterations.
 
     ``repeats`` is a fixed count, or ``"auto"``: sample until IQR/median is
-    below 5% (with at least 10 samples) or ``max_time_s`` is spent. When one
+    below 5% (with at least 10 samples and ``min_time_s`` spent) or
+    ``max_time_s`` is spent. The minimum time keeps a fast model from being
+    judged on a 0.1 s burst that happened to be calm. When one
     call takes less than ``min_block_ms``, iterations are timed in blocks and
     each sample is the block's mean, so the timer's own cost stays negligible.
     """
+    with _gc_paused():
+        return _sample(fn, timer, warmup, repeats, max_time_s, min_block_ms, clock, min_time_s)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Python's garbage collector off while timing, as timeit and torch.utils.benchmark do.
+
+    A forward pass allocates enough Python objects to trigger collections, and
+    in a process holding many objects a collection costs milliseconds: noise
+    (and a bias) in the timings of small models.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _sample(fn: Callable[[], object], timer: Timer, warmup: int, repeats: Union[int, str], max_time_s: float,
+            min_block_ms: float, clock: Callable[[], float], min_time_s: float) -> List[float]:
     for _ in range(warmup):
         fn()
     timer.synchronize()
@@ -98,6 +125,8 @@ def collect_samples(fn: Callable[[], object], timer: Timer, warmup: int, repeats
     while len(samples) < limit:
         samples.append(timer.time_block(fn, block) / block)
         if adaptive and len(samples) >= AUTO_MIN_SAMPLES:
-            if relative_iqr(samples) < AUTO_TARGET_RELATIVE_IQR or clock() - started > max_time_s:
+            elapsed = clock() - started
+            stable = relative_iqr(samples) < AUTO_TARGET_RELATIVE_IQR and elapsed >= min_time_s
+            if stable or elapsed > max_time_s:
                 break
     return samples

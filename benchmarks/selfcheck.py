@@ -48,14 +48,16 @@ def main(argv: List[str] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--tolerance", type=float, default=0.05)
-    p.add_argument("--max-time", type=float, default=4.0, help="time budget per harness loop, s")
+    p.add_argument("--max-time", type=float, default=1.5, help="time budget of each loop of each round, s")
+    p.add_argument("--rounds", type=int, default=5, help="alternating rounds per case")
     p.add_argument("--out", default=None, help="also write the table to this file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     lines = [f"selfcheck: harness vs torch.utils.benchmark, batch {BATCH}, {args.threads} thread(s), {cpu_model()}, "
              f"torch {torch.__version__}",
-             f"{'model':18s} {'input':>5s} {'harness ms':>11s} {'timer ms':>10s} {'ratio':>7s}  verdict"]
+             f"{'model':18s} {'input':>5s} {'harness ms':>11s} {'timer ms':>10s} {'ratio':>7s} "
+             f"{'timer spread':>8s}  verdict"]
     failed = False
     for name, size in CASES:
         cell = expand_grid({"include": [{"preset": name, "input_size": size, "device": "cpu", "batch_sizes": [BATCH],
@@ -63,15 +65,21 @@ def main(argv: List[str] = None) -> int:
                                          "threads": args.threads, "train_step": False}]},
                            "selfcheck", cuda_available=False).cells[0]
         model = build_for_cell(cell).eval()
-        h1 = harness_median(model, cell, args.max_time)
-        t1 = timer_median(model, cell, args.threads, args.max_time)
-        t2 = timer_median(model, cell, args.threads, args.max_time)
-        h2 = harness_median(model, cell, args.max_time)
-        harness, timer = statistics.median([h1, h2]), statistics.median([t1, t2])
+        hs, ts = [], []
+        for round_ in range(args.rounds):
+            if round_ % 2:
+                ts.append(timer_median(model, cell, args.threads, args.max_time))
+                hs.append(harness_median(model, cell, args.max_time))
+            else:
+                hs.append(harness_median(model, cell, args.max_time))
+                ts.append(timer_median(model, cell, args.threads, args.max_time))
+        harness, timer = statistics.median(hs), statistics.median(ts)
         ratio = harness / timer
+        drift = (max(ts) - min(ts)) / timer
         ok = abs(ratio - 1) <= args.tolerance
         failed |= not ok
-        lines.append(f"{name:18s} {size:5d} {harness:11.3f} {timer:10.3f} {ratio:7.3f}  {'ok' if ok else 'DISAGREE'}")
+        lines.append(f"{name:18s} {size:5d} {harness:11.3f} {timer:10.3f} {ratio:7.3f} {drift:8.1%}  "
+                     f"{'ok' if ok else 'DISAGREE'}")
         print(lines[-1] if len(lines) > 3 else "\n".join(lines), flush=True)
     lines.append("all agree within {:.0%}".format(args.tolerance) if not failed else "some pairs disagree")
     print(lines[-1])

@@ -82,3 +82,29 @@ def test_auto_repeats_stop_at_the_time_budget_when_noisy():
 def test_perf_counter_timer_measures_real_sleep():
     samples = collect_samples(lambda: time.sleep(0.005), PerfCounterTimer(), warmup=1, repeats=5)
     assert all(4.5 <= s < 50 for s in samples)
+
+
+def test_auto_repeats_keep_sampling_until_the_minimum_time():
+    import itertools
+
+    clock = FakeClock([1.0] * 2000)
+    timer = CudaEventTimer(event_factory=clock.event, sync=clock.sync)
+    fake_time = itertools.count(0, 0.1)
+    samples = collect_samples(clock.work, timer, warmup=0, repeats="auto", max_time_s=60, min_time_s=3.0,
+                              clock=lambda: next(fake_time))
+    # stable from the 10th sample on, but the check only passes once 3 s (30 ticks of 0.1 s) are spent
+    assert len(samples) == 9 + 30
+
+
+def test_garbage_collector_is_paused_while_timing_and_restored():
+    import gc
+
+    seen = []
+    collect_samples(lambda: seen.append(gc.isenabled()), PerfCounterTimer(), warmup=1, repeats=3)
+    assert seen == [False] * 4 and gc.isenabled()
+    gc.disable()
+    try:
+        collect_samples(lambda: None, PerfCounterTimer(), warmup=0, repeats=1)
+        assert not gc.isenabled()  # a caller's choice is left alone
+    finally:
+        gc.enable()
