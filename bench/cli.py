@@ -210,19 +210,14 @@ def build_executor(args: argparse.Namespace):
     return SerialExecutor()
 
 
-def report_dir_for(csv_path: str) -> str:
-    """plots/NAME/ for results/.../NAME.csv."""
-    return os.path.join("plots", os.path.splitext(os.path.basename(csv_path))[0])
-
-
 def _write_report(csv_path: str) -> None:
     try:
-        from .reports import write_report
+        from .reports import default_out_dir, write_report
     except ImportError as e:  # the results are safe on disk; a missing report module must not hide them
         print(f"warning: no report written: {e}", file=sys.stderr)
         return
 
-    out_dir = report_dir_for(csv_path)
+    out_dir = default_out_dir([csv_path])  # plots/NAME/, as `benchmark.py report` picks
     try:
         report = write_report([csv_path], out_dir)
     except UserError as e:  # the results are safe on disk; a report problem must not hide them
