@@ -489,8 +489,3 @@ def _resolve_device(device: str, cuda_available: Optional[bool]) -> str:
         import torch
         cuda_available = torch.cuda.is_available()
     return "cuda" if cuda_available else "cpu"
-
-
-def settings_help() -> str:
-    """The settings a grid may use, for docs and --help."""
-    return "\n".join(f"  {k:18s} {f.help} (default: {f.default!r})" for k, f in SETTINGS.items())

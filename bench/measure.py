@@ -104,17 +104,18 @@ def measure_cell(cell: Cell, train_fn: Optional[Callable[..., Dict[str, Any]]] =
     if s["speed"] or s["train_step"]:
         memory_format = torch.channels_last if s["memory_format"] == "channels_last" else torch.contiguous_format
         model = model.to(device=device, memory_format=memory_format)
+        final_pixels = final_map_size(cell.model) ** 2
         for requested in s["batch_sizes"]:
-            rows.append(_measure_batch_with_backoff(model, cell, base, requested, memory_format))
+            rows.append(_measure_batch_with_backoff(model, cell, base, requested, memory_format, final_pixels))
         del model
         free_memory(device)
     else:
         rows.append(dict(base, status="ok"))
 
-    if s.get("train") is not None:
+    if cell.train is not None:
         if train_fn is None:
             from .training import train_cell as train_fn  # noqa: N813 - the training entry point
-        results = train_fn(lambda: build_for_cell(cell), s["train"], device=device,
+        results = train_fn(lambda: build_for_cell(cell), cell.train, device=device,
                            num_classes=cell.model.num_classes, input_size=cell.model.input_size)
         for row in rows:
             status = results.get("status", "ok")
@@ -128,14 +129,13 @@ def measure_cell(cell: Cell, train_fn: Optional[Callable[..., Dict[str, Any]]] =
 
 
 def _measure_batch_with_backoff(model: nn.Module, cell: Cell, base: Dict[str, Any], requested: int,
-                                memory_format) -> Dict[str, Any]:
+                                memory_format, final_map_pixels: int) -> Dict[str, Any]:
     device = cell.settings["device"]
     batch: Optional[int] = requested
     last_error = ""
     while batch is not None:
         try:
-            row = measure_batch(model, cell.settings, base, batch, memory_format,
-                                final_map_pixels=final_map_size(cell.model) ** 2)
+            row = measure_batch(model, cell.settings, base, batch, memory_format, final_map_pixels)
             row["requested_batch_size"] = requested
             return row
         except Exception as e:  # noqa: BLE001 - only OOM is handled here

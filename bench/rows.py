@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from models import ModelConfig
+from models.summary import summarize
 
 from .grid import Cell
 from .schema import empty_row
@@ -11,15 +12,10 @@ from .schema import empty_row
 
 def architecture_columns(config: ModelConfig) -> Dict[str, Any]:
     """Per-stage channels and strides: what a detection neck (an FPN over C2..C5) needs."""
-    stages = config.stages()
-    strides = []
-    stride = config.stem_stride()
-    for i, stage in enumerate(stages):
-        stride *= stage.stride
-        strides.append(stride)
+    stages = summarize(config).stages
     return {
-        "stage_channels": "-".join(str(s.out_channels) for s in stages),
-        "stage_strides": "-".join(str(s) for s in strides),
+        "stage_channels": "-".join(str(s.channels) for s in stages),
+        "stage_strides": "-".join(str(s.stride) for s in stages),
         "feature_dim": config.feature_dim,
         "groups": config.cardinality,
     }
