@@ -13,17 +13,17 @@ import shlex
 import sys
 from typing import TYPE_CHECKING, List, Optional
 
-from .errors import UserError
+from bench.errors import UserError
 
 if TYPE_CHECKING:
-    from .shard import Shard
+    from bench.run.shard import Shard
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS = {
-    "report": ("bench.reports", "Pareto plots and a Markdown report from result CSVs"),
-    "compare": ("bench.regression", "compare a run against a stored baseline (exit 1 on regression)"),
-    "baseline": ("bench.baselines", "store a run as a named baseline under results/baselines/"),
-    "merge": ("bench.merge", "combine shard outputs into one CSV"),
+    "report": ("bench.analysis.reports", "Pareto plots and a Markdown report from result CSVs"),
+    "compare": ("bench.analysis.regression", "compare a run against a stored baseline (exit 1 on regression)"),
+    "baseline": ("bench.analysis.baselines", "store a run as a named baseline under results/baselines/"),
+    "merge": ("bench.run.merge", "combine shard outputs into one CSV"),
     "describe": ("bench.describe", "per-stage architecture summary of a preset or a grid's variants"),
     "presets": ("bench.cli", "list the named model presets"),
 }
@@ -134,8 +134,8 @@ def list_presets_command() -> int:
 
 
 def run_command(args: argparse.Namespace, argv: List[str]) -> int:
-    from .grid import load_grid
-    from .shard import parse_shard
+    from bench.grid import load_grid
+    from bench.run.shard import parse_shard
 
     shard = parse_shard(args.shard) if args.shard is not None else None
     if args.timeout is not None and not args.timeout > 0:
@@ -143,7 +143,7 @@ def run_command(args: argparse.Namespace, argv: List[str]) -> int:
     if args.ray_address is not None:
         args.executor = "ray"
     if args.executor == "ray" and not args.dry_run:
-        from .executors import import_ray
+        from bench.run.executors import import_ray
 
         import_ray()  # fail before any work when the extra is missing
     grid = load_grid(args.grid, quick=args.quick, device=args.device, data_root=args.data_root)
@@ -155,8 +155,8 @@ def run_command(args: argparse.Namespace, argv: List[str]) -> int:
 
     preflight_pretrained(grid)
 
-    from .runner import RunInterrupted, run_grid
-    from .summary import format_summary
+    from bench.run.runner import RunInterrupted, run_grid
+    from bench.run.console import format_summary
 
     command = ["benchmark.py", *argv]
     try:
@@ -201,7 +201,7 @@ def preflight_pretrained(grid) -> None:
 
 def build_executor(args: argparse.Namespace):
     """The executor the run flags ask for."""
-    from .executors import IsolatedExecutor, RayExecutor, SerialExecutor
+    from bench.run.executors import IsolatedExecutor, RayExecutor, SerialExecutor
 
     if args.executor == "ray":
         return RayExecutor(address=args.ray_address, isolate=args.isolate, timeout=args.timeout)
@@ -212,7 +212,7 @@ def build_executor(args: argparse.Namespace):
 
 def _write_report(csv_path: str) -> None:
     try:
-        from .reports import default_out_dir, write_report
+        from bench.analysis.reports import default_out_dir, write_report
     except ImportError as e:  # the results are safe on disk; a missing report module must not hide them
         print(f"warning: no report written: {e}", file=sys.stderr)
         return
@@ -238,7 +238,7 @@ def print_dry_run(grid, out: Optional[str] = None, shard=None, retry_failed: boo
     """The cells a run would see; with an existing ``out``, which of them it would run."""
     from models import model_complexity
 
-    from .runner import plan_run
+    from bench.run.runner import plan_run
 
     print(f"grid {grid.name}: {len(grid.cells)} cell(s)" +
           (f" ({grid.duplicates} duplicate(s) dropped)" if grid.duplicates else ""))

@@ -18,7 +18,7 @@ from models import ModelConfig, get_preset, list_presets
 from models.registry import unknown_preset_message
 from models.summary import ArchitectureSummary, summarize
 
-from .errors import UserError
+from bench.errors import UserError
 
 _GRID_SUFFIXES = (".yaml", ".yml")
 
@@ -57,7 +57,7 @@ def _is_grid(target: str) -> bool:
 
 
 def _grid_models(path: str) -> List[Tuple[str, ModelConfig]]:
-    from .grid import load_grid
+    from bench.grid import load_grid
 
     grid = load_grid(path, cuda_available=False)  # the device does not change the architecture
     seen: Dict[str, Tuple[ModelConfig, List[int]]] = {}

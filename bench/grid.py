@@ -28,8 +28,8 @@ import yaml
 from models import MODEL_FIELDS, ModelConfig, get_preset, model_complexity, preset_fields
 from models.iso import match_bottleneck_width
 
-from . import recipe
-from .errors import GridError
+from bench.train import recipe
+from bench.errors import GridError
 
 TOP_LEVEL_KEYS = ("name", "description", "defaults", "matrix", "include", "exclude", "quick")
 

@@ -22,10 +22,10 @@ from typing import List
 import torch
 from torch.utils import benchmark as tbench
 
-from bench.environment import cpu_model
+from bench.run.environment import cpu_model
 from bench.grid import expand_grid
-from bench.measure import build_for_cell, measure_batch
-from bench.rows import cell_columns
+from bench.run.cell import build_for_cell, measure_batch
+from bench.run.rows import cell_columns
 
 CASES = [("resnet18", 32), ("resnet18", 224), ("resnext50_32x4d", 32), ("resnext50_32x4d", 224)]
 BATCH = 8

@@ -1,6 +1,6 @@
 """Train a preset on real CIFAR-10 and print test accuracy per epoch and the wall time.
 
-The harness's training path end to end (bench.training.train_cell): data
+The harness's training path end to end (bench.train.training.train_cell): data
 from DATA_ROOT/cifar-10-batches-py, on-device augmentation, the recipe below
 (or --set overrides), evaluation every epoch off the training clock.
 
@@ -25,10 +25,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import torch  # noqa: E402
 
-from bench.environment import cpu_model  # noqa: E402
+from bench.run.environment import cpu_model  # noqa: E402
 from bench.errors import UserError  # noqa: E402
-from bench.recipe import resolve  # noqa: E402
-from bench.training import EvalPoint, train_cell  # noqa: E402
+from bench.train.recipe import resolve  # noqa: E402
+from bench.train.training import EvalPoint, train_cell  # noqa: E402
 from models import build_model, get_preset  # noqa: E402
 
 # Tuned for resnet20 in 5 epochs on a 2-core CPU (docs/training.md has the

@@ -2,7 +2,7 @@
 
 Two throughputs for the same model, recipe and batch size on the CPU:
 
-* loop: one full epoch through ``bench.training.train_seed`` -- per-epoch
+* loop: one full epoch through ``bench.train.training.train_seed`` -- per-epoch
   permutation, on-device crop + flip + normalisation, the schedule, the
   divergence check -- timed by the training clock (evaluation excluded);
 * model only: the same number of ``Trainer.step`` calls on one fixed,
@@ -30,11 +30,11 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch  # noqa: E402
 from torch.utils import benchmark as tbench  # noqa: E402
 
-from bench.augment import normalization, normalize  # noqa: E402
-from bench.data import prepare_data  # noqa: E402
-from bench.environment import cpu_model  # noqa: E402
-from bench.recipe import resolve  # noqa: E402
-from bench.training import DeviceData, Trainer, isolated_state, train_seed  # noqa: E402
+from bench.train.augment import normalization, normalize  # noqa: E402
+from bench.train.data import prepare_data  # noqa: E402
+from bench.run.environment import cpu_model  # noqa: E402
+from bench.train.recipe import resolve  # noqa: E402
+from bench.train.training import DeviceData, Trainer, isolated_state, train_seed  # noqa: E402
 from models import build_model, get_preset  # noqa: E402
 
 TARGET = 0.95

@@ -1,6 +1,6 @@
 """Analytic complexity, pycls style: counted from the config, no model built.
 
-Conventions (the same as :mod:`bench.complexity` measures on a real model):
+Conventions (the same as :mod:`bench.measure.counts` measures on a real model):
 
 * ``macs``: one multiply-add = 1, for conv and linear layers, the classifier's
   bias adds included (pycls's convention); BatchNorm, pooling and ReLU are

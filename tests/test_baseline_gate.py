@@ -15,10 +15,11 @@ import shutil
 
 import pytest
 
-from bench import regression as reg
+from bench.analysis import regression as reg
 from bench.cli import main
-from bench.results import sidecar_path
-from bench.stats import format_samples, median
+from bench.results.files import sidecar_path
+from bench.measure.stats import median
+from bench.results.samples import format_samples
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE = os.path.join(ROOT, "results", "baselines", "quick-cpu.csv")

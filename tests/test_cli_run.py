@@ -9,12 +9,12 @@ import time
 import pytest
 
 from bench.cli import default_out, main
-from bench.executors import SerialExecutor
+from bench.run.executors import SerialExecutor
 from bench.grid import load_grid
-from bench.results import read_lines, sidecar_path
-from bench.rows import cell_columns
-from bench.runner import run_grid
-from bench.shard import Shard
+from bench.results.files import read_lines, sidecar_path
+from bench.run.rows import cell_columns
+from bench.run.runner import run_grid
+from bench.run.shard import Shard
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

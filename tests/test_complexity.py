@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.complexity import ComplexityError, analytic_counts, count_with_fvcore, measure_complexity
+from bench.measure.counts import ComplexityError, analytic_counts, count_with_fvcore, measure_complexity
 from models import ModelConfig, build_model, get_preset, list_presets
 
 GOLDEN = json.load(open(os.path.join(os.path.dirname(__file__), "golden", "complexity.json")))
@@ -91,7 +91,7 @@ def test_disabled_handles_match_the_op_names_this_torch_emits():
     # If torch renamed these ops, overriding the handles would silently do nothing.
     from fvcore.nn import FlopCountAnalysis
 
-    from bench.complexity import DISABLED_OPS
+    from bench.measure.counts import DISABLED_OPS
 
     model = build_model(get_preset("resnet20")).eval()
     default = FlopCountAnalysis(model, torch.zeros(1, 3, 32, 32))

@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench import augment, data
+from bench.train import augment, data
 from bench.errors import UserError
-from bench.recipe import resolve
+from bench.train.recipe import resolve
 
 TRAIN_PER_BATCH = 40  # 5 batches -> 200 training images
 N_TEST = 60

@@ -6,7 +6,7 @@ import torch
 import torchvision
 
 from bench.cli import main
-from bench.rows import architecture_columns
+from bench.run.rows import architecture_columns
 from models import ModelConfig, build_model, get_preset
 from models.summary import summarize
 

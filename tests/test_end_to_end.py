@@ -4,8 +4,8 @@ import json
 import pytest
 
 from bench.cli import main
-from bench.results import read_results
-from bench.schema import COLUMNS
+from bench.results.files import read_results
+from bench.results.schema import COLUMNS
 from models import get_preset, model_complexity
 
 GRID = """

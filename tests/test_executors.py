@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from bench.executors import IsolatedExecutor, SerialExecutor, load_measure, measure_path
+from bench.run.executors import IsolatedExecutor, SerialExecutor, load_measure, measure_path
 from bench.grid import expand_grid
-from bench.rows import cell_columns
+from bench.run.rows import cell_columns
 
 
 def grid_of(*repeats):
@@ -25,7 +25,7 @@ def grid_of(*repeats):
 def misbehave(cell):
     kind = cell.settings["repeats"]
     if kind == 2:
-        from bench.measure import measure_cell
+        from bench.run.cell import measure_cell
         return measure_cell(cell)  # the real thing
     if kind == 3:
         time.sleep(3600)  # a hang
@@ -98,7 +98,7 @@ def test_a_killed_runner_takes_its_isolated_cell_with_it(tmp_path):
     script = (
         "import sys; sys.path[:0] = %r\n"
         "from test_executors import grid_of, misbehave\n"
-        "from bench.executors import IsolatedExecutor\n"
+        "from bench.run.executors import IsolatedExecutor\n"
         "IsolatedExecutor(measure=misbehave).run(grid_of(3).cells[0])\n" % [p for p in sys.path if p]
     )
     runner = subprocess.Popen([sys.executable, "-c", script])

@@ -5,12 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-import bench.measure as measure
-from bench import memory
-from bench.environment import throttle_reason_names
+import bench.run.cell as measure
+from bench.measure import memory
+from bench.run.environment import throttle_reason_names
 from bench.grid import expand_grid
-from bench.runner import SerialExecutor, run_cell_safely
-from bench.schema import COLUMNS
+from bench.run.runner import SerialExecutor, run_cell_safely
+from bench.results.schema import COLUMNS
 
 
 def cell_for(**settings):

@@ -6,12 +6,12 @@ import pytest
 
 from bench.cli import main
 from bench.errors import UserError
-from bench.executors import SerialExecutor
+from bench.run.executors import SerialExecutor
 from bench.grid import expand_grid
-from bench.results import read_lines, sidecar_path
-from bench.rows import cell_columns
-from bench.runner import run_grid
-from bench.shard import Shard, parse_shard
+from bench.results.files import read_lines, sidecar_path
+from bench.run.rows import cell_columns
+from bench.run.runner import run_grid
+from bench.run.shard import Shard, parse_shard
 
 GRID_YAML = """\
 name: sharded

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from bench.pareto import MAXIMIZE, MINIMIZE, dominates, pareto_front
+from bench.analysis.pareto import MAXIMIZE, MINIMIZE, dominates, pareto_front
 
 
 def test_cost_vs_gain_textbook_case():

@@ -14,7 +14,7 @@ import torchvision
 from torch import nn
 
 from bench.grid import expand_grid, load_grid
-from bench.measure import build_for_cell, measure_cell
+from bench.run.cell import build_for_cell, measure_cell
 from models import build_model, get_preset
 from models import pretrained
 from models.pretrained import (OFFLINE_ENV, PretrainedWeightsMismatch, PretrainedWeightsUnavailable,

@@ -13,11 +13,11 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install '.[ray]')")
 
-from bench.executors import RayExecutor  # noqa: E402
+from bench.run.executors import RayExecutor  # noqa: E402
 from bench.grid import expand_grid  # noqa: E402
-from bench.results import read_lines, sidecar_path  # noqa: E402
-from bench.rows import cell_columns  # noqa: E402
-from bench.runner import run_grid  # noqa: E402
+from bench.results.files import read_lines, sidecar_path  # noqa: E402
+from bench.run.rows import cell_columns  # noqa: E402
+from bench.run.runner import run_grid  # noqa: E402
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)

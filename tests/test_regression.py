@@ -9,13 +9,14 @@ import os
 
 import pytest
 
-from bench import regression as reg
-from bench.baselines import store_baseline
+from bench.analysis import regression as reg
+from bench.analysis.baselines import store_baseline
 from bench.cli import main
 from bench.errors import UserError
-from bench.results import rows_to_csv_text, sidecar_path, write_json_atomic
-from bench.schema import empty_row
-from bench.stats import format_samples, median
+from bench.results.files import rows_to_csv_text, sidecar_path, write_json_atomic
+from bench.results.schema import empty_row
+from bench.measure.stats import median
+from bench.results.samples import format_samples
 
 ENV = {
     "software": {"torch": "2.3.0", "cuda": None, "cudnn": None},

@@ -2,7 +2,7 @@
 
 Each test renders real figures through the real code path; the expected
 frontiers are computed here from the hand-written numbers with the
-unit-tested :func:`bench.pareto.pareto_front`, then compared with report.md.
+unit-tested :func:`bench.analysis.pareto.pareto_front`, then compared with report.md.
 """
 import json
 import os
@@ -14,10 +14,10 @@ import pytest
 
 from bench.cli import main
 from bench.errors import UserError
-from bench.pareto import pareto_front
-from bench.reports import ACCURACY_PAIRS, METRICS, SPEED_PAIRS, write_report
-from bench.results import rows_to_csv_text
-from bench.schema import COLUMNS, empty_row
+from bench.analysis.pareto import pareto_front
+from bench.analysis.reports import ACCURACY_PAIRS, METRICS, SPEED_PAIRS, write_report
+from bench.results.files import rows_to_csv_text
+from bench.results.schema import COLUMNS, empty_row
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

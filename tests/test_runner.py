@@ -11,12 +11,12 @@ import time
 import pytest
 
 from bench.errors import UserError
-from bench.executors import SerialExecutor
+from bench.run.executors import SerialExecutor
 from bench.grid import expand_grid
-from bench.results import OutputLock, read_lines, repair_tail, rows_to_csv_text, scan_cells, sidecar_path
-from bench.rows import cell_columns
-from bench.runner import RunInterrupted, plan_run, run_grid
-from bench.schema import COLUMNS
+from bench.results.files import OutputLock, read_lines, repair_tail, rows_to_csv_text, scan_cells, sidecar_path
+from bench.run.rows import cell_columns
+from bench.run.runner import RunInterrupted, plan_run, run_grid
+from bench.results.schema import COLUMNS
 
 
 def tiny_grid(widths=(1, 1.5, 2, 2.5), **defaults):

@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from bench import stats
+from bench.measure import stats
+from bench.results import samples
 
 
 SAMPLES = [10.0, 12.0, 11.0, 13.0, 50.0, 11.5, 10.5, 12.5, 11.0, 10.0]
@@ -45,6 +46,6 @@ def test_columns_and_sample_round_trip():
     cols = stats.summarize(SAMPLES).as_columns("latency")
     assert set(cols) == {"latency_ms_median", "latency_ms_p90", "latency_ms_iqr", "latency_cv", "latency_noisy",
                          "latency_n"}
-    text = stats.format_samples([1.23456789, 2.0, 1e-4])
-    assert stats.parse_samples(text) == pytest.approx([1.23457, 2.0, 1e-4])
-    assert stats.parse_samples("") == [] and stats.parse_samples(math.nan) == []
+    text = samples.format_samples([1.23456789, 2.0, 1e-4])
+    assert samples.parse_samples(text) == pytest.approx([1.23457, 2.0, 1e-4])
+    assert samples.parse_samples("") == [] and samples.parse_samples(math.nan) == []

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from bench.timing import AUTO_MIN_SAMPLES, CudaEventTimer, PerfCounterTimer, collect_samples
+from bench.measure.timing import AUTO_MIN_SAMPLES, CudaEventTimer, PerfCounterTimer, collect_samples
 
 
 class FakeClock:

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from bench import recipe, training
+from bench.train import recipe, training
 from bench.grid import expand_grid
-from bench.measure import measure_cell
-from bench.recipe import TRAIN_FIELDS, TrainConfig, quick_overrides, resolve
-from bench.schema import COLUMNS
+from bench.run.cell import measure_cell
+from bench.train.recipe import TRAIN_FIELDS, TrainConfig, quick_overrides, resolve
+from bench.results.schema import COLUMNS
 from models import ModelConfig, build_model
 
 from test_data import write_cifar

@@ -2,7 +2,7 @@
 
 Captured once per run into the sidecar (GPU state at the start and end of the
 run, so clock throttling during the run is visible), and summarised by
-:func:`fingerprint` for comparing runs.
+:func:`bench.results.fingerprint.fingerprint` for comparing runs.
 """
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def nvml_state(index: int) -> Dict[str, Any]:
     try:
         import pynvml
 
-        from .memory import _physical_index
+        from bench.measure.memory import _physical_index
 
         pynvml.nvmlInit()
         h = pynvml.nvmlDeviceGetHandleByIndex(_physical_index(index))
@@ -154,15 +154,3 @@ def device_name(device: str) -> str:
         import torch
         return torch.cuda.get_device_name()
     return cpu_model()
-
-
-def fingerprint(env: Dict[str, Any], device: str = "cpu") -> Dict[str, Any]:
-    """The environment facts that make timings comparable between two runs."""
-    sw = env.get("software", {})
-    fp = {"torch": sw.get("torch"), "cuda": sw.get("cuda"), "cudnn": sw.get("cudnn")}
-    if device == "cuda" and env.get("gpus"):
-        fp["device_name"] = env["gpus"][0].get("name")
-        fp["driver"] = env["gpus"][0].get("driver")
-    else:
-        fp["device_name"] = env.get("cpu", {}).get("cpu_model")
-    return fp

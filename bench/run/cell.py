@@ -18,12 +18,15 @@ from torch import nn
 from models import build_model
 from models.complexity import stage_costs
 
-from . import memory, stats
-from .complexity import measure_complexity
-from .environment import device_name as _device_name
-from .grid import Cell
-from .rows import cell_columns
-from .timing import collect_samples, make_timer
+from bench.measure import memory
+
+from bench.measure import stats
+from bench.measure.counts import measure_complexity
+from bench.results.samples import format_samples
+from bench.run.environment import device_name as _device_name
+from bench.grid import Cell
+from bench.run.rows import cell_columns
+from bench.measure.timing import collect_samples, make_timer
 
 # Batch sizes tried after an out-of-memory error: 2^k and 1.5 * 2^k.
 _LADDER = sorted({2 ** k for k in range(13)} | {3 * 2 ** k for k in range(12)})
@@ -114,7 +117,7 @@ def measure_cell(cell: Cell, train_fn: Optional[Callable[..., Dict[str, Any]]] =
 
     if cell.train is not None:
         if train_fn is None:
-            from .training import train_cell as train_fn  # noqa: N813 - the training entry point
+            from bench.train.training import train_cell as train_fn  # noqa: N813 - the training entry point
         results = train_fn(lambda: build_for_cell(cell), cell.train, device=device,
                            num_classes=cell.model.num_classes, input_size=cell.model.input_size)
         for row in rows:
@@ -181,7 +184,7 @@ def measure_batch(model: nn.Module, settings: Dict[str, Any], base: Dict[str, An
                                   min_block_ms=min_block, min_time_s=AUTO_MIN_TIME_FRACTION * settings["max_time_s"])
         summary = stats.summarize(samples)
         row.update(summary.as_columns("latency"))
-        row["latency_samples_ms"] = stats.format_samples(samples)
+        row["latency_samples_ms"] = format_samples(samples)
         row["latency_ms_per_image"] = summary.median / batch
         row["throughput_img_s"] = batch / (summary.median / 1e3)
         row["achieved_gflop_s"] = flops * batch / (summary.median / 1e3) / 1e9
@@ -206,7 +209,7 @@ def measure_batch(model: nn.Module, settings: Dict[str, Any], base: Dict[str, An
                                   min_block_ms=min_block, min_time_s=AUTO_MIN_TIME_FRACTION * settings["max_time_s"])
         summary = stats.summarize(samples)
         row.update(summary.as_columns("train_step"))
-        row["train_step_samples_ms"] = stats.format_samples(samples)
+        row["train_step_samples_ms"] = format_samples(samples)
         row["train_throughput_img_s"] = batch / (summary.median / 1e3)
         # backward costs about twice the forward: the usual 3x rule for a training step
         row["train_achieved_gflop_s"] = 3 * flops * batch / (summary.median / 1e3) / 1e9

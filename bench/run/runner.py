@@ -24,14 +24,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 
-from . import environment
-from .errors import UserError
-from .executors import Executor, SerialExecutor, run_cell_safely  # noqa: F401 - re-exported
-from .grid import Cell, Grid
-from .results import (OutputLock, ResultWriter, TailRepair, read_sidecar, repair_tail, scan_cells, sidecar_path,
+from bench.run import environment
+from bench.errors import UserError
+from bench.run.executors import Executor, SerialExecutor, run_cell_safely  # noqa: F401 - re-exported
+from bench.grid import Cell, Grid
+from bench.results.files import (OutputLock, ResultWriter, TailRepair, read_sidecar, repair_tail, scan_cells, sidecar_path,
                       write_json_atomic)
-from .schema import FAILED_STATUSES, SCHEMA_VERSION
-from .shard import Shard
+from bench.results.schema import FAILED_STATUSES, SCHEMA_VERSION
+from bench.run.shard import Shard
 
 Log = Callable[[str], None]
 

@@ -92,14 +92,3 @@ def summarize(samples: Sequence[float]) -> Summary:
         cv=cv(samples),
         noisy=relative_iqr(samples) > NOISY_IQR_RATIO,
     )
-
-
-def format_samples(samples: Sequence[float]) -> str:
-    """Raw samples as a compact ';'-separated string (6 significant digits)."""
-    return ";".join(f"{x:.6g}" for x in samples)
-
-
-def parse_samples(text: str) -> list:
-    if text is None or (isinstance(text, float) and math.isnan(text)) or text == "":
-        return []
-    return [float(x) for x in str(text).split(";") if x]

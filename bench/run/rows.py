@@ -6,8 +6,8 @@ from typing import Any, Dict, List, Optional
 from models import ModelConfig
 from models.summary import summarize
 
-from .grid import Cell
-from .schema import empty_row
+from bench.grid import Cell
+from bench.results.schema import empty_row
 
 
 def architecture_columns(config: ModelConfig) -> Dict[str, Any]:

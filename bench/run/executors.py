@@ -29,9 +29,9 @@ import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
 
-from .errors import UserError
-from .grid import Cell
-from .rows import failure_rows
+from bench.errors import UserError
+from bench.grid import Cell
+from bench.run.rows import failure_rows
 
 Rows = List[Dict[str, Any]]
 MeasureFn = Callable[[Cell], Rows]
@@ -62,10 +62,10 @@ class Executor(Protocol):
 
 def run_cell_safely(cell: Cell, measure: Optional[MeasureFn] = None) -> Rows:
     """``measure(cell)``, with any failure of the cell turned into a status row."""
-    from .measure import free_memory, is_oom
+    from bench.run.cell import free_memory, is_oom
 
     if measure is None:
-        from .measure import measure_cell as measure
+        from bench.run.cell import measure_cell as measure
     try:
         return measure(cell)
     except KeyboardInterrupt:
@@ -165,7 +165,7 @@ class IsolatedExecutor(BaseExecutor):
                 os.path.join(tmp, n) for n in ("cell.json", "rows.json", "started", "log.txt"))
             with open(cell_file, "w", encoding="utf-8") as f:
                 json.dump(cell.to_dict(), f, default=str)
-            cmd = [self.python, "-m", "bench.executors", "--cell", cell_file, "--out", result_file,
+            cmd = [self.python, "-m", "bench.run.executors", "--cell", cell_file, "--out", result_file,
                    "--started", started_file, "--parent", str(os.getpid())]
             if self.measure:
                 cmd += ["--measure", self.measure]
@@ -285,8 +285,8 @@ def _tail(path: str, limit: int = 300) -> str:
 
 
 def _child_main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of an isolated cell: ``python -m bench.executors --cell C --out R``."""
-    p = argparse.ArgumentParser(prog="python -m bench.executors", description="run one cell (used by --isolate)")
+    """Entry point of an isolated cell: ``python -m bench.run.executors --cell C --out R``."""
+    p = argparse.ArgumentParser(prog="python -m bench.run.executors", description="run one cell (used by --isolate)")
     p.add_argument("--cell", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--measure", default=None)
@@ -295,12 +295,12 @@ def _child_main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     if args.parent:
         _exit_with_parent(args.parent)
-    from .results import write_json_atomic
+    from bench.results.files import write_json_atomic
 
     with open(args.cell, encoding="utf-8") as f:
         cell = Cell.from_dict(json.load(f))
     measure = load_measure(args.measure)
-    import bench.measure  # noqa: F401 - imported before the clock starts: start-up is not the cell's time
+    import bench.run.cell  # noqa: F401 - imported before the clock starts: start-up is not the cell's time
     if args.started:
         open(args.started, "w").close()
     rows = run_cell_safely(cell, measure)
@@ -337,7 +337,7 @@ def _ray_cell_task(cell_dict: Dict[str, Any], measure: MeasureSpec, isolate: boo
     as ``--isolate`` does on one machine: the same per-cell timeout (its clock
     starting with the cell, not with the worker), the same crash containment.
     """
-    from . import environment
+    from bench.run import environment
 
     cell = Cell.from_dict(cell_dict)
     if isolate:

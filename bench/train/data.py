@@ -2,7 +2,7 @@
 
 Images are ``(N, 3, 32, 32)`` uint8 and labels ``(N,)`` int64, ready to be
 moved to the device once; augmentation and normalisation happen there
-(:mod:`bench.augment`). CIFAR-10 is read from the standard
+(:mod:`bench.train.augment`). CIFAR-10 is read from the standard
 ``cifar-10-batches-py`` folder directly, so a re-encoded copy whose bytes
 differ from the official release still loads (with a warning).
 """
@@ -23,8 +23,8 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
-from .errors import UserError
-from .recipe import TrainConfig
+from bench.errors import UserError
+from bench.train.recipe import TrainConfig
 
 NUM_CLASSES = 10
 CIFAR_FOLDER = "cifar-10-batches-py"

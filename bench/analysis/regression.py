@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from .environment import fingerprint
-from .errors import UserError
-from .results import read_results, read_sidecar, sidecar_path
-from .schema import STATUS_OK
-from .stats import parse_samples
+from bench.results.fingerprint import fingerprint
+from bench.errors import UserError
+from bench.results.files import read_results, read_sidecar, sidecar_path
+from bench.results.schema import STATUS_OK
+from bench.results.samples import parse_samples
 
 # ------------------------------------------------------------------ metrics
 # Per image and exact: any change means the model changed.
@@ -366,8 +367,7 @@ def _accuracy_stats(row: Mapping[str, Any]) -> AccuracyStats:
     n = int(n) if n is not None else max(len(seeds), 1)
     std = row.get("top1_acc_std")
     if std is None:
-        from .stats import std as sample_std
-        std = sample_std(seeds) if len(seeds) > 1 else 0.0
+        std = statistics.stdev(seeds) if len(seeds) > 1 else 0.0
     return AccuracyStats(float(row[ACCURACY_METRIC]), float(std), n)
 
 

@@ -23,9 +23,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from .errors import UserError
-from .results import Line, cut_write_rows, read_lines, read_sidecar, sidecar_path, write_bytes_atomic, write_json_atomic
-from .schema import COLUMNS, SCHEMA_VERSION, STATUS_OK
+from bench.errors import UserError
+from bench.results.files import Line, cut_write_rows, read_lines, read_sidecar, sidecar_path, write_bytes_atomic, write_json_atomic
+from bench.results.schema import COLUMNS, SCHEMA_VERSION, STATUS_OK
 
 # Row columns that follow from a cell's settings: two inputs disagreeing on one
 # of these for the same cell id hold different cells (threads and the device
@@ -225,7 +225,7 @@ def _merged_sidecar(inputs: List[str], sidecars: Dict[str, Optional[Dict[str, An
 def run(args: argparse.Namespace) -> int:
     grid_cells = grid_meta = None
     if args.grid:
-        from .grid import load_grid
+        from bench.grid import load_grid
 
         grid = load_grid(args.grid, quick=args.quick, device=args.device, data_root=args.data_root)
         grid_meta = grid.to_dict()

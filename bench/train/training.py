@@ -1,12 +1,12 @@
 """Short-schedule training of one cell: the accuracy axis of the benchmark.
 
-:func:`train_cell` is the entry point ``bench.measure`` calls: it trains the
-cell's model once per seed with the recipe (:class:`bench.recipe.TrainConfig`)
+:func:`train_cell` is the entry point ``bench.run.cell`` calls: it trains the
+cell's model once per seed with the recipe (:class:`bench.train.recipe.TrainConfig`)
 and returns schema columns (top-1 accuracy mean/std/per seed, training time
 and throughput, time to a target accuracy) plus ``status`` and ``error``.
 
 The whole dataset lives on the device; batches are augmented there
-(:mod:`bench.augment`). The training clock (CUDA events on a GPU) covers data
+(:mod:`bench.train.augment`). The training clock (CUDA events on a GPU) covers data
 pipeline, forward, backward and optimiser steps, and stops for evaluations.
 Global torch state touched here (RNG, deterministic flags, cuDNN switches,
 threads) is restored afterwards, so later cells' timings are unaffected.
@@ -25,11 +25,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import torch
 from torch import nn
 
-from . import stats
-from .augment import BatchPipeline
-from .data import NUM_CLASSES, Split, TrainingData, prepare_data
-from .errors import UserError
-from .recipe import MAX_WARMUP_FRACTION, TrainConfig, resolve
+from bench.measure import stats
+from bench.train.augment import BatchPipeline
+from bench.train.data import NUM_CLASSES, Split, TrainingData, prepare_data
+from bench.errors import UserError
+from bench.train.recipe import MAX_WARMUP_FRACTION, TrainConfig, resolve
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # On a GPU, reading the loss back every step would stall the pipeline; check this often instead.

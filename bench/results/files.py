@@ -26,8 +26,8 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .errors import UserError
-from .schema import COLUMNS, STATUS_OK
+from bench.errors import UserError
+from bench.results.schema import COLUMNS, STATUS_OK
 
 
 def sidecar_path(csv_path: str) -> str:

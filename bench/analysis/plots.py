@@ -2,7 +2,7 @@
 
 Only matplotlib (Agg backend, no display needed) and plain tables in; files
 out. What to plot and which points form the frontier is decided by the caller
-(:mod:`bench.reports`), so these functions can be checked by eye in isolation.
+(:mod:`bench.analysis.reports`), so these functions can be checked by eye in isolation.
 
 Visual encoding, the same in every scatter plot: colour = family (ResNet or
 ResNeXt), marker = cardinality, marker area = parameters (log-scaled), a black

@@ -3,7 +3,7 @@
 Every result CSV has exactly these columns, on CPU and GPU alike (a metric
 that does not apply is left empty), so files from different machines and
 runs concatenate without surprises. The README's column table is generated
-from :data:`COLUMNS` (``python -m bench.schema``) so the two cannot drift.
+from :data:`COLUMNS` (``python -m bench.results.schema``) so the two cannot drift.
 
 Convention: ``macs`` counts one multiply-add as 1; ``flops`` is ``2 * macs``.
 """

@@ -17,10 +17,10 @@ import sys
 import tempfile
 from typing import Any, Dict, Optional
 
-from .errors import UserError
-from .regression import load, parse_threshold_args
-from .results import read_sidecar, sidecar_path, write_json_atomic
-from .schema import STATUS_OK
+from bench.errors import UserError
+from bench.analysis.regression import load, parse_threshold_args
+from bench.results.files import read_sidecar, sidecar_path, write_json_atomic
+from bench.results.schema import STATUS_OK
 
 DEFAULT_DIR = os.path.join("results", "baselines")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import List, Sequence, TypeVar
 
-from .errors import UserError
+from bench.errors import UserError
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ import math
 import time
 from typing import Callable, Iterator, List, Optional, Protocol, Union
 
-from .stats import relative_iqr
+from bench.measure.stats import relative_iqr
 
 AUTO_MIN_SAMPLES = 10  # repeats: auto never stops with fewer samples
 AUTO_MAX_SAMPLES = 1000

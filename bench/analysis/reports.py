@@ -9,7 +9,7 @@ Reads result files only (never builds or runs a model). The steps:
 3. split points by (device, device name, precision): timings from different
    hardware or precisions are never mixed on one frontier;
 4. per group and pair of axes, compute the Pareto frontier with
-   :func:`bench.pareto.pareto_front`, draw it (:mod:`bench.plots`) and table it;
+   :func:`bench.analysis.pareto.pareto_front`, draw it (:mod:`bench.analysis.plots`) and table it;
 5. write ``report.md`` beside the figures.
 
 A cell measured in two files (or two runs appended to one file) stays two
@@ -27,10 +27,10 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from .errors import UserError
-from .pareto import MAXIMIZE, MINIMIZE, pareto_front
-from .results import read_results, read_sidecar, sidecar_path
-from .schema import STATUS_OK
+from bench.errors import UserError
+from bench.analysis.pareto import MAXIMIZE, MINIMIZE, pareto_front
+from bench.results.files import read_results, read_sidecar, sidecar_path
+from bench.results.schema import STATUS_OK
 
 # Columns a file must have for a report; everything else is optional (filled empty).
 REQUIRED = ("cell_id", "variant", "status", "device", "precision", "batch_size", "params", "macs")
@@ -85,7 +85,7 @@ SPEED_PAIRS = (Pair("throughput_vs_macs", "macs", "throughput"), Pair("latency_v
 
 
 def _axis_label(metric: Metric, values: Sequence[float]) -> str:
-    from .plots import wants_log
+    from bench.analysis.plots import wants_log
 
     label = metric.label
     return label[:-1] + ", log scale)" if wants_log(values) and label.endswith(")") else label
@@ -629,7 +629,7 @@ def _accuracy_label(points: pd.DataFrame) -> str:
 
 
 def _figures_for(group: Group, fr: Frontier, out_dir: str) -> Optional[str]:
-    from . import plots
+    from bench.analysis import plots
 
     if fr.points.empty:
         return None
@@ -655,7 +655,7 @@ def _figures_for(group: Group, fr: Frontier, out_dir: str) -> Optional[str]:
 
 
 def _curve_figures(group: Group, out_dir: str) -> List[Tuple[str, str]]:
-    from . import plots
+    from bench.analysis import plots
 
     labels = {tuple(k): lab for k, lab in zip(group.points[list(POINT_KEY)].itertuples(index=False, name=None),
                                               group.points["label"])}
