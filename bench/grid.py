@@ -228,6 +228,11 @@ class Cell:
         }
 
     @property
+    def variant_id(self) -> str:
+        """The architecture alone (model fields and input size): shared by every cell that builds it."""
+        return _hash({k: v for k, v in self.model.to_dict().items() if k != "name"})
+
+    @property
     def variant(self) -> str:
         return self.model.label()
 

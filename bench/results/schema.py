@@ -19,6 +19,8 @@ _COLUMN_DOCS: List[Tuple[str, str]] = [
     # identity
     ("run_id", "id of the run that wrote the row (UTC start time + short hash)"),
     ("cell_id", "stable hash of the cell's resolved settings (12 hex digits)"),
+    ("variant_id", "stable hash of the model config and input size (12 hex digits): the same architecture in any "
+     "run, device or recipe; report and compare join training and speed rows on it"),
     ("variant", "readable model name: the preset, or one derived from the fields"),
     ("preset", "preset name the cell started from (empty if none)"),
     ("family", "resnet (cardinality 1) or resnext"),
@@ -101,6 +103,8 @@ _COLUMN_DOCS: List[Tuple[str, str]] = [
     ("top1_acc", "mean test top-1 accuracy over seeds, fraction 0-1"),
     ("top1_acc_std", "sample std of test top-1 over seeds (empty for one seed)"),
     ("top1_acc_seeds", "per-seed test top-1, ';'-separated"),
+    ("test_images", "test images behind each seed's top1_acc (the sampling error of an accuracy depends on it)"),
+    ("top1_correct_seeds", "per-seed correctly classified test images, ';'-separated"),
     ("val_acc", "mean validation top-1 (held out from the training set)"),
     ("train_time_s", "training time, evaluation excluded, mean over seeds, s"),
     ("train_img_s", "training images per second over the schedule"),

@@ -28,6 +28,7 @@ def cell_columns(cell: Cell, device_name: Optional[str] = None) -> Dict[str, Any
     row = empty_row()
     row.update({
         "cell_id": cell.cell_id,
+        "variant_id": cell.variant_id,
         "variant": cell.variant,
         "preset": cell.preset or "",
         "family": m.family(),

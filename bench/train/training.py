@@ -455,6 +455,9 @@ def summarize(config: TrainConfig, data: DeviceData, results: List[SeedResult]) 
         "top1_acc": stats.mean(accs),
         "top1_acc_std": stats.std(accs) if len(accs) > 1 else None,
         "top1_acc_seeds": ";".join(f"{a:.4f}" for a in accs),
+        "test_images": len(data.test),
+        # accuracy is correct / test_images exactly, so the counts are recovered without loss
+        "top1_correct_seeds": ";".join(str(round(a * len(data.test))) for a in accs),
         "val_acc": stats.mean([r.val_acc for r in results]) if data.val is not None else None,
         "train_time_s": stats.mean(times),
         "train_img_s": sum(r.images for r in results) / sum(times) if sum(times) > 0 else None,
