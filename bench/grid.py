@@ -146,6 +146,10 @@ class Field:
     check: Callable[[Any], Any]
     default: Any
     help: str
+    # A setting added after result files already existed leaves cell ids alone
+    # while it holds its default, so old CSVs still resume and baselines still
+    # match: its id-neutral value (normally the default) is omitted from the hash.
+    added_later: bool = False
 
 
 # Model fields default to None: the preset (or ModelConfig) supplies the value.
@@ -217,7 +221,8 @@ class Cell:
         Where the data lives is not part of it: the same CIFAR-10 in another
         folder gives the same cell.
         """
-        settings = dict(self.settings)
+        settings = {k: v for k, v in self.settings.items()
+                    if not (k in SETTINGS and SETTINGS[k].added_later and v == SETTINGS[k].default)}
         if settings.get("train") is not None:
             settings["train"] = {k: v for k, v in settings["train"].items() if k != "data_root"}
         return {

@@ -1,0 +1,115 @@
+"""The package layout is the architecture: imports only run downward.
+
+Data flows grid -> models -> measurement/training -> result files -> analysis.
+Every import in the code base (function-level ones included) is read from the
+source with ``ast`` and checked against that order, so a shortcut that would
+tie two layers together fails here rather than in a review.
+"""
+from __future__ import annotations
+
+import ast
+import pathlib
+from typing import Dict, Iterator, List, Tuple
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# Higher rank may import lower rank, never the reverse. Packages on one floor
+# (analysis and run) may not import each other: they meet only in result files.
+RANK: Dict[str, int] = {
+    "bench.cli": 7, "bench.describe": 7,
+    "bench.analysis": 6, "bench.run": 6,
+    "bench.grid": 5,
+    "bench.train": 4,
+    "bench.results": 3,
+    "bench.measure": 2,
+    "models": 1,
+    "bench.errors": 0,
+}
+# Analysis reads result files: no torch, and nothing that measures or trains.
+ANALYSIS_FORBIDDEN = ("torch", "torchvision", "fvcore", "models", "bench.measure", "bench.train", "bench.run",
+                      "bench.grid")
+
+
+def layer_of(module: str) -> str:
+    for name in sorted(RANK, key=len, reverse=True):
+        if module == name or module.startswith(name + "."):
+            return name
+    return ""
+
+
+def module_name(path: pathlib.Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports(path: pathlib.Path) -> Iterator[Tuple[int, str]]:
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            names = [base + "." + a.name for a in node.names] if not node.module or node.level else []
+            yield node.lineno, base
+            for name in names:  # `from bench.run import cell` imports bench.run.cell
+                yield node.lineno, name
+
+
+def sources() -> List[pathlib.Path]:
+    return sorted(p for d in ("bench", "models") for p in (ROOT / d).rglob("*.py"))
+
+
+def violations() -> List[str]:
+    found = []
+    for path in sources():
+        here = layer_of(module_name(path))
+        for line, target in imports(path):
+            where = f"{path.relative_to(ROOT)}:{line} imports {target}"
+            there = layer_of(target)
+            if here == "bench.analysis" and any(target == f or target.startswith(f + ".") for f in ANALYSIS_FORBIDDEN):
+                found.append(f"{where}: analysis reads result files only")
+            elif here and there and there != here and RANK[there] >= RANK[here]:
+                found.append(f"{where}: {there} (rank {RANK[there]}) is not below {here} (rank {RANK[here]})")
+    return found
+
+
+def test_every_module_belongs_to_a_layer():
+    unplaced = [str(p.relative_to(ROOT)) for p in sources() if not layer_of(module_name(p))
+                and module_name(p) != "bench"]
+    assert unplaced == []
+
+
+def test_no_import_runs_upward_or_sideways():
+    assert violations() == []
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("from bench.run.runner import run_grid\n", "analysis reads result files only"),
+    ("import torch\n", "analysis reads result files only"),
+    ("from bench.analysis import reports\n", None),
+])
+def test_the_checker_catches_an_analysis_module_importing_below_files(tmp_path, monkeypatch, source, expected):
+    fake = ROOT / "bench" / "analysis" / "_layer_probe.py"
+    monkeypatch.setattr(f"{__name__}.sources", lambda: [fake])
+    original = pathlib.Path.read_text
+    monkeypatch.setattr(pathlib.Path, "read_text", lambda self, *a, **k: source if self == fake else original(self, *a, **k))
+    found = violations()
+    assert (expected in found[0]) if expected else found == []
+
+
+def test_the_checker_catches_models_importing_the_harness(monkeypatch):
+    fake = ROOT / "models" / "_layer_probe.py"
+    monkeypatch.setattr(f"{__name__}.sources", lambda: [fake])
+    original = pathlib.Path.read_text
+    monkeypatch.setattr(pathlib.Path, "read_text",
+                        lambda self, *a, **k: "from bench.grid import Cell\n" if self == fake else original(self, *a, **k))
+    assert "is not below models" in violations()[0]
