@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "baseline": ("bench.analysis.baselines", "store a run as a named baseline under results/baselines/"),
     "merge": ("bench.run.merge", "combine shard outputs into one CSV"),
     "describe": ("bench.describe", "per-stage architecture summary of a preset or a grid's variants"),
+    "profile": ("bench.profile_cli", "where one model's time goes: per stage and operator class, with MACs and bytes"),
     "presets": ("bench.cli", "list the named model presets"),
 }
 

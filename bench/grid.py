@@ -186,6 +186,8 @@ MEASURE_SETTINGS: Dict[str, Field] = {
     "train_step": Field(_bool, True, "measure the training-step time"),
     "oom_backoff": Field(_bool, True, "retry smaller batches after running out of GPU memory"),
     "train": Field(_train, None, "training settings (see bench/recipe.py), or null for none"),
+    "profile": Field(_bool, False, "profile extra untimed iterations: time by stage and operator class "
+                     "(RUN.profile.csv)", added_later=True),
 }
 
 SETTINGS: Dict[str, Field] = {**MODEL_SETTINGS, **MEASURE_SETTINGS}

@@ -18,7 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Higher rank may import lower rank, never the reverse. Packages on one floor
 # (analysis and run) may not import each other: they meet only in result files.
 RANK: Dict[str, int] = {
-    "bench.cli": 7, "bench.describe": 7,
+    "bench.cli": 7, "bench.describe": 7, "bench.profile_cli": 7,
     "bench.analysis": 6, "bench.run": 6,
     "bench.grid": 5,
     "bench.train": 4,

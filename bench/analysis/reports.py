@@ -725,6 +725,8 @@ def build_report(rows: pd.DataFrame, sources: List[Source], out_dir: str) -> Tup
         lines += _cardinality_lines(group.points)
         facts["groups"][group.slug] = {"title": group.title, "points": group.points, "frontiers": fronts}
     lines += _failed_lines(rows)
+    from bench.analysis.profile_report import profile_lines  # RUN.profile.csv beside RUN.csv, if any
+    lines += profile_lines([s.path for s in sources], out_dir)
     lines += ["## How to read this report", "",
               "- A point is on a Pareto frontier when no other point of the same section is at least as good on "
               "both axes and better on one. Exact ties are all kept.",

@@ -110,6 +110,14 @@ def measure_cell(cell: Cell, train_fn: Optional[Callable[..., Dict[str, Any]]] =
         final_pixels = final_map_size(cell.model) ** 2
         for requested in s["batch_sizes"]:
             rows.append(_measure_batch_with_backoff(model, cell, base, requested, memory_format, final_pixels))
+            if s.get("profile") and rows[-1]["status"] == "ok":  # extra untimed iterations, after the timed ones
+                from bench.measure.profile import profile_batch
+                from bench.results.profile_rows import profile_rows
+                from bench.results.profile_schema import PROFILE_ROWS_KEY
+
+                profiled = profile_batch(model, cell.model, s, rows[-1], rows[-1]["batch_size"], memory_format,
+                                         lambda: autocast(device, s["precision"]))
+                rows[-1][PROFILE_ROWS_KEY] = profile_rows(profiled, rows[-1])
         del model
         free_memory(device)
     else:

@@ -31,6 +31,7 @@ from bench.grid import Cell, Grid
 from bench.results.files import (OutputLock, ResultWriter, TailRepair, read_sidecar, repair_tail, scan_cells, sidecar_path,
                       write_json_atomic)
 from bench.results.schema import FAILED_STATUSES, SCHEMA_VERSION
+from bench.results.profile_schema import PROFILE_COLUMNS, pop_profile_rows, profile_path
 from bench.run.shard import Shard
 
 Log = Callable[[str], None]
@@ -248,7 +249,8 @@ def _run_plan(grid: Grid, plan: Plan, writer: ResultWriter, executor: Executor, 
         with stop:
             executor.open()
             for cell, rows in executor.run_cells(plan.todo, lambda: stop.requested):
-                for row in rows:
+                profile_rows = pop_profile_rows(rows)
+                for row in rows + profile_rows:
                     row["run_id"] = run_id
                 with stop.writing():
                     try:
@@ -256,6 +258,8 @@ def _run_plan(grid: Grid, plan: Plan, writer: ResultWriter, executor: Executor, 
                             writer.replace_cell(cell.cell_id, rows)
                         else:
                             writer.append(rows)
+                        if profile_rows:  # RUN.profile.csv beside RUN.csv
+                            ResultWriter(profile_path(summary.csv_path), PROFILE_COLUMNS).append(profile_rows)
                     except OSError as e:
                         raise UserError(f"{summary.csv_path}: cannot write results: {e}") from None
                     summary.rows.extend(rows)
