@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any, Dict, List, Sequence
 
 import yaml
@@ -130,6 +131,11 @@ def run(args: argparse.Namespace) -> int:
     cell = build_cell(args)
     out = args.out or default_out(cell)
     _check_out(out, args.force)  # before any work
+    if cell.settings["device"] == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: torch sees no CUDA device (use --device cpu)")
 
     from bench.results.profile_schema import pop_profile_rows
     from bench.run.executors import run_cell_safely
@@ -138,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     profile_rows = pop_profile_rows(rows)
     failed = [r for r in rows if r.get("status") != "ok"]
     if failed:
-        print(f"{cell.variant}: {failed[0].get('status')}: {failed[0].get('error')}")
+        print(f"{cell.variant}: {failed[0].get('status')}: {failed[0].get('error')}", file=sys.stderr)
     if not profile_rows:
         return 1
     write_profile_csv(out, profile_rows)

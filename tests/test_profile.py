@@ -268,9 +268,11 @@ def test_parse_model_takes_a_preset_and_fields_as_pairs_or_key_value():
     (["resnet20", "cardinality=0"], "cardinality"),
     (["resnet20", "--out", "x.txt"], "--out x.txt: expected a path ending in .csv"),
     (["resnet20", "repeats=3"], "repeats: a measurement setting"),
+    pytest.param(["resnet20", "--device", "cuda"], "--device cuda: torch sees no CUDA device",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")),
 ])
 def test_profile_command_rejects_bad_input_with_one_line_and_exit_2(argv, message, capsys):
-    assert cli.main(["profile", *argv, "--device", "cpu"]) == 2
+    assert cli.main(["profile", *argv] + ([] if "--device" in argv else ["--device", "cpu"])) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
 
@@ -289,3 +291,10 @@ def test_profile_command_prints_the_class_table_and_writes_the_csv(tmp_path, cap
     text = capsys.readouterr().out
     assert "| dense conv 3x3 |" in text and "largest gap: " in text and "inference" in text and "train step" in text
     assert read_header(str(out)) == PROFILE_COLUMNS
+
+
+def test_the_readme_holds_the_generated_profile_column_table():
+    from bench.results.profile_schema import markdown_table
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8") as f:
+        assert markdown_table() in f.read()
