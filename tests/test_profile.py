@@ -75,19 +75,24 @@ def test_conv_class_follows_kernel_groups_and_stage(kernel, groups, stage, expec
 class Events:
     """A fake torch.profiler event list: a tree of events with self times and sequence numbers."""
 
-    def __init__(self):
+    def __init__(self, start=0):
         self.events = []
-        self._clock = itertools.count()
+        self._clock = itertools.count(start)
 
     def add(self, name, parent=None, cpu=0.0, cuda=0.0, seq=-1):
+        start = next(self._clock)
         e = SimpleNamespace(name=name, cpu_parent=parent, sequence_nr=seq, self_cpu_time_total=cpu,
-                            self_device_time_total=cuda, time_range=SimpleNamespace(start=next(self._clock)))
+                            self_device_time_total=cuda, time_range=SimpleNamespace(start=start, end=start))
         self.events.append(e)
         return e
 
+    def close(self, event):
+        """End ``event`` now: it spans everything added since it."""
+        event.time_range.end = next(self._clock)
 
-def _inference_events():
-    ev = Events()
+
+def _inference_events(start=0):
+    ev = Events(start)
     phase = ev.add("phase::inference", cpu=50)
     conv = ev.add("prof::layer1|grouped conv 3x3", phase, cpu=40)
     top = ev.add("aten::conv2d", conv, cpu=2, cuda=0, seq=0)
@@ -95,27 +100,39 @@ def _inference_events():
     block = ev.add("prof::layer1|block", phase, cpu=30)
     ev.add("aten::add_", block, cpu=3, cuda=4)
     ev.add("aten::empty", ev.add("prof::head|linear", phase), cpu=1, cuda=0)
+    ev.close(phase)
     ev.add("aten::relu", None, cpu=1000)  # outside every phase: not profiled work
     return ev.events
 
 
 def test_attribute_sums_operator_cpu_time_per_scope_and_leaves_markers_out():
     totals = P.attribute(_inference_events(), "cpu")
-    assert totals[("inference", "layer1", "grouped conv 3x3")] == {"us": 102.0, "calls": 1}
-    assert totals[("inference", "layer1", "residual add")] == {"us": 3.0, "calls": 1}
-    assert totals[("inference", "head", "linear")]["us"] == 1.0
-    assert sum(v["us"] for v in totals.values()) == 106.0  # markers' 120 us of own time and the stray op left out
+    assert totals[("inference", "layer1", "grouped conv 3x3")] == [{"us": 102.0, "calls": 1}]
+    assert totals[("inference", "layer1", "residual add")] == [{"us": 3.0, "calls": 1}]
+    assert totals[("inference", "head", "linear")][0]["us"] == 1.0
+    assert sum(v[0]["us"] for v in totals.values()) == 106.0  # markers' 120 us of own time and the stray op left out
 
 
 def test_attribute_takes_kernel_time_on_cuda():
     totals = P.attribute(_inference_events(), "cuda")
-    assert totals[("inference", "layer1", "grouped conv 3x3")]["us"] == 70.0
-    assert totals[("inference", "layer1", "residual add")]["us"] == 4.0
+    assert totals[("inference", "layer1", "grouped conv 3x3")][0]["us"] == 70.0
+    assert totals[("inference", "layer1", "residual add")][0]["us"] == 4.0
+
+
+def test_each_iteration_is_kept_apart_and_the_median_iteration_ignores_one_slow_one():
+    slow = _inference_events(200)
+    for e in slow:  # an iteration slowed down 50x (a busy shared machine)
+        e.self_cpu_time_total *= 50
+    events = _inference_events(0) + _inference_events(100) + slow
+    per_iteration = P.attribute(events, "cpu")
+    assert [it["us"] for it in per_iteration[("inference", "layer1", "residual add")]] == [3.0, 3.0, 150.0]
+    assert P.median_iteration(per_iteration)[("inference", "layer1", "residual add")] == {"us": 3.0, "calls": 1}
 
 
 def test_backward_ops_go_to_the_scope_of_the_forward_op_that_made_their_node():
     ev = Events()
     fwd = ev.add("phase::train_forward")
+    ev.close(fwd)  # (children are added after; only backward phases' ranges matter)
     ev.add("aten::conv2d", ev.add("prof::layer2|conv 1x1", fwd), cpu=5, seq=7)
     # an op that makes no autograd node takes the next number: the conv3x3 below, the last with 8, owns it
     ev.add("aten::view", ev.add("prof::layer2|block", fwd), cpu=1, seq=8)
@@ -126,13 +143,15 @@ def test_backward_ops_go_to_the_scope_of_the_forward_op_that_made_their_node():
     node7 = ev.add("autograd::engine::evaluate_function: ConvolutionBackward0", bwd, cpu=1, seq=7)
     ev.add("aten::convolution_backward", node7, cpu=20)
     ev.add("autograd::engine::evaluate_function: torch::autograd::AccumulateGrad", bwd, cpu=4, seq=-1)
-    # on CUDA the engine runs backward on its own thread: no phase scope above the node
+    # on CUDA the engine runs backward on its own thread: no phase scope above the node, but inside its time range
     cuda_node = ev.add("autograd::engine::evaluate_function: ConvolutionBackward0", None, cpu=1, cuda=0, seq=7)
     ev.add("aten::convolution_backward", cuda_node, cpu=5, cuda=40)
-    totals = P.attribute(ev.events, "cpu")
+    ev.close(bwd)
+    ev.add("autograd::engine::evaluate_function: ConvolutionBackward0", None, cpu=99, seq=7)  # after it: no phase
+    totals = {k: v[0] for k, v in P.attribute(ev.events, "cpu").items()}
     assert totals[("train_backward", "layer3", "dense conv 3x3")] == {"us": 33.0, "calls": 1}
     assert totals[("train_backward", "layer2", "conv 1x1")] == {"us": 27.0, "calls": 2}
-    assert P.attribute(ev.events, "cuda")[("train_backward", "layer2", "conv 1x1")]["us"] == 40.0
+    assert P.attribute(ev.events, "cuda")[("train_backward", "layer2", "conv 1x1")][0]["us"] == 40.0
     assert totals[("train_backward", "other", "other")]["us"] == 4.0
     assert totals[("train_forward", "layer2", "other")]["us"] == 1.0
 
@@ -158,8 +177,8 @@ def test_agreement_without_a_timed_median_says_so():
 
 
 def test_profile_rows_put_the_agreement_note_on_rows_of_a_phase_group_that_disagrees():
-    times = {("inference", "layer1", "dense conv 3x3"): {"us": 3000.0 * 2, "calls": 2},
-             ("inference", "layer1", "batch norm"): {"us": 1000.0 * 2, "calls": 2}}
+    times = {("inference", "layer1", "dense conv 3x3"): {"us": 3000.0, "calls": 1},
+             ("inference", "layer1", "batch norm"): {"us": 1000.0, "calls": 1}}
     costs = {("inference", "layer1", "dense conv 3x3"): {"macs": 1000, "bytes": 500},
              ("inference", "layer1", "batch norm"): {"macs": 0, "bytes": 200}}
     prof = P.PhaseProfile(times, iterations=2, overhead=0.05)

@@ -43,7 +43,7 @@ ADD_OPS = frozenset({"aten::add", "aten::add_"})
 BLOCK = "block"  # scope class of a residual block: its own ops are the add (or "other")
 STEM_MODULES = frozenset({"conv1", "bn1", "relu", "maxpool"})
 HEAD_MODULES = frozenset({"avgpool", "fc"})
-PROFILED_ITERATIONS = 3
+PROFILED_ITERATIONS = 5
 OVERHEAD_ITERATIONS = 3
 Key = Tuple[str, str, str]  # phase, stage, op class
 
@@ -248,8 +248,8 @@ def _ancestry(event: Any) -> Iterator[Any]:
         node = getattr(node, "cpu_parent", None)
 
 
-def _scope_of(event: Any) -> Tuple[Optional[str], Optional[str], Optional[Any]]:
-    """(phase, nearest layer scope label, nearest backward-node event) of an event."""
+def _scope_of(event: Any) -> Tuple[Optional[Any], Optional[str], Optional[Any]]:
+    """(phase marker event, nearest layer scope label, nearest backward-node event) of an event."""
     phase = scope = node = None
     for e in _ancestry(event):
         name = e.name
@@ -258,13 +258,22 @@ def _scope_of(event: Any) -> Tuple[Optional[str], Optional[str], Optional[Any]]:
         elif node is None and name.startswith(BACKWARD_NODE):
             node = e
         elif name.startswith(PHASE):
-            phase = name[len(PHASE):]
+            phase = e
             break
-    if phase is None and node is not None:
-        # On CUDA the autograd engine runs backward on its own device thread, where
-        # no phase scope is open: a backward node there belongs to the backward phase.
-        phase = "train_backward"
     return phase, scope, node
+
+
+def _backward_phase_at(t: float, phases: Sequence[Any]) -> Optional[Any]:
+    """The backward phase marker whose time range holds ``t``.
+
+    On CUDA the autograd engine runs backward on its own device thread, where
+    no phase scope is open: a backward node there belongs to the backward
+    phase that was running when it started.
+    """
+    for p in phases:
+        if p.name == PHASE + "train_backward" and p.time_range.start <= t <= p.time_range.end:
+            return p
+    return None
 
 
 def _resolve(scope: Optional[str], op_name: str) -> Tuple[str, str]:
@@ -286,35 +295,56 @@ def event_time_us(event: Any, device: str) -> float:
     return float(event.self_cpu_time_total)
 
 
-def attribute(events: Sequence[Any], device: str) -> Dict[Key, Dict[str, float]]:
-    """Sum self times (us) and op calls per (phase, stage, class) over profiler events.
+def attribute(events: Sequence[Any], device: str) -> Dict[Key, List[Dict[str, float]]]:
+    """Self times (us) and op calls per (phase, stage, class), one entry per profiled iteration.
 
     ``events`` are torch.profiler ``FunctionEvent`` objects or anything with
-    their ``name``, ``cpu_parent``, ``sequence_nr``, ``time_range.start`` and
+    their ``name``, ``cpu_parent``, ``sequence_nr``, ``time_range`` and
     self-time attributes (the tests use fakes, including for the CUDA branch).
+    An iteration is one opening of a phase scope; each key's list has one
+    entry per iteration of its phase (0 where an iteration had none).
     """
     ordered = sorted(events, key=lambda e: e.time_range.start)
+    phases = [e for e in ordered if e.name.startswith(PHASE)]
+    iteration: Dict[int, int] = {}  # id(phase marker) -> its index among the markers of its phase
+    counts: Dict[str, int] = {}
+    for p in phases:
+        iteration[id(p)] = counts.get(p.name, 0)
+        counts[p.name] = counts.get(p.name, 0) + 1
+    info = []
+    for e in ordered:
+        phase, scope, node = _scope_of(e)
+        if phase is None and node is not None:
+            phase = _backward_phase_at(node.time_range.start, phases)
+        info.append((e, phase, scope, node))
     forward_scope: Dict[int, Tuple[str, str]] = {}  # sequence number -> (stage, class) of the forward op
-    info = [(e, *_scope_of(e)) for e in ordered]
     for e, phase, scope, _ in info:
-        if phase == "train_forward" and e.sequence_nr is not None and e.sequence_nr >= 0 \
-                and not e.name.startswith((SCOPE, PHASE)):
+        if phase is not None and phase.name == PHASE + "train_forward" and e.sequence_nr is not None \
+                and e.sequence_nr >= 0 and not e.name.startswith((SCOPE, PHASE)):
             forward_scope[e.sequence_nr] = _resolve(scope, e.name)  # the last op with a number made the node
-    totals: Dict[Key, Dict[str, float]] = {}
+    totals: Dict[Key, List[Dict[str, float]]] = {}
     for e, phase, scope, node in info:
         if phase is None or e.name.startswith((SCOPE, PHASE)):
             continue  # outside the profiled phases, or a marker whose own time is Python overhead
-        if phase == "train_backward":
-            seq = node.sequence_nr if node is not None else -1
-            stage, cls = forward_scope.get(seq, ("other", "other"))
+        name = phase.name[len(PHASE):]
+        if name == "train_backward":
+            stage, cls = forward_scope.get(node.sequence_nr if node is not None else -1, ("other", "other"))
             is_op = node is e
         else:
             stage, cls = _resolve(scope, e.name)
             is_op = e.cpu_parent is not None and e.cpu_parent.name.startswith((SCOPE, PHASE))
-        slot = totals.setdefault((phase, stage, cls), {"us": 0.0, "calls": 0})
+        per_iteration = totals.setdefault((name, stage, cls), [{"us": 0.0, "calls": 0}
+                                                               for _ in range(counts[phase.name])])
+        slot = per_iteration[iteration[id(phase)]]
         slot["us"] += event_time_us(e, device)
         slot["calls"] += int(is_op)
     return totals
+
+
+def median_iteration(per_iteration: Dict[Key, List[Dict[str, float]]]) -> Dict[Key, Dict[str, float]]:
+    """Per key, the median over iterations: one slow iteration on a shared machine does not skew a class."""
+    return {k: {"us": statistics.median(v["us"] for v in its), "calls": statistics.median(v["calls"] for v in its)}
+            for k, its in per_iteration.items()}
 
 
 # --------------------------------------------------------------- the device
@@ -340,7 +370,7 @@ def probe_device(device: str, precision: str = "fp32") -> Tuple[float, float]:
 # ----------------------------------------------------------------- profiling
 @dataclass
 class PhaseProfile:
-    times: Dict[Key, Dict[str, float]] = field(default_factory=dict)  # us summed over the iterations
+    times: Dict[Key, Dict[str, float]] = field(default_factory=dict)  # per iteration: median us and calls
     iterations: int = 0
     overhead: Optional[float] = None
 
@@ -368,7 +398,7 @@ def profile_phases(fn: Callable[[], object], model: nn.Module, device: str,
             profiled = [timer.time_block(fn, 1) for _ in range(iterations)]
     plain += [timer.time_block(fn, 1) for _ in range(OVERHEAD_ITERATIONS)]
     overhead = statistics.median(profiled) / statistics.median(plain) - 1
-    return PhaseProfile(attribute(prof.events(), device), iterations, overhead)
+    return PhaseProfile(median_iteration(attribute(prof.events(), device)), iterations, overhead)
 
 
 def inference_fn(model: nn.Module, x: torch.Tensor, autocast: Callable[[], ContextManager[Any]]) -> Callable[[], None]:

@@ -40,14 +40,17 @@ def _order(key: Key) -> Tuple[int, int, int]:
 
 
 def profile_rows(batch_profile: Any, measured: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """The tidy rows of one cell at one batch size; ``measured`` is its result row (identity, timed medians)."""
+    """The tidy rows of one cell at one batch size; ``measured`` is its result row (identity, timed medians).
+
+    ``batch_profile.profiles[group].times`` holds per-iteration values (us, calls) per key.
+    """
     bp = batch_profile
     identity = {k: measured.get(k) for k in _IDENTITY}
     rows: List[Dict[str, Any]] = []
     for group, prof in bp.profiles.items():
         phases = PHASES[:1] if group == "inference" else PHASES[1:]
-        ms = {k: v["us"] / 1e3 / prof.iterations for k, v in prof.times.items() if k[0] in phases}
-        calls = {k: v["calls"] / prof.iterations for k, v in prof.times.items() if k[0] in phases}
+        ms = {k: v["us"] / 1e3 for k, v in prof.times.items() if k[0] in phases}
+        calls = {k: v["calls"] for k, v in prof.times.items() if k[0] in phases}
         total = sum(ms.values())
         median = measured.get("latency_ms_median" if group == "inference" else "train_step_ms_median")
         ratio, note = agreement(total, median, bp.device, prof.overhead)

@@ -44,9 +44,9 @@ _PROFILE_COLUMN_DOCS: List[Tuple[str, str]] = [
      "pooling, linear, other"),
     ("time_source", "cpu_op (self CPU time of operators) or cuda_kernel (CUDA kernel time)"),
     # time
-    ("ms", "time per iteration in this phase x stage x class, ms (mean over the profiled iterations)"),
+    ("ms", "time per iteration in this phase x stage x class, ms (median over the profiled iterations)"),
     ("share", "ms / the phase's profiled total (all stages and classes), fraction 0-1"),
-    ("calls", "operator calls per iteration attributed to the row"),
+    ("calls", "operator calls per iteration attributed to the row (median over the profiled iterations)"),
     # work
     ("macs", "multiply-accumulates per image (analytic, same convention as the result CSV's macs); "
      "train_backward: forward MACs x gradients computed (input and/or weight)"),
@@ -56,8 +56,8 @@ _PROFILE_COLUMN_DOCS: List[Tuple[str, str]] = [
     ("arithmetic_intensity", "macs x batch_size / bytes, MACs per byte"),
     ("achieved_gflop_s", "2 x macs x batch_size / ms, GFLOP/s (empty where macs = 0)"),
     # honesty
-    ("profiled_ms_total", "the phase group's profiled total per iteration: inference, or the three train phases "
-     "together, ms"),
+    ("profiled_ms_total", "the phase group's profiled total per iteration (sum of its rows' ms): inference, or the "
+     "three train phases together, ms"),
     ("measured_ms_median", "the harness's timed median at this batch size (latency_ms_median or "
      "train_step_ms_median), ms"),
     ("agreement", "profiled_ms_total / measured_ms_median"),
