@@ -171,6 +171,12 @@ def test_agreement_is_silent_within_15_percent_and_says_by_how_much_and_why_outs
     assert (expected in note) if expected else note == ""
 
 
+def test_agreement_blames_a_changed_machine_when_iterations_timed_beside_the_profile_agree_with_it():
+    ratio, note = agreement(40.0, 100.0, "cpu", overhead=0.1, unprofiled_ms=44.0)
+    assert ratio == 0.4 and "60% below the timed median but within 15% of unprofiled iterations" in note
+    assert "Python" in agreement(40.0, 100.0, "cpu", overhead=0.1, unprofiled_ms=95.0)[1]
+
+
 def test_agreement_without_a_timed_median_says_so():
     ratio, note = agreement(10.0, None, "cpu", None)
     assert ratio is None and "no timed median" in note
@@ -181,7 +187,7 @@ def test_profile_rows_put_the_agreement_note_on_rows_of_a_phase_group_that_disag
              ("inference", "layer1", "batch norm"): {"us": 1000.0, "calls": 1}}
     costs = {("inference", "layer1", "dense conv 3x3"): {"macs": 1000, "bytes": 500},
              ("inference", "layer1", "batch norm"): {"macs": 0, "bytes": 200}}
-    prof = P.PhaseProfile(times, iterations=2, overhead=0.05)
+    prof = P.PhaseProfile(times, iterations=2, overhead=0.05, unprofiled_ms=7.5)
     batch_profile = P.BatchProfile(4, "cpu", {"inference": prof}, costs, 10.0, 5.0)
     rows = profile_rows(batch_profile, {"latency_ms_median": 8.0, "variant": "v"})
     assert [r["op_class"] for r in rows] == ["dense conv 3x3", "batch norm"]

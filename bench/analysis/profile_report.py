@@ -19,7 +19,8 @@ from bench.errors import UserError
 from bench.results.profile_schema import OP_CLASSES, PROFILE_COLUMNS, profile_path
 
 GROUP_PHASES = {"inference": ("inference",), "train step": ("train_forward", "train_backward", "train_optimizer")}
-_NUMERIC = ("ms", "macs", "bytes", "batch_size", "measured_ms_median", "profiled_ms_total", "agreement",
+_NUMERIC = ("ms", "macs", "bytes", "batch_size", "measured_ms_median", "unprofiled_ms_median", "profiled_ms_total",
+            "agreement",
             "profiler_overhead", "peak_gflop_s", "bandwidth_gb_s")
 _KEYS = ["cell_id", "variant", "device", "precision", "batch_size"]
 
@@ -111,6 +112,8 @@ def agreement_line(rows: pd.DataFrame) -> str:
     time_source = "CUDA kernel time" if r["time_source"] == "cuda_kernel" else "operator CPU time"
     text = (f"profiled {r['profiled_ms_total']:.4g} ms of {time_source} per iteration over "
             f"{int(r['profiled_iterations'])} iterations; profiler overhead {r['profiler_overhead']:+.0%} on wall time")
+    if pd.notna(r["unprofiled_ms_median"]):
+        text += f"; unprofiled iterations beside it {r['unprofiled_ms_median']:.4g} ms"
     if pd.notna(r["measured_ms_median"]):
         text += f"; timed median {r['measured_ms_median']:.4g} ms (ratio {r['agreement']:.2f})"
     note = r.get("agreement_note")

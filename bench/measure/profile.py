@@ -373,6 +373,7 @@ class PhaseProfile:
     times: Dict[Key, Dict[str, float]] = field(default_factory=dict)  # per iteration: median us and calls
     iterations: int = 0
     overhead: Optional[float] = None
+    unprofiled_ms: Optional[float] = None  # median wall time of the unprofiled iterations run beside the profile
 
 
 def _profiler(device: str):
@@ -398,7 +399,8 @@ def profile_phases(fn: Callable[[], object], model: nn.Module, device: str,
             profiled = [timer.time_block(fn, 1) for _ in range(iterations)]
     plain += [timer.time_block(fn, 1) for _ in range(OVERHEAD_ITERATIONS)]
     overhead = statistics.median(profiled) / statistics.median(plain) - 1
-    return PhaseProfile(median_iteration(attribute(prof.events(), device)), iterations, overhead)
+    return PhaseProfile(median_iteration(attribute(prof.events(), device)), iterations, overhead,
+                        statistics.median(plain))
 
 
 def inference_fn(model: nn.Module, x: torch.Tensor, autocast: Callable[[], ContextManager[Any]]) -> Callable[[], None]:

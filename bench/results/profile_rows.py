@@ -18,13 +18,22 @@ _ORDER = ({p: i for i, p in enumerate(PHASES)}, {s: i for i, s in enumerate(STAG
 
 
 def agreement(profiled_ms: Optional[float], measured_ms: Optional[float], device: str,
-              overhead: Optional[float]) -> Tuple[Optional[float], str]:
-    """profiled / measured, and an empty note within 15%, else by how much and the likely reason."""
+              overhead: Optional[float], unprofiled_ms: Optional[float] = None) -> Tuple[Optional[float], str]:
+    """profiled / measured, and an empty note within 15%, else by how much and the likely reason.
+
+    ``unprofiled_ms`` (iterations timed beside the profile) tells a machine
+    that changed speed since the timed loop from time the profile misses.
+    """
     if not profiled_ms or not measured_ms:
         return None, "no timed median to compare with (speed or train_step off, or no time profiled)"
     ratio = profiled_ms / measured_ms
     if abs(ratio - 1) <= AGREEMENT_TOLERANCE:
         return ratio, ""
+    direction = f"{1 - ratio:.0%} below" if ratio < 1 else f"{ratio - 1:.0%} above"
+    if unprofiled_ms and abs(profiled_ms / unprofiled_ms - 1) <= AGREEMENT_TOLERANCE:
+        return ratio, (f"profiled total {direction} the timed median but within {AGREEMENT_TOLERANCE:.0%} of "
+                       f"unprofiled iterations timed beside the profile ({unprofiled_ms:.4g} ms): the machine's "
+                       f"speed changed between the timed loop and the profile (a shared machine)")
     if ratio < 1:
         outside = "idle device time between kernels (launch-bound), Python and dispatch" if device == "cuda" \
             else "Python, dispatch and memory allocation outside the operators"
@@ -53,10 +62,11 @@ def profile_rows(batch_profile: Any, measured: Dict[str, Any]) -> List[Dict[str,
         calls = {k: v["calls"] for k, v in prof.times.items() if k[0] in phases}
         total = sum(ms.values())
         median = measured.get("latency_ms_median" if group == "inference" else "train_step_ms_median")
-        ratio, note = agreement(total, median, bp.device, prof.overhead)
+        ratio, note = agreement(total, median, bp.device, prof.overhead, prof.unprofiled_ms)
         common = dict(identity, run_id=measured.get("run_id"), batch_size=bp.batch,
                       time_source="cuda_kernel" if bp.device == "cuda" else "cpu_op",
-                      profiled_ms_total=total, measured_ms_median=median, agreement=ratio, agreement_note=note,
+                      profiled_ms_total=total, measured_ms_median=median, unprofiled_ms_median=prof.unprofiled_ms,
+                      agreement=ratio, agreement_note=note,
                       profiler_overhead=prof.overhead, profiled_iterations=prof.iterations,
                       peak_gflop_s=bp.peak_gflop_s, bandwidth_gb_s=bp.bandwidth_gb_s)
         keys = sorted(set(ms) | {k for k in bp.costs if k[0] in phases}, key=_order)

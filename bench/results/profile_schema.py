@@ -60,6 +60,8 @@ _PROFILE_COLUMN_DOCS: List[Tuple[str, str]] = [
      "three train phases together, ms"),
     ("measured_ms_median", "the harness's timed median at this batch size (latency_ms_median or "
      "train_step_ms_median), ms"),
+    ("unprofiled_ms_median", "wall time of the same iteration unprofiled, timed just before and after the profile "
+     "(tells a machine that changed speed since the timed loop from time the profile misses), ms"),
     ("agreement", "profiled_ms_total / measured_ms_median"),
     ("agreement_note", "empty when agreement is within 15%; else by how much and the likely reason"),
     ("profiler_overhead", "wall time of a profiled iteration / an unprofiled one - 1 (measured side by side)"),
