@@ -32,7 +32,7 @@ def scaled(samples, factor):
 
 
 def make_row(cell_id="c0ffee000001", variant="resnet20", batch=8, status="ok", params=272474,
-             latency=TIGHT, train=None, acc_seeds=(0.61,), error=None):
+             latency=TIGHT, train=None, acc_seeds=(0.61,), error=None, test_images=None):
     row = empty_row()
     row.update(cell_id=cell_id, variant=variant, device="cpu", device_name="Test CPU 3000", precision="fp32",
                memory_format="contiguous", compile=False, threads=2, batch_size=batch, requested_batch_size=batch,
@@ -51,6 +51,9 @@ def make_row(cell_id="c0ffee000001", variant="resnet20", batch=8, status="ok", p
         mean = sum(acc_seeds) / len(acc_seeds)
         std = (sum((a - mean) ** 2 for a in acc_seeds) / (len(acc_seeds) - 1)) ** 0.5 if len(acc_seeds) > 1 else None
         row.update(top1_acc=mean, top1_acc_std=std, n_seeds=len(acc_seeds), top1_acc_seeds=format_samples(acc_seeds))
+        if test_images:
+            row.update(test_images=test_images,
+                       top1_correct_seeds=";".join(str(round(a * test_images)) for a in acc_seeds))
     return row
 
 
@@ -125,7 +128,18 @@ def test_latency_and_throughput_agree_at_the_threshold_edge():
 def test_without_samples_a_big_change_is_not_trusted():
     v = reg.timing_verdict(10.0, 20.0, [], [20.0], higher_is_better=False)
     assert v.verdict == reg.NOISE
-    assert "too few raw samples" in v.note
+    assert "too few samples to test (0 vs 1" in v.note
+
+
+def test_three_samples_per_side_say_too_few_to_test_however_large_the_change():
+    # 3 vs 3 completely separated: the exact test's smallest p is 2/20 = 0.1, never below 0.05
+    v = reg.timing_verdict(10.0, 20.0, [9.9, 10.0, 10.1], [19.9, 20.0, 20.1], higher_is_better=False)
+    assert v.verdict == reg.NOISE
+    assert "too few samples to test (3 vs 3; the smallest possible p is 0.1" in v.note
+    # 4 vs 4 can reach 2/70 = 0.029: the same separation is now a regression
+    four = reg.timing_verdict(10.0, 20.0, [9.9, 10.0, 10.1, 10.2], [19.9, 20.0, 20.1, 20.2],
+                              higher_is_better=False)
+    assert four.verdict == reg.REGRESSED and four.p_value < 0.05
 
 
 def test_exact_metrics():
@@ -135,29 +149,75 @@ def test_exact_metrics():
     assert reg.exact_verdict(100, 400, allowed=True).verdict == reg.ALLOWED
 
 
-def test_accuracy_several_seeds_uses_the_spread():
-    base = reg.AccuracyStats(mean=0.80, std=0.002, n=3)
-    # drop of 2 pp against a pooled std of 0.2 pp: regressed, and not a weak verdict
-    v = reg.accuracy_verdict(base, reg.AccuracyStats(0.78, 0.002, 3), k=2, floor=0.005)
-    assert v.verdict == reg.REGRESSED and "weak" not in v.note
-    # the same drop with seeds spread by 2 pp is within k x std
-    noisy = reg.accuracy_verdict(reg.AccuracyStats(0.80, 0.02, 3), reg.AccuracyStats(0.78, 0.02, 3), k=2, floor=0.005)
-    assert noisy.verdict == reg.OK
-    assert reg.accuracy_verdict(base, reg.AccuracyStats(0.83, 0.002, 3)).verdict == reg.IMPROVED
+def acc(*seeds, images=500):
+    return reg.AccuracySample(tuple(seeds), images)
 
 
-def test_accuracy_one_seed_is_weak_and_uses_the_floor():
-    one = reg.AccuracyStats(0.80, 0.0, 1)
-    v = reg.accuracy_verdict(one, reg.AccuracyStats(0.79, 0.0, 1), k=2, floor=0.005)
-    assert v.verdict == reg.REGRESSED
-    assert "weak: 1 seed" in v.note
-    assert reg.accuracy_verdict(one, reg.AccuracyStats(0.797, 0.0, 1), floor=0.005).verdict == reg.OK
+def test_one_seed_500_images_drop_of_1_4_pp_is_ok_with_a_p_value():
+    """The case of issue 11: 349/500 -> 342/500 is well within the test set's sampling error."""
+    v = reg.accuracy_verdict(acc(0.698), acc(0.684))
+    assert v.verdict == reg.OK
+    assert v.p_value == pytest.approx(0.632, abs=0.002)  # two-proportion z = -0.479
+    assert v.note.startswith("-1.40 pp, p=0.63 (two-proportion z; 349/500 vs 342/500 correct)")
+    assert "margin 5.73 pp" in v.note
+
+
+def test_one_seed_large_drop_regresses_and_rise_improves():
+    assert reg.accuracy_verdict(acc(0.80), acc(0.70)).verdict == reg.REGRESSED
+    assert reg.accuracy_verdict(acc(0.70), acc(0.80)).verdict == reg.IMPROVED
+    # exact correct counts win over accuracy x images when recorded
+    counted = reg.AccuracySample((0.80,), 500, (400,))
+    assert reg.two_proportion_test(counted, acc(0.70), 0.05).detail == "400/500 vs 350/500 correct"
+
+
+def test_significant_drop_within_the_floor_is_ok():
+    big = 1_000_000  # so many test images that a 0.4 pp drop is highly significant
+    v = reg.accuracy_verdict(acc(0.800, images=big), acc(0.796, images=big), floor=0.005)
+    assert v.p_value < 1e-6 and v.verdict == reg.OK
+
+
+def test_a_drop_of_exactly_the_floor_is_not_more_than_the_floor():
+    big = 10_000_000
+    assert 0.795 - 0.800 < -0.005  # float rounding: -0.0050000000000000044
+    exact = reg.accuracy_verdict(acc(0.800, images=big), acc(0.795, images=big), floor=0.005)
+    assert exact.verdict == reg.OK and exact.p_value < 1e-6
+    past = reg.accuracy_verdict(acc(0.800, images=big), acc(0.794, images=big), floor=0.005)
+    assert past.verdict == reg.REGRESSED
+
+
+def test_seed_variance_is_never_below_the_binomial_variance():
+    # three seeds agreeing to 0.1 pp, 1 pp apart: with 500 test images that is noise ...
+    base, cur = acc(0.700, 0.701, 0.699), acc(0.690, 0.691, 0.689)
+    v = reg.accuracy_verdict(base, cur)
+    assert v.verdict == reg.OK and v.p_value > 0.4
+    assert "Welch t on seed means; seeds 3 vs 3" in v.note and "binomial floor" in v.note
+    # ... and the same seeds without test_images (older files) have only their own spread to go on
+    old = reg.accuracy_verdict(acc(0.700, 0.701, 0.699, images=None), acc(0.690, 0.691, 0.689, images=None))
+    assert old.verdict == reg.REGRESSED and "test_images unknown" in old.note
+
+
+def test_several_seeds_with_a_real_drop_regress():
+    v = reg.accuracy_verdict(acc(0.80, 0.81, 0.79), acc(0.70, 0.71, 0.69))
+    assert v.verdict == reg.REGRESSED and v.p_value < 0.01
+
+
+def test_an_older_file_without_test_images_borrows_the_other_sides():
+    v = reg.accuracy_verdict(acc(0.698, images=None), acc(0.684))
+    assert v.verdict == reg.OK and v.p_value == pytest.approx(0.632, abs=0.002)
+    assert "baseline test_images taken from the run (older file)" in v.note
+
+
+def test_one_seed_and_no_test_images_anywhere_says_it_could_not_test():
+    v = reg.accuracy_verdict(acc(0.80, images=None), acc(0.79, images=None), floor=0.005, k=2)
+    assert v.verdict == reg.REGRESSED and v.p_value is None
+    assert "not tested for significance: neither file records test_images" in v.note
+    assert reg.accuracy_verdict(acc(0.80, images=None), acc(0.797, images=None)).verdict == reg.OK
 
 
 def test_pooled_std():
-    assert reg.pooled_std(reg.AccuracyStats(0, 0.0, 1), reg.AccuracyStats(0, 0.0, 1)) == 0.0
-    assert reg.pooled_std(reg.AccuracyStats(0, 0.3, 3), reg.AccuracyStats(0, 0.4, 3)) == pytest.approx(
-        ((0.09 + 0.16) / 2) ** 0.5)
+    assert reg.pooled_std(acc(0.5), acc(0.5)) == 0.0
+    a, b = acc(0.1, 0.4, 0.7), acc(0.2, 0.6, 1.0)  # sample stds 0.3 and 0.4
+    assert reg.pooled_std(a, b) == pytest.approx(((0.09 + 0.16) / 2) ** 0.5)
 
 
 # ------------------------------------------------------------------ compare via the CLI
@@ -288,8 +348,13 @@ def test_failed_cell_regresses_with_its_error(tmp_path, capsys, two_rows):
     assert "RuntimeError: shapes do not match" in out
     assert "missing" not in out and "new" not in out
     # failed in the baseline and ok now: improved, not gating
-    code, out, _ = compare_cli(capsys, cur, base)
+    other = make_row(cell_id="c0ffee000002")
+    code, out, _ = compare_cli(capsys, write_run(tmp_path / "b2.csv", [failed, other]),
+                               write_run(tmp_path / "c2.csv", two_rows + [other]))
     assert code == 0
+    assert "failed in the baseline; not in the current run" in out
+    # a baseline in which every row failed can catch nothing: an error, not a pass
+    _bad(capsys, ["compare", base, "--baseline", cur], "cur.csv", "no row with status ok")
 
 
 def test_accuracy_through_the_cli(tmp_path, capsys):
@@ -300,13 +365,19 @@ def test_accuracy_through_the_cli(tmp_path, capsys):
     fields = line_for(out, "top1_acc", "-")
     assert fields[2:6] == ["0.8000", "0.7800", "0.975", "regressed"]
     assert "seeds 3 vs 3" in out
-    # one seed: the drop is judged against the floor only, and the table says the verdict is weak
-    base1 = write_run(tmp_path / "base1.csv", [make_row(acc_seeds=(0.80,))])
-    cur1 = write_run(tmp_path / "cur1.csv", [make_row(acc_seeds=(0.797,))])
+    # one seed on 500 images: 1.4 pp is sampling noise (the case of issue 11), 10 pp is not
+    base1 = write_run(tmp_path / "base1.csv", [make_row(acc_seeds=(0.698,), test_images=500)])
+    cur1 = write_run(tmp_path / "cur1.csv", [make_row(acc_seeds=(0.684,), test_images=500)])
     code, out, _ = compare_cli(capsys, base1, cur1, "--all")
-    assert code == 0 and "weak: 1 seed" in line_for(out, "top1_acc", "-")[-1] + out
-    code, out, _ = compare_cli(capsys, base1, cur1, "--acc-floor", "0.001")
+    assert code == 0 and line_for(out, "top1_acc", "-")[5] == "ok"
+    assert "-1.40 pp, p=0.63 (two-proportion z; 349/500 vs 342/500 correct)" in out
+    cur2 = write_run(tmp_path / "cur2.csv", [make_row(acc_seeds=(0.598,), test_images=500)])
+    code, out, _ = compare_cli(capsys, base1, cur2)
     assert code == 1 and line_for(out, "top1_acc", "-")[5] == "regressed"
+    # a baseline from before test_images: the run's count is used, and the note says so
+    old = write_run(tmp_path / "old.csv", [make_row(acc_seeds=(0.698,))])
+    code, out, _ = compare_cli(capsys, old, cur1, "--all")
+    assert code == 0 and "baseline test_images taken from the run (older file)" in out
     # accuracy gone from the current run: missing, which fails
     none = write_run(tmp_path / "none.csv", [make_row(acc_seeds=())])
     code, out, _ = compare_cli(capsys, base, none)
@@ -345,15 +416,19 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, two_rows):
     text = open(cur).read().replace("272474", "lots", 1)
     (tmp_path / "badnum.csv").write_text(text)
     _bad(capsys, ["compare", str(tmp_path / "badnum.csv"), "--baseline", base],
-         "badnum.csv", "line 2", "column params", "expected a number")
+         "badnum.csv", "line 2", "column params", "expected a whole number >= 1, got 'lots'")
 
     rows = copy.deepcopy(two_rows)
     rows[0]["latency_samples_ms"] = "1.0;fast;2.0"
     _bad(capsys, ["compare", write_run(tmp_path / "badsamples.csv", rows), "--baseline", base],
-         "badsamples.csv", "latency_samples_ms", "';'-separated numbers")
+         "badsamples.csv", "latency_samples_ms", "';'-separated finite numbers > 0")
 
     dup = write_run(tmp_path / "dup.csv", two_rows + two_rows[:1])
-    _bad(capsys, ["compare", dup, "--baseline", base], "dup.csv", "lines 2 and 4", "same configuration")
+    _bad(capsys, ["compare", dup, "--baseline", base], "dup.csv", "lines 2 and 4", "the same row", "remove the copy")
+    # the same configuration measured by two runs (a concatenation, not a resume): one run at a time
+    two_runs = [dict(r, run_id="run-a") for r in two_rows] + [dict(two_rows[0], run_id="run-b")]
+    _bad(capsys, ["compare", write_run(tmp_path / "tworuns.csv", two_runs), "--baseline", base],
+         "tworuns.csv", "lines 2 and 4", "same configuration")
 
     (tmp_path / "notresults.csv").write_text("a,b\n1,2\n")
     _bad(capsys, ["compare", str(tmp_path / "notresults.csv"), "--baseline", base], "missing column(s) cell_id")

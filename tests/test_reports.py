@@ -256,7 +256,7 @@ def _bad_csvs(tmp_path):
         "missing file": (str(tmp_path / "nope.csv"), "no such results file"),
         "missing column": (str(missing_col), "missing column(s) macs"),
         "no ok rows": (failed_only, "no rows with status ok (1 oom)"),
-        "not a number": (str(garbled), "line 2, column params: expected a number, got 'lots'"),
+        "not a number": (str(garbled), "line 2, column params: expected a whole number >= 1, got 'lots'"),
         "no rows": (header_only, "no rows with status ok"),
     }
 

@@ -12,17 +12,15 @@ import argparse
 import datetime as _dt
 import os
 import re
-import shutil
 import sys
-import tempfile
 from typing import Any, Dict, Optional
 
 from bench.errors import UserError
-from bench.analysis.regression import load, parse_threshold_args
-from bench.results.files import read_sidecar, sidecar_path, write_json_atomic
+from bench.analysis.regression import BASELINES_DIR, load, parse_threshold_args, require_comparable
+from bench.results.files import read_sidecar, sidecar_path, write_bytes_atomic, write_json_atomic
 from bench.results.schema import STATUS_OK
 
-DEFAULT_DIR = os.path.join("results", "baselines")
+DEFAULT_DIR = BASELINES_DIR
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -41,8 +39,9 @@ def store_baseline(run_csv: str, name: str, folder: str = DEFAULT_DIR, force: bo
     if not _NAME.match(name):
         raise UserError(f"--name {name!r}: expected letters, digits, '.', '_' or '-' (no path separators)")
     result = load(run_csv)  # the same validation compare applies: a baseline must be comparable
-    if not result.rows:
-        raise UserError(f"{run_csv}: no rows; a baseline needs at least one measured row")
+    require_comparable(result)
+    if result.notes:  # a cut last line or another run's sidecar: a stored baseline must be whole and its own
+        raise UserError(f"{result.notes[0]}; a baseline is stored only from a clean run")
     meta = result.meta
     if meta is None:
         raise UserError(f"{sidecar_path(run_csv)}: no sidecar; a baseline needs the run's environment "
@@ -68,25 +67,12 @@ def store_baseline(run_csv: str, name: str, folder: str = DEFAULT_DIR, force: bo
         "stored": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     os.makedirs(folder, exist_ok=True)
-    _copy_atomic(run_csv, dest_csv)
+    with open(run_csv, "rb") as f:
+        write_bytes_atomic(dest_csv, f.read())
     write_json_atomic(dest_json, new_meta)
     not_ok = sum(1 for r in result.rows if r.get("status") != STATUS_OK)
     return {"csv": dest_csv, "json": dest_json, "rows": len(result.rows), "not_ok": not_ok,
             "kept_thresholds": kept, "run_status": meta.get("status")}
-
-
-def _copy_atomic(src: str, dest: str) -> None:
-    """Copy through a temporary file in the destination folder, then rename: never a half-written baseline."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=os.path.dirname(os.path.abspath(dest)))
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a baseline is a shared, committed file
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,14 +1,9 @@
 """The ``compare`` subcommand: a run against a stored baseline, with verdicts a CI job can gate on.
 
 Reads two result files (CSV + JSON sidecar) and nothing else: no model is
-built or run here. Rows are paired by ``cell_id`` and configuration; each
-metric of a pair gets a verdict from a pure function:
-
-* exact metrics (params, MACs, FLOPs, activations) must not change at all;
-* timings must move past a relative threshold *and* differ significantly
-  (Mann-Whitney U over the raw samples) to count, and are compared only when
-  the environment fingerprint of the two runs matches;
-* accuracy must drop by more than ``max(floor, k x pooled std over seeds)``.
+built or run here. This module loads and checks the files, formats the table
+and runs the CLI; the verdicts themselves are pure functions in
+:mod:`bench.analysis.verdicts` (re-exported here).
 
 Exit code: 1 when anything gating regressed, changed or went missing, else 0;
 bad input is a :class:`UserError` (exit 2). See docs/regression.md.
@@ -17,414 +12,75 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import os
 import sys
-from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
-from bench.results.fingerprint import fingerprint
+from bench.analysis.verdicts import (  # noqa: F401 - re-exported: the verdict API callers know from here
+    ACCURACY_METRIC, ALLOWED, CHANGED, CONFIG_COLUMNS, DEFAULT_ACC_FLOOR, DEFAULT_ACC_K, DEFAULT_ALPHA,
+    DEFAULT_THRESHOLD, EXACT_METRICS, FAILING_VERDICTS, IMPROVED, INCOMPARABLE, MISSING, NEW, NOISE, OK, REGRESSED,
+    TIMING_BY_NAME, TIMING_METRICS, VERDICTS, AccuracySample, Comparison, Line, Options, ResultFile, Verdict,
+    accuracy_sample, accuracy_verdict, compare, config_key, exact_verdict, fingerprint_difference, int_text,
+    mann_whitney_p, pooled_std, seed_mean_test, timing_verdict, two_proportion_test)
 from bench.errors import UserError
-from bench.results.files import read_results, read_sidecar, sidecar_path
-from bench.results.schema import STATUS_OK
+from bench.results.files import sidecar_path
 from bench.results.samples import parse_samples
+from bench.results.schema import STATUS_OK
+from bench.results.sidecar import Sidecar
+from bench.results.validate import read_table
 
-# ------------------------------------------------------------------ metrics
-# Per image and exact: any change means the model changed.
-EXACT_METRICS: Tuple[str, ...] = ("params", "macs", "flops", "activations")
-
-
-@dataclass(frozen=True)
-class TimingMetric:
-    name: str
-    samples_column: str  # raw samples the significance test runs on
-    higher_is_better: bool
-
-
-# Throughput is batch / latency, so it shares the latency samples: a rank
-# test is unchanged by that monotone transform, only the direction flips.
-TIMING_METRICS: Tuple[TimingMetric, ...] = (
-    TimingMetric("latency_ms_median", "latency_samples_ms", False),
-    TimingMetric("throughput_img_s", "latency_samples_ms", True),
-    TimingMetric("train_step_ms_median", "train_step_samples_ms", False),
-    TimingMetric("train_throughput_img_s", "train_step_samples_ms", True),
-)
-TIMING_BY_NAME: Dict[str, TimingMetric] = {m.name: m for m in TIMING_METRICS}
-ACCURACY_METRIC = "top1_acc"
-
-DEFAULT_THRESHOLD = 0.10
-DEFAULT_ALPHA = 0.05
-DEFAULT_ACC_K = 2.0
-DEFAULT_ACC_FLOOR = 0.005  # 0.5 percentage points: below this, a drop is not worth a red build
-
-# Columns that identify a row besides its batch size. cell_id already hashes
-# the settings; the explicit columns guard against files whose ids collide
-# after hand edits and make the pairing readable.
-CONFIG_COLUMNS: Tuple[str, ...] = ("cell_id", "device", "precision", "memory_format", "compile")
+# Where named baselines live: `baseline` stores them here, `compare --baseline NAME` looks here.
+BASELINES_DIR = os.path.join("results", "baselines")
 REQUIRED_COLUMNS: Tuple[str, ...] = ("cell_id", "status", "device", "precision", "memory_format", "batch_size")
-
-# ------------------------------------------------------------------ verdicts
-OK, IMPROVED, REGRESSED, NOISE = "ok", "improved", "regressed", "~"
-NEW, MISSING, INCOMPARABLE = "new", "missing", "incomparable"
-CHANGED, ALLOWED = "changed", "allowed"  # exact metrics: changed (fails) or changed but allowed
-VERDICTS = (OK, IMPROVED, REGRESSED, NOISE, NEW, MISSING, INCOMPARABLE, CHANGED, ALLOWED)
-FAILING_VERDICTS = (REGRESSED, CHANGED, MISSING)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    verdict: str
-    ratio: Optional[float] = None
-    note: str = ""
-    p_value: Optional[float] = None
-
-
-def mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
-    """Two-sided Mann-Whitney U p-value, or None when either side has fewer than 2 samples."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    from scipy.stats import mannwhitneyu
-
-    if len(set(a) | set(b)) == 1:  # all samples equal: no evidence of any difference
-        return 1.0
-    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
-
-
-def timing_verdict(baseline: float, current: float, baseline_samples: Sequence[float],
-                   current_samples: Sequence[float], *, higher_is_better: bool,
-                   threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA) -> Verdict:
-    """Verdict for one timing or throughput value.
-
-    The threshold is symmetric in log space: with ``t = 0.10`` a value is past
-    it when ``current / baseline`` leaves ``[1/1.1, 1.1]``. That keeps latency
-    and throughput (its reciprocal) in agreement. Past the threshold, the
-    samples must also differ significantly (p < alpha), else the verdict is
-    ``~``: the change could be noise.
-    """
-    if not (baseline > 0 and current > 0):
-        return Verdict(INCOMPARABLE, None, f"non-positive value (baseline {baseline:g}, current {current:g})")
-    ratio = current / baseline
-    worse = ratio if not higher_is_better else 1.0 / ratio  # > 1 means slower
-    if 1.0 / (1.0 + threshold) <= worse <= 1.0 + threshold:
-        return Verdict(OK, ratio, f"{worse - 1:+.1%} time, within {threshold:.0%}")
-    direction = REGRESSED if worse > 1 else IMPROVED
-    p = mann_whitney_p(list(baseline_samples), list(current_samples))
-    change = f"{worse - 1:+.1%} time"
-    if p is None:
-        return Verdict(NOISE, ratio, f"{change}; too few raw samples to test significance")
-    if p < alpha:
-        return Verdict(direction, ratio, f"{change}, p={p:.2g}", p)
-    return Verdict(NOISE, ratio, f"{change} but p={p:.2g} >= {alpha:g}: within noise", p)
-
-
-def exact_verdict(baseline: float, current: float, allowed: bool = False) -> Verdict:
-    """Exact metrics: equal, or changed (which fails unless the change is allowed)."""
-    if baseline == current:
-        return Verdict(OK, 1.0)
-    ratio = current / baseline if baseline else None
-    note = f"{current - baseline:+,.0f}" + (" (allowed by --allow-changed)" if allowed else "")
-    return Verdict(ALLOWED if allowed else CHANGED, ratio, note)
-
-
-@dataclass(frozen=True)
-class AccuracyStats:
-    mean: float
-    std: float  # sample std over seeds; 0 for one seed
-    n: int
-
-
-def pooled_std(a: AccuracyStats, b: AccuracyStats) -> float:
-    """Pooled sample std of two groups; 0 when neither has more than one seed."""
-    dof = (a.n - 1) + (b.n - 1)
-    if dof <= 0:
-        return 0.0
-    return math.sqrt(((a.n - 1) * a.std ** 2 + (b.n - 1) * b.std ** 2) / dof)
-
-
-def accuracy_verdict(baseline: AccuracyStats, current: AccuracyStats, *, k: float = DEFAULT_ACC_K,
-                     floor: float = DEFAULT_ACC_FLOOR) -> Verdict:
-    """Regressed when the mean drops by more than ``max(floor, k * pooled std)``.
-
-    With one seed on either side there is no spread to learn from on that
-    side, so the margin leans on the floor and the note says the verdict is weak.
-    """
-    margin = max(floor, k * pooled_std(baseline, current))
-    diff = current.mean - baseline.mean
-    ratio = current.mean / baseline.mean if baseline.mean else None
-    note = f"{diff * 100:+.2f} pp, margin {margin * 100:.2f} pp"
-    if min(baseline.n, current.n) < 2:
-        note += f"; weak: {min(baseline.n, current.n)} seed"
-    else:
-        note += f"; seeds {baseline.n} vs {current.n}"
-    if diff < -margin:
-        return Verdict(REGRESSED, ratio, note)
-    if diff > margin:
-        return Verdict(IMPROVED, ratio, note)
-    return Verdict(OK, ratio, note)
-
-
-def fingerprint_difference(baseline: Optional[Mapping[str, Any]], current: Optional[Mapping[str, Any]]) -> str:
-    """'' when the fingerprints match, else a short reason naming what differs."""
-    if baseline is None or current is None:
-        return "environment unknown (no sidecar)"
-    diffs = [f"{k} {baseline.get(k)!s} vs {current.get(k)!s}"
-             for k in sorted(set(baseline) | set(current)) if baseline.get(k) != current.get(k)]
-    return "; ".join(diffs)
-
-
-# ------------------------------------------------------------------ the comparison
-@dataclass(frozen=True)
-class Line:
-    """One line of the table."""
-
-    group: str  # the row/variant heading the line sits under
-    metric: str
-    batch: str
-    baseline: Any
-    current: Any
-    verdict: str
-    ratio: Optional[float] = None
-    note: str = ""
-    gating: bool = True  # False: shown, but never fails the comparison (timings in report mode)
-
-    @property
-    def fails(self) -> bool:
-        return self.gating and self.verdict in FAILING_VERDICTS
-
-
-@dataclass
-class Options:
-    thresholds: Dict[str, float] = field(default_factory=dict)
-    allow_changed: Tuple[str, ...] = ()
-    alpha: float = DEFAULT_ALPHA
-    acc_k: float = DEFAULT_ACC_K
-    acc_floor: float = DEFAULT_ACC_FLOOR
-    gate_timings: bool = False
-
-    def threshold(self, metric: str) -> float:
-        return self.thresholds.get(metric, DEFAULT_THRESHOLD)
-
-
-@dataclass
-class Comparison:
-    lines: List[Line]
-
-    @property
-    def failed(self) -> bool:
-        return any(line.fails for line in self.lines)
-
-    def counts(self) -> Dict[str, int]:
-        out = {v: 0 for v in VERDICTS}
-        for line in self.lines:
-            out[line.verdict] += 1
-        return out
-
-
-@dataclass
-class ResultFile:
-    """One side of a comparison: rows (NaN as None) and the sidecar, if any."""
-
-    path: str
-    rows: List[Dict[str, Any]]
-    meta: Optional[Dict[str, Any]]
-
-    def environment(self, run_id: Any) -> Optional[Dict[str, Any]]:
-        """The environment of the run that wrote a row.
-
-        A resumed or merged file holds rows of several runs; its sidecar keeps
-        each run's environment under ``runs`` (matched by the row's run_id),
-        and the top-level ``environment`` is the latest run's.
-        """
-        if not self.meta:
-            return None
-        for run in self.meta.get("runs") or []:
-            if isinstance(run, dict) and run_id and run.get("run_id") == run_id:
-                env = run.get("environment")
-                return env if isinstance(env, dict) else None
-        env = self.meta.get("environment")
-        return env if isinstance(env, dict) else None
-
-    def environment_fingerprint(self, row: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
-        """What must match for this row's timings to be comparable with another run's."""
-        env = self.environment(row.get("run_id"))
-        if env is None:
-            return None
-        fp = fingerprint(env, str(row.get("device") or "cpu"))
-        if row.get("device_name"):
-            fp["device_name"] = row["device_name"]
-        fp.update(threads=_int_text(row.get("threads")), precision=row.get("precision"),
-                  memory_format=row.get("memory_format"))
-        return fp
-
-
-def compare(baseline: ResultFile, current: ResultFile, options: Options) -> Comparison:
-    """All verdict lines for ``current`` against ``baseline``: a pure function of the two files."""
-    base_groups = _group(baseline.rows)
-    cur_groups = _group(current.rows)
-    lines: List[Line] = []
-    for key in list(base_groups) + [k for k in cur_groups if k not in base_groups]:
-        b_rows, c_rows = base_groups.get(key, {}), cur_groups.get(key, {})
-        label = _group_label(key, next(iter((b_rows or c_rows).values())))
-        lines += _compare_cell(label, b_rows, c_rows, baseline, current, options)
-    return Comparison(lines)
-
-
-def _compare_cell(label: str, b_rows: Dict[str, Dict[str, Any]], c_rows: Dict[str, Dict[str, Any]],
-                  baseline: ResultFile, current: ResultFile, options: Options) -> List[Line]:
-    lines: List[Line] = []
-    # A cell that failed as a whole has one row without a batch size: it stands in for every batch.
-    cell_failure = c_rows.get("") if c_rows.get("", {}).get("status") != STATUS_OK else None
-    b_ok = [r for r in b_rows.values() if r.get("status") == STATUS_OK]
-    c_ok = [r for r in c_rows.values() if r.get("status") == STATUS_OK]
-    if b_ok and c_ok:  # per-cell metrics: the same on every batch row, compared once
-        lines += _cell_metrics(label, b_ok[0], c_ok[0], options)
-    matched = set()
-    for batch, b in b_rows.items():
-        c = c_rows.get(batch)
-        if c is None and cell_failure is not None:
-            c, batch_used = cell_failure, ""
-        else:
-            batch_used = batch
-        if c is None:
-            if b.get("status") == STATUS_OK:
-                lines.append(Line(label, "row", batch, STATUS_OK, "-", MISSING, note="not in the current run"))
-            else:
-                lines.append(Line(label, "row", batch, b.get("status"), "-", INCOMPARABLE, gating=False,
-                                  note="failed in the baseline; not in the current run"))
-            continue
-        matched.add(batch_used)
-        lines += _compare_rows(label, batch, b, c, baseline, current, options)
-    for batch, c in c_rows.items():
-        if batch not in matched:
-            lines.append(Line(label, "row", batch, "-", c.get("status"), NEW, gating=False,
-                              note="not in the baseline"))
-    return lines
-
-
-def _cell_metrics(label: str, b: Mapping[str, Any], c: Mapping[str, Any], options: Options) -> List[Line]:
-    lines = []
-    for metric in EXACT_METRICS:
-        bv, cv = b.get(metric), c.get(metric)
-        line = _presence_line(label, metric, "-", bv, cv, gating=True)
-        if line is None and bv is not None:
-            v = exact_verdict(bv, cv, allowed=metric in options.allow_changed)
-            line = Line(label, metric, "-", bv, cv, v.verdict, v.ratio, v.note)
-        if line is not None:
-            lines.append(line)
-    bv, cv = b.get(ACCURACY_METRIC), c.get(ACCURACY_METRIC)
-    line = _presence_line(label, ACCURACY_METRIC, "-", bv, cv, gating=True)
-    if line is None and bv is not None:
-        v = accuracy_verdict(_accuracy_stats(b), _accuracy_stats(c), k=options.acc_k, floor=options.acc_floor)
-        line = Line(label, ACCURACY_METRIC, "-", bv, cv, v.verdict, v.ratio, v.note)
-    if line is not None:
-        lines.append(line)
-    return lines
-
-
-def _compare_rows(label: str, batch: str, b: Mapping[str, Any], c: Mapping[str, Any], baseline: ResultFile,
-                  current: ResultFile, options: Options) -> List[Line]:
-    b_status, c_status = b.get("status"), c.get("status")
-    if b_status == STATUS_OK and c_status != STATUS_OK:
-        return [Line(label, "status", batch, b_status, c_status, REGRESSED, note=_one_line(c.get("error")))]
-    if b_status != STATUS_OK and c_status == STATUS_OK:
-        return [Line(label, "status", batch, b_status, c_status, IMPROVED, gating=False,
-                     note="failed in the baseline: nothing to compare")]
-    if b_status != STATUS_OK:
-        return [Line(label, "status", batch, b_status, c_status, INCOMPARABLE, gating=False,
-                     note="failed in both: " + _one_line(c.get("error")))]
-    env_reason = fingerprint_difference(baseline.environment_fingerprint(b), current.environment_fingerprint(c))
-    lines = []
-    for m in TIMING_METRICS:
-        bv, cv = b.get(m.name), c.get(m.name)
-        gating = options.gate_timings
-        line = _presence_line(label, m.name, batch, bv, cv, gating=gating)
-        if line is None and bv is not None:
-            if env_reason:
-                line = Line(label, m.name, batch, bv, cv, INCOMPARABLE, cv / bv if bv else None, env_reason, gating)
-            else:
-                v = timing_verdict(bv, cv, b["_samples"][m.samples_column], c["_samples"][m.samples_column],
-                                   higher_is_better=m.higher_is_better, threshold=options.threshold(m.name),
-                                   alpha=options.alpha)
-                note = v.note if gating else v.note + "; report only"
-                line = Line(label, m.name, batch, bv, cv, v.verdict, v.ratio, note, gating)
-        if line is not None:
-            lines.append(line)
-    return lines
-
-
-def _presence_line(label: str, metric: str, batch: str, bv: Any, cv: Any, gating: bool) -> Optional[Line]:
-    """A missing/new line when only one side has the metric; None when both (or neither) do."""
-    if bv is not None and cv is None:
-        return Line(label, metric, batch, bv, "-", MISSING, note="empty in the current run", gating=gating)
-    if bv is None and cv is not None:
-        return Line(label, metric, batch, "-", cv, NEW, note="empty in the baseline", gating=False)
-    return None
-
-
-def _accuracy_stats(row: Mapping[str, Any]) -> AccuracyStats:
-    seeds = row["_samples"].get("top1_acc_seeds") or []
-    n = row.get("n_seeds")
-    n = int(n) if n is not None else max(len(seeds), 1)
-    std = row.get("top1_acc_std")
-    if std is None:
-        std = statistics.stdev(seeds) if len(seeds) > 1 else 0.0
-    return AccuracyStats(float(row[ACCURACY_METRIC]), float(std), n)
-
-
-def _group(rows: Iterable[Dict[str, Any]]) -> Dict[Tuple[str, ...], Dict[str, Dict[str, Any]]]:
-    groups: Dict[Tuple[str, ...], Dict[str, Dict[str, Any]]] = {}
-    for row in rows:
-        key = tuple(_text(row.get(c)) for c in CONFIG_COLUMNS)
-        groups.setdefault(key, {})[row["_batch"]] = row
-    return groups
-
-
-def _group_label(key: Tuple[str, ...], row: Mapping[str, Any]) -> str:
-    cell_id, device, precision, memory_format, compiled = key
-    extra = " compiled" if compiled == "true" else ""
-    return f"{row.get('variant') or '?'}  [{cell_id} {device} {precision} {memory_format}{extra}]"
+_SAMPLE_COLUMNS = sorted({m.samples_column for m in TIMING_METRICS} | {"top1_acc_seeds", "top1_correct_seeds"})
 
 
 # ------------------------------------------------------------------ reading files
-_NUMERIC = list(EXACT_METRICS) + [m.name for m in TIMING_METRICS] + [
-    ACCURACY_METRIC, "top1_acc_std", "n_seeds", "batch_size", "requested_batch_size", "threads"]
-_SAMPLE_COLUMNS = sorted({m.samples_column for m in TIMING_METRICS} | {"top1_acc_seeds"})
-
-
 def load(path: str) -> ResultFile:
-    """Read and validate a result CSV and its sidecar; UserError naming file, column and row."""
-    import pandas as pd
+    """Read and check a result CSV and its sidecar; UserError naming file, line and column.
 
-    df = read_results(path, required=REQUIRED_COLUMNS)
+    Every value is checked against the one rule set of
+    :mod:`bench.results.validate`. A sidecar that belongs to another run is
+    left out with a note (its environment would be the wrong one).
+    """
+    table = read_table(path, required=REQUIRED_COLUMNS)
     rows: List[Dict[str, Any]] = []
     seen: Dict[Tuple[str, ...], int] = {}
-    for i, raw in enumerate(df.to_dict("records")):
+    for i, raw in enumerate(table.frame.to_dict("records")):
         line_no = i + 2  # header is line 1
         row = {k: (None if _is_missing(v) else v) for k, v in raw.items()}
-        for col in _NUMERIC:
-            if col in row and row[col] is not None:
-                value = pd.to_numeric(row[col], errors="coerce")
-                if _is_missing(value) or not math.isfinite(float(value)):
-                    raise UserError(f"{path}: line {line_no}, column {col}: expected a number, got {row[col]!r}")
-                row[col] = float(value)
         if not row.get("cell_id"):
             raise UserError(f"{path}: line {line_no}, column cell_id: expected a cell id, got an empty cell")
-        row["_samples"] = {}
-        for col in _SAMPLE_COLUMNS:
-            try:
-                row["_samples"][col] = parse_samples(row.get(col))
-            except ValueError:
-                raise UserError(f"{path}: line {line_no}, column {col}: expected ';'-separated numbers, "
-                                f"got {str(row.get(col))[:40]!r}") from None
+        row["_samples"] = {col: parse_samples(row.get(col)) for col in _SAMPLE_COLUMNS}
         batch = row.get("requested_batch_size")
-        row["_batch"] = _int_text(batch if batch is not None else row.get("batch_size"))
-        key = tuple(_text(row.get(c)) for c in CONFIG_COLUMNS) + (row["_batch"],)
+        row["_batch"] = int_text(batch if batch is not None else row.get("batch_size"))
+        key = config_key(row) + (row["_batch"],)
         if key in seen:
             raise UserError(f"{path}: lines {seen[key]} and {line_no} are the same configuration "
                             f"(cell_id {row['cell_id']}, batch {row['_batch'] or '-'}); compare one run at a time")
         seen[key] = line_no
         rows.append(row)
-    return ResultFile(path, rows, read_sidecar(path))
+    sidecar = Sidecar.read(path)
+    notes = list(table.notes)
+    if sidecar is not None:
+        run_ids = [r.get("run_id") for r in rows]
+        mismatch = sidecar.mismatch(path, run_ids)
+        if sidecar.foreign(run_ids):
+            notes.append(mismatch + ": ignored, so its timings are incomparable")
+            sidecar = None
+        elif mismatch:
+            notes.append(mismatch + ": those rows' timings are incomparable")
+    return ResultFile(path, rows, sidecar, notes)
+
+
+def require_comparable(baseline: ResultFile) -> None:
+    """A baseline must hold something a run can fail against: at least one row with status ok."""
+    if not baseline.rows:
+        raise UserError(f"{baseline.path}: no rows (only a header); a baseline needs measured rows")
+    if not any(r.get("status") == STATUS_OK for r in baseline.rows):
+        statuses = sorted({str(r.get("status")) for r in baseline.rows})
+        raise UserError(f"{baseline.path}: no row with status ok (only {', '.join(statuses)}); "
+                        f"nothing in it can catch a regression")
 
 
 def sidecar_thresholds(result: ResultFile) -> Dict[str, float]:
@@ -463,28 +119,6 @@ def parse_threshold_args(items: Sequence[str], where: str = "--threshold") -> Di
 
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
-
-
-def _text(value: Any) -> str:
-    """A key cell as text; pandas may give a bool, numpy.bool_ or 'true' for the same flag."""
-    if value is None:
-        return ""
-    text = str(value).strip()
-    return text.lower() if text.lower() in ("true", "false") else text
-
-
-def _int_text(value: Any) -> str:
-    if value is None:
-        return ""
-    try:
-        f = float(value)
-        return str(int(f)) if f == int(f) else str(f)
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def _one_line(text: Any) -> str:
-    return " ".join(str(text or "").split())[:120]
 
 
 # ------------------------------------------------------------------ the table
@@ -542,7 +176,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="result CSV of the run to check")
     parser.add_argument("--baseline", required=True,
                         help="baseline CSV, or a NAME stored by 'benchmark.py baseline' (looked up in --dir)")
-    parser.add_argument("--dir", default=os.path.join("results", "baselines"),
+    parser.add_argument("--dir", default=BASELINES_DIR,
                         help="folder of named baselines, for --baseline NAME")
     parser.add_argument("--all", action="store_true", help="also show the ok lines")
     parser.add_argument("--timings", choices=("report", "gate"), default="report",
@@ -552,13 +186,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"relative threshold of a timing metric (default {DEFAULT_THRESHOLD:g}, or the "
                              f"baseline sidecar's 'thresholds'); repeatable. Metrics: {', '.join(TIMING_BY_NAME)}")
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
-                        help="significance level of the Mann-Whitney U test on raw timing samples")
+                        help="significance level of the tests: Mann-Whitney U on raw timing samples, and the "
+                             "accuracy tests (two-proportion z on correct counts, Welch t on seed means)")
     parser.add_argument("--allow-changed", action="append", default=[], metavar="METRIC",
                         help=f"an exact metric allowed to change (repeatable): {', '.join(EXACT_METRICS)}")
     parser.add_argument("--acc-k", type=float, default=DEFAULT_ACC_K,
-                        help="accuracy regresses when it drops by more than max(floor, k x pooled std over seeds)")
+                        help="only for files that cannot be tested (no test_images and one seed): accuracy "
+                             "regresses when it drops by more than max(floor, k x pooled std over seeds)")
     parser.add_argument("--acc-floor", type=float, default=DEFAULT_ACC_FLOOR,
-                        help="smallest accuracy drop (fraction, 0.005 = 0.5 pp) that counts as a regression")
+                        help="smallest accuracy drop (fraction, 0.005 = 0.5 pp) that counts as a regression, "
+                             "even when significant")
 
 
 def resolve_baseline(value: str, folder: str) -> str:
@@ -587,13 +224,16 @@ def options_from_args(args: argparse.Namespace, baseline: ResultFile) -> Options
 def run(args: argparse.Namespace) -> int:
     baseline_path = resolve_baseline(args.baseline, args.dir)
     baseline = load(baseline_path)
+    require_comparable(baseline)
     options = options_from_args(args, baseline)
     current = load(args.run)
     comparison = compare(baseline, current, options)
     mode = "gate" if options.gate_timings else "report only (not gating)"
     print(f"compare {args.run}\n   vs baseline {baseline_path}\ntimings: {mode}")
     for side in (baseline, current):
-        if side.meta is None:
+        for note in side.notes:
+            print(f"warning: {note}", file=sys.stderr)
+        if side.meta is None and not os.path.exists(sidecar_path(side.path)):
             print(f"note: {sidecar_path(side.path)} not found: timings are incomparable", file=sys.stderr)
     print(format_table(comparison, show_all=args.all))
     print(format_summary(comparison, show_all=args.all))

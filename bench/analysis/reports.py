@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -29,7 +30,9 @@ import pandas as pd
 
 from bench.errors import UserError
 from bench.analysis.pareto import MAXIMIZE, MINIMIZE, pareto_front
-from bench.results.files import read_results, read_sidecar, sidecar_path
+from bench.results.files import sidecar_path
+from bench.results.sidecar import Sidecar
+from bench.results.validate import read_table
 from bench.results.schema import STATUS_OK
 
 # Columns a file must have for a report; everything else is optional (filled empty).
@@ -117,20 +120,6 @@ def _truthy(value: Any) -> bool:
     return value is True or str(value).strip().lower() in ("true", "1", "yes")
 
 
-def _check_numeric(df: pd.DataFrame, path: str) -> None:
-    """Convert numeric columns in place; a non-number names file, line and column."""
-    for col in NUMERIC:
-        if col not in df.columns:
-            continue
-        converted = pd.to_numeric(df[col], errors="coerce")
-        bad = df[col].notna() & converted.isna()
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            # +2: one for the header line, one because lines count from 1
-            raise UserError(f"{path}: line {i + 2}, column {col}: expected a number, got {df[col].iloc[i]!r}")
-        df[col] = converted.astype(float)
-
-
 def load_results(paths: Sequence[str]) -> Tuple[pd.DataFrame, List[Source]]:
     """All rows of all files, with a ``source`` column; :class:`UserError` for unusable files."""
     if not paths:
@@ -140,8 +129,10 @@ def load_results(paths: Sequence[str]) -> Tuple[pd.DataFrame, List[Source]]:
     ordered = [given[a] for a in unique]
     sources, frames = [], []
     for path, name in zip(ordered, _source_names(ordered)):
-        df = read_results(path, required=REQUIRED)
-        _check_numeric(df, path)
+        table = read_table(path, required=REQUIRED)  # every column checked by the one shared rule set
+        for note in table.notes:
+            print(f"warning: {note}", file=sys.stderr)
+        df = table.frame
         for col in TEXT:
             if col not in df.columns:
                 df[col] = None
@@ -159,9 +150,15 @@ def load_results(paths: Sequence[str]) -> Tuple[pd.DataFrame, List[Source]]:
         df["source"] = name
         src = Source(path, name)
         try:
-            src.sidecar = read_sidecar(path)
-            if src.sidecar is None:
+            sidecar = Sidecar.read(path)
+            src.sidecar = sidecar.data if sidecar else None
+            if sidecar is None:
                 src.sidecar_note = f"no sidecar ({os.path.basename(sidecar_path(path))}) beside the CSV"
+            elif sidecar.mismatch(path, df["run_id"]):  # another run's environment would be a false claim
+                src.sidecar_note = sidecar.mismatch(path, df["run_id"])
+                if sidecar.foreign(df["run_id"]):
+                    src.sidecar, src.sidecar_note = None, src.sidecar_note + ": ignored"
+                print(f"warning: {src.sidecar_note}", file=sys.stderr)
         except UserError as e:  # the CSV alone still makes a report; say what is missing
             src.sidecar_note = str(e)
         sources.append(src)
@@ -425,8 +422,7 @@ def _runs_of(src: Source, run_ids: Sequence[str]) -> List[Dict[str, Any]]:
     """The sidecar's run entries that wrote rows of this CSV (a resumed or merged file has several).
 
     Older sidecars have no ``runs`` list: the top level is then the one run."""
-    side = src.sidecar or {}
-    runs = [r for r in side.get("runs") or [side] if isinstance(r, dict)] if side else []
+    runs = Sidecar(sidecar_path(src.path), src.sidecar).runs if src.sidecar else []
     matching = [r for r in runs if r.get("run_id") in set(run_ids)]
     return matching or runs[-1:]
 

@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from bench.errors import UserError
 from bench.results.files import Line, cut_write_rows, read_lines, read_sidecar, sidecar_path, write_bytes_atomic, write_json_atomic
 from bench.results.schema import COLUMNS, SCHEMA_VERSION, STATUS_OK
+from bench.results.validate import check_lines
 
 # Row columns that follow from a cell's settings: two inputs disagreeing on one
 # of these for the same cell id hold different cells (threads and the device
@@ -101,6 +102,7 @@ def merge_files(inputs: List[str], out: str, grid_cells: Optional[List[Dict[str,
             lines = lines[:len(lines) - cut]
             print(f"warning: {path}: ignoring an unfinished write at its end (its run was killed mid-write; "
                   f"resuming that run repairs the file)", file=sys.stderr)
+        check_lines(path, parsed.header, lines)  # 'abc', inf or a copied row: refused, as every reader does
         header_raw = header_raw or parsed.header_raw
         for cid, lines in _group_by_cell(lines).items():
             new = _Attempt(path, lines)

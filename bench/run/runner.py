@@ -32,6 +32,7 @@ from bench.results.files import (OutputLock, ResultWriter, TailRepair, read_side
                       write_json_atomic)
 from bench.results.schema import FAILED_STATUSES, SCHEMA_VERSION
 from bench.results.profile_schema import PROFILE_COLUMNS, pop_profile_rows, profile_path
+from bench.results.sidecar import Sidecar
 from bench.run.shard import Shard
 
 Log = Callable[[str], None]
@@ -312,11 +313,14 @@ def _start_sidecar(csv_path: str, grid: Grid, segment: Dict[str, Any], executor:
             log(f"warning: {e}; starting a new one (the earlier runs' environment is lost)")
     runs: List[Dict[str, Any]] = []
     cells: Dict[str, Any] = {}
+    sidecar = Sidecar(sidecar_path(csv_path), previous) if previous else None
+    csv_run_ids = [r.run_id for r in scan_cells(csv_path).values()] if sidecar else []
+    if sidecar and sidecar.foreign(csv_run_ids):  # left by another run: not this file's provenance
+        log(f"warning: {sidecar.mismatch(csv_path, csv_run_ids)}; starting a new one "
+            f"(the earlier rows' environment is unknown)")
+        previous = sidecar = None
     if previous:
-        runs = list(previous.get("runs") or [])
-        if not runs and previous.get("run_id"):  # a sidecar from before segments were kept
-            runs = [{k: previous.get(k) for k in ("run_id", "status", "executor", "quick", "environment",
-                                                  "finished", "seconds", "failed_cells")}]
+        runs = sidecar.runs  # either sidecar layout, as a list of runs
         for run in runs:
             if run.get("status") == "running":  # we hold the lock, so that run is gone
                 run["status"] = "killed"
