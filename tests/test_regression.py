@@ -519,3 +519,41 @@ def test_compare_never_imports_torch_or_models(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, cur, base], cwd=root, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "loaded: []" in proc.stdout
+
+
+# ------------------------------------------------------------------ CPU provenance
+def test_cpu_flags_are_read_from_cpuinfo():
+    from bench.run.environment import cpu_flags
+
+    text = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse4_1 avx2 avx512f avx512bw amx_tile amx_bf16\n"
+    assert cpu_flags(text) == {"avx2": True, "avx512f": True, "avx512_bf16": False, "amx": True}
+    assert cpu_flags("flags\t: fpu avx2\n") == {"avx2": True, "avx512f": False, "avx512_bf16": False, "amx": False}
+
+
+def test_the_sidecar_records_the_isa_and_torch_cpu_capability():
+    from bench.run.environment import cpu_info
+
+    cpu = cpu_info()
+    assert set(cpu["isa"]) == {"avx2", "avx512f", "avx512_bf16", "amx"}
+    assert cpu["torch_cpu_capability"] in ("DEFAULT", "AVX2", "AVX512", "ZVECTOR", "VSX", "NEON", "SVE256")
+    assert set(cpu["isa_env"]) == {"ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"}
+
+
+def test_same_cpu_model_with_another_isa_makes_timings_incomparable(tmp_path, capsys, two_rows):
+    """"AMD EPYC" hides a 1.7x speed difference; the ISA and torch's capability tell the machines apart."""
+    avx512 = copy.deepcopy(ENV)
+    avx512["cpu"].update(isa={"avx2": True, "avx512f": True, "avx512_bf16": True, "amx": False},
+                         torch_cpu_capability="AVX512")
+    avx2 = copy.deepcopy(avx512)
+    avx2["cpu"].update(isa=dict(avx512["cpu"]["isa"], avx512f=False, avx512_bf16=False),
+                       torch_cpu_capability="AVX2")
+    base = write_run(tmp_path / "base.csv", two_rows, env=avx512)
+    slow = [make_row(batch=1, latency=scaled(TIGHT, 0.2 * 1.7)), make_row(batch=8, latency=scaled(TIGHT, 1.7))]
+    code, out, _ = compare_cli(capsys, base, write_run(tmp_path / "cur.csv", slow, env=avx2), "--timings", "gate")
+    assert code == 0
+    fields = line_for(out, "latency_ms_median", "8")
+    assert fields[5] == "incomparable"
+    assert "cpu_capability AVX512 vs AVX2; isa_avx512_bf16 True vs False; isa_avx512f True vs False" in out
+    # the same ISA on both sides: the 1.7x slowdown is a regression when timings gate
+    code, out, _ = compare_cli(capsys, base, write_run(tmp_path / "same.csv", slow, env=avx512), "--timings", "gate")
+    assert code == 1 and line_for(out, "latency_ms_median", "8")[5] == "regressed"

@@ -187,7 +187,7 @@ def two_proportion_test(base: AccuracySample, cur: AccuracySample, alpha: float)
     se = math.sqrt(pooled * (1 - pooled) * (1 / n_b + 1 / n_c))
     diff = x_c / n_c - x_b / n_b
     p = 1.0 if se == 0 else float(2 * norm.sf(abs(diff) / se))
-    critical = norm.isf(alpha / 2) * se
+    critical = float(norm.isf(alpha / 2)) * se
     return AccuracyTest("two-proportion z", p, critical, f"{x_b}/{n_b} vs {x_c}/{n_c} correct")
 
 

@@ -16,5 +16,11 @@ def fingerprint(env: Dict[str, Any], device: str = "cpu") -> Dict[str, Any]:
         fp["device_name"] = env["gpus"][0].get("name")
         fp["driver"] = env["gpus"][0].get("driver")
     else:
-        fp["device_name"] = env.get("cpu", {}).get("cpu_model")
+        cpu = env.get("cpu", {})
+        fp["device_name"] = cpu.get("cpu_model")
+        # The model string hides the ISA; a sidecar from before these were recorded gives None, which
+        # matches nothing recorded since: its timings are incomparable rather than wrongly compared.
+        fp["cpu_capability"] = cpu.get("torch_cpu_capability")
+        fp.update({f"isa_{name}": flag for name, flag in sorted((cpu.get("isa") or {}).items())})
+        fp.update({name.lower(): value for name, value in sorted((cpu.get("isa_env") or {}).items())})
     return fp

@@ -64,6 +64,40 @@ def software() -> Dict[str, Any]:
     }
 
 
+# CPU features that change which kernels PyTorch and oneDNN pick, and so both the speed and the last
+# bits of fp32 results. The model string hides them: two "AMD EPYC" machines differ by 1.7x on resnet18.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx")
+# Environment variables that cap the instruction set the kernels may use (set by the CI's portability run).
+ISA_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+
+
+def cpu_flags(cpuinfo: str) -> Dict[str, bool]:
+    """The ISA flags that matter, from the text of /proc/cpuinfo (amx: any of the amx_* flags)."""
+    flags: set = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return {name: any(f == name or f.startswith(name + "_") for f in flags) if name == "amx" else name in flags
+            for name in ISA_FLAGS}
+
+
+def cpu_isa() -> Dict[str, Any]:
+    """ISA flags, torch's chosen CPU capability and any variable capping it."""
+    import torch
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags: Dict[str, Any] = cpu_flags(f.read())
+    except OSError:  # not Linux: the flags are unknown, not absent
+        flags = {name: None for name in ISA_FLAGS}
+    return {
+        "isa": flags,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "isa_env": {name: os.environ.get(name) for name in ISA_ENV},
+    }
+
+
 def cpu_info() -> Dict[str, Any]:
     import torch
 
@@ -72,6 +106,7 @@ def cpu_info() -> Dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
+        **cpu_isa(),
     }
 
 
