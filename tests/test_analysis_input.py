@@ -175,3 +175,14 @@ def test_resume_does_not_adopt_a_sidecar_left_by_another_run(tmp_path):
     run_grid(grid, out, executor=SerialExecutor(fake_measure), progress=False, command=["test"], log=said.append)
     assert any("out.json: describes another run" in m and "starting a new one" in m for m in said), said
     assert other_run not in [r["run_id"] for r in json.load(open(sidecar_path(out)))["runs"]]
+
+
+def test_errors_name_the_true_line_even_after_a_blank_line(tmp_path, capsys):
+    good = write_run(tmp_path / "good.csv", _rows())
+    row = _rows()[0]
+    two = write_run(tmp_path / "two.csv", [dict(row, run_id="run-a"), dict(row, run_id="run-b")])
+    lines = open(two).read().split("\n")
+    lines.insert(2, "")  # a blank line 3: the second row is now line 4
+    with open(two, "w") as f:
+        f.write("\n".join(lines))
+    _one_line_error(capsys, ["compare", two, "--baseline", good], "lines 2 and 4 are the same configuration")

@@ -46,8 +46,7 @@ def load(path: str) -> ResultFile:
     table = read_table(path, required=REQUIRED_COLUMNS)
     rows: List[Dict[str, Any]] = []
     seen: Dict[Tuple[str, ...], int] = {}
-    for i, raw in enumerate(table.frame.to_dict("records")):
-        line_no = i + 2  # header is line 1
+    for line_no, raw in zip(table.line_numbers, table.frame.to_dict("records")):
         row = {k: (None if _is_missing(v) else v) for k, v in raw.items()}
         if not row.get("cell_id"):
             raise UserError(f"{path}: line {line_no}, column cell_id: expected a cell id, got an empty cell")

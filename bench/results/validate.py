@@ -134,6 +134,7 @@ class Table:
 
     path: str
     frame: Any  # pandas.DataFrame; typed loosely so this module imports pandas only when reading
+    line_numbers: List[int] = field(default_factory=list)  # each frame row's line in the file (header = 1)
     notes: List[str] = field(default_factory=list)  # things a reader should say (a cut last line)
 
 
@@ -204,4 +205,4 @@ def read_table(csv_path: str, required: Sequence[str] = ("cell_id", "status")) -
         if rule(name).kind in NUMBER_KINDS:
             frame[name] = pd.to_numeric(frame[name]).astype(float)
     note = tail_note(parsed)
-    return Table(csv_path, frame, [f"{csv_path}: {note}"] if note else [])
+    return Table(csv_path, frame, [line.number for line in parsed.lines], [f"{csv_path}: {note}"] if note else [])
