@@ -13,6 +13,7 @@ Conventions (the same as :mod:`bench.measure.counts` measures on a real model):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import List, Tuple
 
 from .config import ModelConfig
@@ -26,6 +27,9 @@ class Complexity:
 
     def __add__(self, other: "Complexity") -> "Complexity":
         return Complexity(self.params + other.params, self.macs + other.macs, self.acts + other.acts)
+
+    def __mul__(self, times: int) -> "Complexity":
+        return Complexity(self.params * times, self.macs * times, self.acts * times)
 
 
 def _out_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -92,19 +96,25 @@ def stage_costs(config: ModelConfig) -> Tuple[Complexity, List[StageComplexity],
     c_in = config.resolved_stem_width()
     stages = []
     for plan in config.stages():
-        total = Complexity()
-        for i in range(plan.blocks):
-            stride = plan.stride if i == 0 else 1
-            if config.block == "bottleneck":
-                cost, size = bottleneck_block(size, c_in, plan.inner_width, plan.out_channels, stride, plan.groups)
-            else:
-                cost, size = basic_block(size, c_in, plan.out_channels, stride)
-            total = total + cost
-            c_in = plan.out_channels
+        total, size = _block(config, plan, size, c_in, plan.stride)
+        if plan.blocks > 1:
+            # every block after the first is the same block (stride 1, c_in = c_out): count it once
+            repeat, size = _block(config, plan, size, plan.out_channels, 1)
+            total = total + repeat * (plan.blocks - 1)
+        c_in = plan.out_channels
         stages.append(StageComplexity(plan.index, size, total))
     return stem_cost, stages, linear(c_in, config.num_classes)
 
 
+def _block(config: ModelConfig, plan, size: int, c_in: int, stride: int) -> Tuple[Complexity, int]:
+    if config.block == "bottleneck":
+        return bottleneck_block(size, c_in, plan.inner_width, plan.out_channels, stride, plan.groups)
+    return basic_block(size, c_in, plan.out_channels, stride)
+
+
+# A design space's dry run asks for the same configs' counts while sampling and again while
+# listing them (ModelConfig is frozen and hashable; Complexity is immutable).
+@lru_cache(maxsize=1 << 15)
 def model_complexity(config: ModelConfig) -> Complexity:
     """Total params, MACs and activations of the whole network at ``config.input_size``."""
     stem_cost, stages, head = stage_costs(config)
