@@ -8,6 +8,7 @@ A grid names a matrix the way CI build matrices do::
     matrix: {key: [v1, v2]}     # cartesian product of the lists
     exclude: [{key: v1}]        # drop matrix cells matching every key given
     include: [{...}]            # extra cells (defaults + the entry)
+    sample: {...}               # a design space: n cells drawn at random (bench/space.py)
     quick: {...}                # settings applied on top under --quick
 
 Every problem is found before any work starts and reported as one line that
@@ -30,8 +31,9 @@ from models.iso import match_bottleneck_width
 
 from bench.train import recipe
 from bench.errors import GridError
+from bench.space import SampleReport, draw_samples, parse_space
 
-TOP_LEVEL_KEYS = ("name", "description", "defaults", "matrix", "include", "exclude", "quick")
+TOP_LEVEL_KEYS = ("name", "description", "defaults", "matrix", "include", "exclude", "sample", "quick")
 
 
 # ----------------------------------------------------------------- field types
@@ -272,10 +274,14 @@ class Grid:
     cells: List[Cell]
     raw: Dict[str, Any]
     duplicates: int = 0  # cells dropped because an earlier cell resolved identically
+    sampling: Optional[SampleReport] = None  # how the sample: section's draws fared
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"path": self.path, "name": self.name, "description": self.description,
-                "source": self.raw, "cells": [c.to_dict() for c in self.cells]}
+        out = {"path": self.path, "name": self.name, "description": self.description,
+               "source": self.raw, "cells": [c.to_dict() for c in self.cells]}
+        if self.sampling is not None:
+            out["sampling"] = self.sampling.to_dict()
+        return out
 
 
 # --------------------------------------------------------------------- loading
@@ -308,6 +314,22 @@ def _read_yaml(path: str) -> Dict[str, Any]:
 def expand_grid(raw: Dict[str, Any], path: str = "<grid>", quick: bool = False, device: Optional[str] = None,
                 cuda_available: Optional[bool] = None, data_root: Optional[str] = None) -> Grid:
     """Validate a parsed grid mapping and expand it into resolved cells."""
+    name, description = _check_header(raw, path)
+    defaults = _settings_block(raw.get("defaults"), path, "defaults")
+    quick_block = _settings_block(raw.get("quick"), path, "quick")
+    entries = _matrix_entries(raw.get("matrix"), raw.get("exclude"), path)
+    entries += [(f"include[{i}]", entry) for i, entry in enumerate(_entry_list(raw.get("include"), path, "include"))]
+    sampled, sampling = _sample_entries(raw.get("sample"), defaults, path)
+    entries += sampled
+    if not entries:
+        raise GridError(path, "matrix", "the grid has no cells: give a matrix, an include list or a sample section")
+    cells, duplicates = _build_cells(entries, defaults, quick_block, path, quick=quick, device=device,
+                                     cuda_available=cuda_available, data_root=data_root)
+    return Grid(path, name, description, cells, raw, duplicates, sampling)
+
+
+def _check_header(raw: Dict[str, Any], path: str) -> Tuple[str, str]:
+    """Top-level keys known; the grid's name and description."""
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
             raise GridError(path, str(key), f"unknown key{_suggest(key, TOP_LEVEL_KEYS)}; "
@@ -318,66 +340,90 @@ def expand_grid(raw: Dict[str, Any], path: str = "<grid>", quick: bool = False, 
     description = raw.get("description", "") or ""
     if not isinstance(description, str):
         raise GridError(path, "description", f"expected a string, got {description!r}")
+    return name, description
 
-    defaults = _settings_block(raw.get("defaults"), path, "defaults")
-    quick_block = _settings_block(raw.get("quick"), path, "quick")
-    matrix = raw.get("matrix")
-    include = raw.get("include")
-    exclude = raw.get("exclude")
 
-    entries: List[Tuple[str, Dict[str, Any]]] = []
-    if matrix is not None:
-        if not isinstance(matrix, dict):
-            raise GridError(path, "matrix", f"expected a mapping of setting -> list of values, got {matrix!r}")
-        if not matrix:
-            raise GridError(path, "matrix", "is empty; give at least one setting with a list of values")
-        axes = []
-        for key, values in matrix.items():
-            _known(key, path, f"matrix.{key}")
-            if not isinstance(values, list) or not values:
-                raise GridError(path, f"matrix.{key}", f"expected a non-empty list of values, got {values!r}")
-            for i, v in enumerate(values):
-                _check_value(key, v, path, f"matrix.{key}[{i}]")
-            axes.append([(key, v) for v in values])
-        excludes = _entry_list(exclude, path, "exclude")
-        for combo in itertools.product(*axes):
-            entry = dict(combo)
-            if any(all(entry.get(k, _MISSING) == v for k, v in ex.items()) for ex in excludes):
-                continue
-            desc = ", ".join(f"{k}={v}" for k, v in combo)
-            entries.append((f"matrix ({desc})", entry))
-        if not entries:
-            raise GridError(path, "exclude", "removes every cell of the matrix")
-    elif exclude is not None:
-        raise GridError(path, "exclude", "has no matrix to exclude cells from")
-    for i, entry in enumerate(_entry_list(include, path, "include")):
-        entries.append((f"include[{i}]", entry))
+Entry = Tuple[str, Dict[str, Any]]  # (origin, settings the entry sets)
+
+
+def _matrix_entries(matrix: Any, exclude: Any, path: str) -> List[Entry]:
+    """The cartesian product of the matrix's lists, less the excluded combinations."""
+    if matrix is None:
+        if exclude is not None:
+            raise GridError(path, "exclude", "has no matrix to exclude cells from")
+        return []
+    if not isinstance(matrix, dict):
+        raise GridError(path, "matrix", f"expected a mapping of setting -> list of values, got {matrix!r}")
+    if not matrix:
+        raise GridError(path, "matrix", "is empty; give at least one setting with a list of values")
+    axes = []
+    for key, values in matrix.items():
+        _known(key, path, f"matrix.{key}")
+        if not isinstance(values, list) or not values:
+            raise GridError(path, f"matrix.{key}", f"expected a non-empty list of values, got {values!r}")
+        for i, v in enumerate(values):
+            _check_value(key, v, path, f"matrix.{key}[{i}]")
+        axes.append([(key, v) for v in values])
+    excludes = _entry_list(exclude, path, "exclude")
+    entries = []
+    for combo in itertools.product(*axes):
+        entry = dict(combo)
+        if any(all(entry.get(k, _MISSING) == v for k, v in ex.items()) for ex in excludes):
+            continue
+        desc = ", ".join(f"{k}={v}" for k, v in combo)
+        entries.append((f"matrix ({desc})", entry))
     if not entries:
-        raise GridError(path, "matrix", "the grid has no cells: give a matrix or an include list")
+        raise GridError(path, "exclude", "removes every cell of the matrix")
+    return entries
 
+
+def _sample_entries(raw: Any, defaults: Dict[str, Any], path: str) -> Tuple[List[Entry], Optional[SampleReport]]:
+    """The design space's accepted draws (see :mod:`bench.space`), resolved on top of the defaults."""
+    if raw is None:
+        return [], None
+    found = parse_space(raw, path, check=lambda k, v, kp: _check_value(k, v, path, kp),
+                        known=lambda k, kp: _known(k, path, kp))
+
+    def resolve(draw: Dict[str, Any]) -> ModelConfig:
+        try:
+            return _resolve_model(_entry_settings(defaults, draw), path, "sample")
+        except GridError as e:  # an impossible combination: the sampler rejects the draw
+            raise ValueError(str(e)) from None
+
+    return draw_samples(found, path, resolve)
+
+
+def _entry_settings(defaults: Dict[str, Any], entry: Dict[str, Any]) -> Dict[str, Any]:
+    if "preset" in entry:
+        # A cell that names its own preset means that model: the defaults'
+        # architecture fields (written for the other cells) do not apply.
+        return {**{k: v for k, v in defaults.items() if k not in ARCHITECTURE_FIELDS}, **entry}
+    return {**defaults, **entry}
+
+
+def _build_cells(entries: List[Entry], defaults: Dict[str, Any], quick_block: Dict[str, Any], path: str,
+                 quick: bool, device: Optional[str], cuda_available: Optional[bool],
+                 data_root: Optional[str]) -> Tuple[List[Cell], int]:
+    """Resolve every entry into a cell; cells identical to an earlier one are dropped (and counted)."""
     cells: List[Cell] = []
     seen = set()
     duplicates = 0
+    recipes: Dict[str, Dict[str, Any]] = {}  # resolved once per distinct train mapping (a 10k-sample dry run)
     for origin, entry in entries:
-        base = defaults
-        if "preset" in entry:
-            # A cell that names its own preset means that model: the defaults'
-            # architecture fields (written for the other cells) do not apply.
-            base = {k: v for k, v in defaults.items() if k not in ARCHITECTURE_FIELDS}
-        settings = {**base, **entry}
+        settings = _entry_settings(defaults, entry)
         if quick:
             settings = _shrink(settings, quick_block)
         if device and device != "auto":
             settings["device"] = device
         if data_root and settings.get("train") is not None:
             settings["train"] = {**settings["train"], "data_root": data_root}
-        cell = _resolve_cell(len(cells), origin, settings, path, cuda_available)
+        cell = _resolve_cell(len(cells), origin, settings, path, cuda_available, recipes)
         if cell.cell_id in seen:
             duplicates += 1
             continue
         seen.add(cell.cell_id)
         cells.append(cell)
-    return Grid(path, name, description, cells, raw, duplicates)
+    return cells, duplicates
 
 
 _MISSING = object()
@@ -439,9 +485,8 @@ def _shrink(settings: Dict[str, Any], quick_block: Dict[str, Any]) -> Dict[str, 
     return out
 
 
-def _resolve_cell(index: int, origin: str, settings: Dict[str, Any], path: str,
-                  cuda_available: Optional[bool]) -> Cell:
-    where = f"cell {index} from {origin}"
+def _resolve_model(settings: Dict[str, Any], path: str, where: str) -> ModelConfig:
+    """The model a cell's settings describe (the iso-complexity width solved)."""
     overrides = {k: settings[k] for k in MODEL_FIELDS if k in SETTINGS and settings.get(k) is not None}
     preset = settings.get("preset")
     # An explicit depth replaces a preset's blocks and vice versa.
@@ -460,20 +505,33 @@ def _resolve_cell(index: int, origin: str, settings: Dict[str, Any], path: str,
             probe = _config(preset, {**overrides, "bottleneck_width": 64})
             target = _match_target(match, probe)
             overrides["bottleneck_width"] = match_bottleneck_width(probe, target, match["metric"])
-        config = _config(preset, overrides)
+        return _config(preset, overrides)
     except ValueError as e:
         raise GridError(path, where, str(e)) from None
 
+
+def _resolve_cell(index: int, origin: str, settings: Dict[str, Any], path: str,
+                  cuda_available: Optional[bool], recipes: Optional[Dict[str, Dict[str, Any]]] = None) -> Cell:
+    where = f"cell {index} from {origin}"
+    config = _resolve_model(settings, path, where)
+    preset = settings.get("preset")
     measure = {k: settings.get(k, f.default) for k, f in MEASURE_SETTINGS.items()}
     measure["batch_sizes"] = list(measure["batch_sizes"])
     measure["device"] = _resolve_device(measure["device"], cuda_available)
     if measure["train"] is not None:
-        measure["train"] = recipe.resolve(measure["train"]).to_dict()
+        measure["train"] = _resolved_recipe(measure["train"], {} if recipes is None else recipes)
     pretrained = settings.get("pretrained", False)
     if pretrained and not preset:
         raise GridError(path, where, "pretrained: needs a preset (torchvision weights exist for the "
                                      "ImageNet presets only)")
     return Cell(index, origin, config, preset, measure, pretrained, settings.get("freeze_backbone", False))
+
+
+def _resolved_recipe(train: Dict[str, Any], cache: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    key = json.dumps(train, sort_keys=True, default=str)
+    if key not in cache:
+        cache[key] = recipe.resolve(train).to_dict()
+    return dict(cache[key])  # a flat mapping of immutable values: a shallow copy is a full one
 
 
 def _config(preset: Optional[str], overrides: Dict[str, Any]) -> ModelConfig:
