@@ -11,7 +11,7 @@ import importlib
 import os
 import shlex
 import sys
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 from bench.errors import UserError
 
@@ -53,6 +53,10 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="list the expanded cells with params/MACs (and, for an existing --out, which are done) "
                         "and exit")
+    p.add_argument("--predict", default=None, metavar="RUN.csv",
+                   help="with --dry-run: annotate each cell RUN.csv has not timed with a batch-1 latency predicted "
+                        "from its counts by a model fitted on RUN.csv's timed cells (refused unless RUN.csv was "
+                        "measured in this environment); see docs/design-spaces.md")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="do not write plots and report.md after the run")
     g = p.add_argument_group("running and resuming (see docs/runner.md)")
@@ -147,11 +151,14 @@ def run_command(args: argparse.Namespace, argv: List[str]) -> int:
         from bench.run.executors import import_ray
 
         import_ray()  # fail before any work when the extra is missing
+    if args.predict is not None and not args.dry_run:
+        raise UserError(f"--predict {args.predict}: only used with --dry-run")
     grid = load_grid(args.grid, quick=args.quick, device=args.device, data_root=args.data_root)
     out = args.out or default_out(args.grid, args.quick, shard)
     _check_out_path(out)
     if args.dry_run:
-        print_dry_run(grid, out, shard, args.retry_failed)
+        predict = latency_predictions(grid, args.predict) if args.predict is not None else None
+        print_dry_run(grid, out, shard, args.retry_failed, predict)
         return 0
 
     preflight_pretrained(grid)
@@ -235,14 +242,50 @@ def _check_out_path(out: str) -> None:
         raise UserError(f"--out {out}: {parent} is not a folder")
 
 
-def print_dry_run(grid, out: Optional[str] = None, shard=None, retry_failed: bool = False) -> None:
-    """The cells a run would see; with an existing ``out``, which of them it would run."""
+def latency_predictions(grid, run_csv: str) -> Dict[str, str]:
+    """cell_id -> 'timed X ms' or 'predicted X ms [lo-hi]', from a latency model fitted on ``run_csv``.
+
+    Refused (UserError) when ``run_csv`` was measured in another environment than this one."""
+    from models import model_complexity
+
+    from bench.analysis.latency_model import load_predictor
+    from bench.results.fingerprint import fingerprint
+    from bench.run import environment
+
+    predictor = load_predictor(run_csv)
+    env = {"software": environment.software(), "cpu": environment.cpu_info(),
+           "gpus": environment.gpu_info() if any(c.settings["device"] == "cuda" for c in grid.cells) else []}
+    notes = {}
+    for cell in grid.cells:
+        s = cell.settings
+        timed = predictor.timed.get((cell.variant_id, s["device"], s["precision"]))
+        if timed is not None:
+            notes[cell.cell_id] = f"timed {timed:.3g} ms"
+            continue
+        model = predictor.model_for(s["device"], s["precision"], s.get("threads"))
+        model.check_fingerprint(fingerprint(env, s["device"]), run_csv)
+        c = model_complexity(cell.model)
+        value = getattr(cell.model, predictor.group_by, None)
+        if value is None:
+            value = s.get(predictor.group_by)
+        ms, lo, hi = model.predict(c.macs, c.acts, c.params, predictor.level(model, value))
+        notes[cell.cell_id] = (f"predicted {ms:.3g} ms [{lo:.3g}-{hi:.3g}]" if ms == ms else
+                               f"no prediction ({predictor.group_by} {value} was not timed)")
+    return notes
+
+
+def print_dry_run(grid, out: Optional[str] = None, shard=None, retry_failed: bool = False,
+                  predictions: Optional[Dict[str, str]] = None) -> None:
+    """The cells a run would see; with an existing ``out``, which of them it would run; with
+    ``predictions`` (cell_id -> note), a latency note per cell."""
     from models import model_complexity
 
     from bench.run.runner import plan_run
 
     print(f"grid {grid.name}: {len(grid.cells)} cell(s)" +
           (f" ({grid.duplicates} duplicate(s) dropped)" if grid.duplicates else ""))
+    if grid.sampling is not None:
+        print(f"design space: {grid.sampling.describe()}")
     plan = plan_run(grid, out, retry_failed=retry_failed, shard=shard) if out else None
     state: dict = {}
     if plan is not None:
@@ -256,5 +299,7 @@ def print_dry_run(grid, out: Optional[str] = None, shard=None, retry_failed: boo
         s = cell.settings
         train = "train" if s.get("train") is not None else "no-train"
         mark = f"{state.get(cell.cell_id, ''):7s} " if state else ""
+        note = f"  latency: {predictions[cell.cell_id]}" if predictions else ""
         print(f"  {mark}{cell.cell_id}  {cell.variant:28s} params={c.params:>12,d}  MACs={c.macs / 1e9:8.3f}G  "
-              f"{s['device']} {s['precision']} bs={','.join(map(str, s['batch_sizes']))} {train}  [{cell.origin}]")
+              f"{s['device']} {s['precision']} bs={','.join(map(str, s['batch_sizes']))} {train}  [{cell.origin}]"
+              f"{note}")

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import UserError
+from bench.analysis import space_report
 from bench.analysis.pareto import MAXIMIZE, MINIMIZE, pareto_front
 from bench.results.files import sidecar_path
 from bench.results.sidecar import Sidecar
@@ -720,6 +721,7 @@ def build_report(rows: pd.DataFrame, sources: List[Source], out_dir: str) -> Tup
         lines += _ranked_lines(group.points)
         lines += _cardinality_lines(group.points)
         facts["groups"][group.slug] = {"title": group.title, "points": group.points, "frontiers": fronts}
+    lines += space_report.section(rows, [s.sidecar for s in sources], out_dir)  # sampled cells only
     lines += _failed_lines(rows)
     from bench.analysis.profile_report import profile_lines  # RUN.profile.csv beside RUN.csv, if any
     lines += profile_lines([s.path for s in sources], out_dir)
