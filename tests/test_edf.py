@@ -111,3 +111,14 @@ def test_speed_points_join_per_variant_and_normalise_by_gmacs():
     p = E.speed_points(rows).iloc[0]
     assert p["latency_bs1_ms"] == 10.0 and p["throughput_bs"] == 32
     assert p["ms_per_gmac"] == pytest.approx(200.0) and p["gmac_per_s"] == pytest.approx(20.0)
+
+
+def test_report_groups_by_the_space_s_group_by_setting(tmp_path):
+    rows = [_row(i, 4, depth=20 if i % 2 else 38, batch_size=1, top1_acc=0.7, latency_ms_median=3.0)
+            for i in range(8)]
+    csv = _space_run(tmp_path, rows, {r["cell_id"] for r in rows})
+    side = __import__("json").load(open(csv[:-4] + ".json"))
+    side["grid"]["source"]["sample"]["group_by"] = "depth"
+    write_json_atomic(csv[:-4] + ".json", side)
+    report = open(write_report([csv], str(tmp_path / "out"))).read()
+    assert "grouped by `depth`" in report and "| 20 | 4 |" in report and "| 38 | 4 |" in report

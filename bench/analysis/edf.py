@@ -161,7 +161,7 @@ def sampled_cells(sidecars: Iterable[Optional[dict]]) -> Tuple[Set[str], Optiona
     return ids, group_by
 
 
-def _numeric(rows: pd.DataFrame) -> pd.DataFrame:
+def numeric_rows(rows: pd.DataFrame) -> pd.DataFrame:
     rows = rows.copy()
     for col in NUMERIC:
         rows[col] = pd.to_numeric(rows[col], errors="coerce") if col in rows.columns else np.nan
@@ -174,7 +174,7 @@ def _numeric(rows: pd.DataFrame) -> pd.DataFrame:
 
 def accuracy_points(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per variant with an accuracy: error = 1 - mean top-1 (averaged over the cells that trained it)."""
-    rows = _numeric(rows)
+    rows = numeric_rows(rows)
     trained = rows[rows["top1_acc"].notna()]
     out = trained.groupby("variant_id", sort=False).agg(
         variant=("variant", "first"), cardinality=("cardinality", "first"), macs=("macs", "first"),
@@ -187,7 +187,7 @@ def accuracy_points(rows: pd.DataFrame) -> pd.DataFrame:
 def speed_points(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per (device, device name, precision, threads, variant) with batch-1 latency and the largest
     batch's throughput, and both per GMAC."""
-    rows = _numeric(rows)
+    rows = numeric_rows(rows)
     rows["threads"] = rows["threads"].fillna(0)
     timed = rows[rows["latency_ms_median"].notna() & rows["batch_size"].notna()]
     records = []

@@ -40,15 +40,23 @@ def section(rows: pd.DataFrame, sidecars: Sequence[Optional[dict]], out_dir: str
              "two-sample Kolmogorov-Smirnov test gives p < 0.05 after Holm's correction over all pairs.", ""]
     acc = E.accuracy_points(ok)
     if len(acc):
-        acc["group"] = E.group_labels(acc, by).to_numpy()
+        acc["group"] = _groups(acc, ok, by)
         lines += _error_lines(acc, by, out_dir)
     speed = E.speed_points(ok)
-    speed = speed[speed["latency_bs1_ms"].notna() | speed["throughput_img_s"].notna()]
+    speed = speed[speed["latency_bs1_ms"].notna() | speed["throughput_img_s"].notna()].copy()
     if len(speed):
-        speed["group"] = E.group_labels(speed, by).to_numpy()
+        speed["group"] = _groups(speed, ok, by)
         lines += _speed_lines(speed, by, out_dir)
         lines += _latency_model_lines(speed, sidecars, out_dir)
     return lines
+
+
+def _groups(points: pd.DataFrame, rows: pd.DataFrame, by: str) -> np.ndarray:
+    """Each point's group: the ``by`` setting of its variant (from the rows), labelled by :func:`E.group_labels`."""
+    setting = points["variant_id"].map(E.numeric_rows(rows).groupby("variant_id")[by].first())
+    values = pd.to_numeric(setting, errors="coerce")
+    column = values if values.notna().all() else setting
+    return E.group_labels(pd.DataFrame({by: column.to_numpy()}), by).to_numpy()
 
 
 # ------------------------------------------------------------------ accuracy
