@@ -72,6 +72,8 @@ def _error_lines(acc: pd.DataFrame, by: str, out_dir: str) -> List[str]:
     lines += ["### Error against MACs", "", f"![error against MACs by {by}]({name}.png)", "",
               "Each group's least-squares line of error on log10(MACs): the slope is the change in error per "
               "tenfold MACs.", ""]
+    if not trends:
+        return lines[:-2] + ["No group has 3 or more variants over more than one MAC value: no trend fitted.", ""]
     body = []
     for g, t in trends.items():
         median_macs = np.median(acc.loc[acc["group"] == g, "macs"])
@@ -80,7 +82,8 @@ def _error_lines(acc: pd.DataFrame, by: str, out_dir: str) -> List[str]:
     return lines
 
 
-def _group_table(points: pd.DataFrame, column: str, what: str, by: str, binomial: bool = False) -> List[str]:
+def _group_table(points: pd.DataFrame, column: str, what: str, by: str, binomial: bool = False,
+                 higher_is_better: bool = False) -> List[str]:
     header = [by, "variants", f"median {what}", f"best {what}", f"worst {what}"]
     if binomial:
         header.append("test-set SE at the median")
@@ -89,7 +92,7 @@ def _group_table(points: pd.DataFrame, column: str, what: str, by: str, binomial
         vals = points.loc[points["group"] == g, column].dropna()
         if vals.empty:
             continue
-        best, worst = (vals.min(), vals.max())
+        best, worst = (vals.max(), vals.min()) if higher_is_better else (vals.min(), vals.max())
         row = [g, len(vals), f"{vals.median():.4g}", f"{best:.4g}", f"{worst:.4g}"]
         if binomial:
             n_test = points.loc[points["group"] == g, "test_images"].max()
@@ -129,7 +132,7 @@ def _speed_lines(speed: pd.DataFrame, by: str, out_dir: str) -> List[str]:
             name = f"space-{column.replace('_', '-')}-edf-{slug}"
             _edf_figure(groups, label, f"{label} by {by}, {title}", os.path.join(out_dir, name))
             lines += [f"![{label} EDF]({name}.png)", ""]
-            lines += _group_table(points, column, label.split(",")[0], by)
+            lines += _group_table(points, column, label.split(",")[0], by, higher_is_better=column == "gmac_per_s")
             lines += _ks_lines(groups, label.split(",")[0])
     return lines
 
