@@ -23,7 +23,6 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 ALPHA = 0.05
 SAMPLE_ORIGIN = "sample["  # how the grid loader names a sampled cell's origin
@@ -100,6 +99,8 @@ class GroupDifference:
 def compare_groups(groups: Dict[str, Sequence[float]], alpha: float = ALPHA,
                    min_size: int = 2) -> List[GroupDifference]:
     """Two-sample KS test for each pair of groups with at least ``min_size`` values, Holm-adjusted."""
+    from scipy import stats  # only reports with sampled cells pay for importing it
+
     names = [g for g in groups if len(groups[g]) >= min_size]
     raw = []
     for a, b in combinations(names, 2):
