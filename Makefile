@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 QUICK_STAMP := $(VENV)/.installed-quick
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: quick test test-all install install-quick clean
+.PHONY: quick test test-all lint install install-quick clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ quick: $(QUICK_STAMP)
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest -q
+
+lint: $(TEST_STAMP)
+	$(PY) -m ruff check .
 
 test-all: $(TEST_STAMP)
 	$(PY) -m pytest -q -m ''

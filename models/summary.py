@@ -93,7 +93,8 @@ def detection_note(summary: ArchitectureSummary) -> str:
         note += f" No stage at stride {', '.join(map(str, missing))}: the neck must add those levels itself."
     coarse = [r for r in taps if r.resolution < MIN_USEFUL_RESOLUTION]
     if coarse:
-        note += (f" At {summary.input_size} px input, {', '.join(f'{r.level} is {r.resolution}x{r.resolution}' for r in coarse)}: "
+        levels = ", ".join(f"{r.level} is {r.resolution}x{r.resolution}" for r in coarse)
+        note += (f" At {summary.input_size} px input, {levels}: "
                  f"too coarse to localise objects; detection inputs are typically 512-1333 px.")
     grouped = {r.groups for r in taps if r.groups}
     if any(g > 1 for g in grouped):

@@ -55,7 +55,7 @@ def test_serial_starts_no_cell_once_asked_to_stop():
     grid = grid_of(1, 7, 8)
     seen = []
     results = SerialExecutor(misbehave).run_cells(grid.cells, lambda: len(seen) >= 2)
-    for cell, rows in results:
+    for cell, _rows in results:
         seen.append(cell)
     assert len(seen) == 2
 

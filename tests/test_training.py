@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.train import recipe, training
+from bench.train import training
 from bench.grid import expand_grid
 from bench.run.cell import measure_cell
 from bench.train.recipe import TRAIN_FIELDS, TrainConfig, quick_overrides, resolve

@@ -207,7 +207,8 @@ def resolve_baseline(value: str, folder: str) -> str:
 def options_from_args(args: argparse.Namespace, baseline: ResultFile) -> Options:
     for metric in args.allow_changed:
         if metric not in EXACT_METRICS:
-            raise UserError(f"--allow-changed {metric}: not an exact metric; expected one of {', '.join(EXACT_METRICS)}")
+            raise UserError(f"--allow-changed {metric}: not an exact metric; "
+                            f"expected one of {', '.join(EXACT_METRICS)}")
     if not 0 < args.alpha < 1:
         raise UserError(f"--alpha {args.alpha:g}: expected a probability between 0 and 1")
     if args.acc_k < 0 or not math.isfinite(args.acc_k):

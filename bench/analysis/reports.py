@@ -548,7 +548,7 @@ def _cardinality_lines(points: pd.DataFrame) -> List[str]:
     for k, s in enumerate(sets, 1):
         ref = s.iloc[0]
 
-        def ratio(col: str, p: pd.Series) -> str:
+        def ratio(col: str, p: pd.Series, ref: pd.Series = ref) -> str:
             return _num(p[col] / ref[col], ".2f") + "×" if ref[col] and not pd.isna(ref[col]) and \
                 not pd.isna(p[col]) else "–"
 

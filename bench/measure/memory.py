@@ -110,7 +110,7 @@ def nvml_used_mb(device_index: Optional[int] = None) -> Optional[float]:
         pynvml.nvmlInit()
         handle = pynvml.nvmlDeviceGetHandleByIndex(_physical_index(device_index))
         return pynvml.nvmlDeviceGetMemoryInfo(handle).used / MIB
-    except Exception:  # no driver, no NVML: the column stays empty
+    except Exception:  # noqa: BLE001 - no driver, no NVML (any of its errors): the column stays empty
         return None
 
 

@@ -44,7 +44,7 @@ def _package_version(name: str) -> Optional[str]:
     try:
         from importlib.metadata import version
         return version(name)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a broken install must not stop the run; the version stays empty
         return None
 
 
@@ -151,7 +151,7 @@ def nvml_state(index: int) -> Dict[str, Any]:
             "power_w": pynvml.nvmlDeviceGetPowerUsage(h) / 1000.0,
             "throttle_reasons": throttle_reason_names(reasons, pynvml),
         }
-    except Exception as e:  # no NVML on this machine: say so rather than guess
+    except Exception as e:  # noqa: BLE001 - no NVML on this machine: say so rather than guess
         return {"nvml_error": f"{type(e).__name__}: {e}"}
 
 

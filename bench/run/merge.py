@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from bench.errors import UserError
-from bench.results.files import Line, cut_write_rows, read_lines, read_sidecar, sidecar_path, write_bytes_atomic, write_json_atomic
+from bench.results.files import (Line, cut_write_rows, read_lines, read_sidecar, sidecar_path, write_bytes_atomic,
+                                 write_json_atomic)
 from bench.results.schema import COLUMNS, SCHEMA_VERSION, STATUS_OK
 from bench.results.validate import check_lines
 
@@ -104,8 +105,8 @@ def merge_files(inputs: List[str], out: str, grid_cells: Optional[List[Dict[str,
                   f"resuming that run repairs the file)", file=sys.stderr)
         check_lines(path, parsed.header, lines)  # 'abc', inf or a copied row: refused, as every reader does
         header_raw = header_raw or parsed.header_raw
-        for cid, lines in _group_by_cell(lines).items():
-            new = _Attempt(path, lines)
+        for cid, cell_lines in _group_by_cell(lines).items():
+            new = _Attempt(path, cell_lines)
             old = attempts.get(cid)
             if old is None:
                 attempts[cid] = new

@@ -28,8 +28,8 @@ from bench.run import environment
 from bench.errors import UserError
 from bench.run.executors import Executor, SerialExecutor, run_cell_safely  # noqa: F401 - re-exported
 from bench.grid import Cell, Grid
-from bench.results.files import (OutputLock, ResultWriter, TailRepair, read_sidecar, repair_tail, scan_cells, sidecar_path,
-                      write_json_atomic)
+from bench.results.files import (OutputLock, ResultWriter, TailRepair, read_sidecar, repair_tail, scan_cells,
+                                 sidecar_path, write_json_atomic)
 from bench.results.schema import FAILED_STATUSES, SCHEMA_VERSION
 from bench.results.profile_schema import PROFILE_COLUMNS, pop_profile_rows, profile_path
 from bench.results.sidecar import Sidecar

@@ -35,7 +35,7 @@ class Shard:
 
     def select(self, cells: Sequence[T]) -> List[T]:
         """This shard's cells, in the grid's order."""
-        order = sorted(range(len(cells)), key=lambda i: (getattr(cells[i], "cell_id"), i))
+        order = sorted(range(len(cells)), key=lambda i: (cells[i].cell_id, i))
         mine = set(order[self.index - 1::self.count])
         return [c for i, c in enumerate(cells) if i in mine]
 
