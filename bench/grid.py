@@ -190,6 +190,9 @@ MEASURE_SETTINGS: Dict[str, Field] = {
     "train": Field(_train, None, "training settings (see bench/recipe.py), or null for none"),
     "profile": Field(_bool, False, "profile extra untimed iterations: time by stage and operator class "
                      "(RUN.profile.csv)", added_later=True),
+    "cpu_allocator": Field(_choice("tuned", "system"), "tuned", "CPU heap allocator: tuned (large buffers stay in "
+                           "the process; jemalloc/tcmalloc if preloaded) | system (glibc defaults); one per process",
+                           added_later=True),
 }
 
 SETTINGS: Dict[str, Field] = {**MODEL_SETTINGS, **MEASURE_SETTINGS}

@@ -5,13 +5,19 @@ the worst moment; ``max_memory_reserved``: what the allocator held from the
 driver) after resetting them, plus NVML's device-level "used" figure, which
 also counts the CUDA context and other processes.
 
-CPU: the growth of the process's peak resident set size during the workload.
-On Linux the kernel's peak (VmHWM) is reset by writing 5 to
+CPU: the growth of the bytes held by live tensors during the workload, from
+torch's profiler (:func:`cpu_tensor_peak_growth_mb`), which is what a GPU's
+``max_memory_allocated`` counts. Where the profiler reports nothing, the
+growth of the process's peak resident set size is used instead: on Linux the kernel's peak (VmHWM) is reset by writing 5 to
 /proc/self/clear_refs, so the peak reflects this workload alone; where that is
 not possible the lifetime peak (``ru_maxrss``) is used and only a new peak
-shows up as growth. Freed heap memory is first handed back to the OS
-(``malloc_trim``); otherwise a workload that reuses pages the allocator
-already holds would show no growth at all.
+shows up as growth. The peak before each reset is kept, so
+:func:`process_peak_rss_mb` is still the process's lifetime peak. Freed heap
+memory is first handed back to the OS (``malloc_trim``); otherwise a
+workload that reuses pages the allocator already holds would show no growth
+at all. Trimming changes no allocator setting (the thresholds of
+``cpu_allocator: tuned`` stay), and it runs after the timed loops of a batch
+size, whose warm-up faults the pages in again before the next timed loop.
 """
 from __future__ import annotations
 
@@ -34,7 +40,16 @@ def _read_status_kib(field: str) -> Optional[int]:
     return None
 
 
+# The largest VmHWM seen before any reset (KiB): resetting the kernel's peak
+# counter for one workload must not lose the process's lifetime peak.
+_lifetime_peak_kib = 0
+
+
 def _reset_peak_rss() -> bool:
+    global _lifetime_peak_kib
+    hwm = _read_status_kib("VmHWM")
+    if hwm is not None:
+        _lifetime_peak_kib = max(_lifetime_peak_kib, hwm)
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -49,8 +64,15 @@ def current_rss_mb() -> Optional[float]:
 
 
 def process_peak_rss_mb() -> float:
-    """The process's lifetime peak RSS (ru_maxrss is in KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """The process's lifetime peak RSS, MiB, across the peak resets the CPU measurements make.
+
+    ``ru_maxrss`` (KiB on Linux) follows the kernel's VmHWM, which
+    :func:`cpu_peak_growth_mb` resets, so the running maximum kept before
+    each reset is part of the answer.
+    """
+    now = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    hwm = _read_status_kib("VmHWM") or 0
+    return max(now, hwm, _lifetime_peak_kib) / 1024
 
 
 def _release_free_heap() -> None:
@@ -78,6 +100,39 @@ def cpu_peak_growth_mb(fn: Callable[[], object], iterations: int = 2) -> float:
     for _ in range(iterations):
         fn()
     return max(0.0, process_peak_rss_mb() - start_peak)
+
+
+def cpu_tensor_peak_growth_mb(fn: Callable[[], object], iterations: int = 2) -> Optional[float]:
+    """Peak growth (MiB) of the bytes held by live CPU tensors while ``fn`` runs, or None if unknown.
+
+    The counterpart of a GPU's ``max_memory_allocated``: torch's profiler
+    reports every CPU tensor allocation and free (``profile_memory``); their
+    running sum in time order peaks at what the workload held at its worst
+    moment. Unlike the resident set, this does not depend on the heap
+    allocator: glibc's aligned allocations with raised thresholds
+    (``cpu_allocator: tuned``) leave freed 256 MiB blocks unused for the next
+    request of the same size, so RSS growth over two iterations would count
+    such a buffer twice. Nothing is trimmed or reset, so the allocator state
+    the next timed loop sees is untouched.
+    """
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    gc.collect()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        for _ in range(iterations):
+            fn()
+    cpu = torch._C._autograd.DeviceType.CPU
+    events = [e for e in prof.profiler.kineto_results.events()
+              if e.name() == "[memory]" and e.device_type() == cpu]
+    if not events:
+        return None
+    events.sort(key=lambda e: e.start_ns())
+    held = peak = 0
+    for event in events:
+        held += event.nbytes()  # negative for a free
+        peak = max(peak, held)
+    return peak / MIB
 
 
 def gpu_peak(fn: Callable[[], object], iterations: int = 2, device_index: Optional[int] = None) -> Dict[str, float]:

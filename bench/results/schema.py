@@ -44,6 +44,9 @@ _COLUMN_DOCS: List[Tuple[str, str]] = [
     ("memory_format", "contiguous or channels_last"),
     ("compile", "torch.compile used"),
     ("threads", "torch intra-op threads (CPU)"),
+    ("cpu_malloc", "CPU heap allocator in effect: glibc-tuned (thresholds raised: cpu_allocator tuned), glibc "
+     "(defaults: cpu_allocator system), jemalloc or tcmalloc (preloaded), glibc-tuned-32mib (old glibc: only "
+     "32 MiB allowed), default (no glibc)"),
     ("batch_size", "images per forward pass for this row"),
     ("requested_batch_size", "batch size the grid asked for (differs after OOM back-off)"),
     # status
@@ -64,9 +67,11 @@ _COLUMN_DOCS: List[Tuple[str, str]] = [
     ("latency_ms_p90", "90th percentile of the forward time, ms"),
     ("latency_ms_iqr", "interquartile range of the forward time, ms"),
     ("latency_cv", "coefficient of variation (std / mean) of the forward time"),
-    ("latency_noisy", "true when IQR / median > 0.10"),
+    ("latency_noisy", "true when IQR / median > 0.10 or latency_sys_share > 0.10"),
     ("latency_n", "timed repetitions kept"),
     ("latency_samples_ms", "raw per-repetition forward times, ms, ';'-separated"),
+    ("latency_sys_share", "system / (user + system) CPU time of the process over the timed forward passes; "
+     "above 0.10 the loop timed page faults, not only the model"),
     ("latency_ms_per_image", "latency_ms_median / batch_size"),
     ("throughput_img_s", "batch_size / median forward time, images/s"),
     ("achieved_gflop_s", "flops x batch_size / median forward time, GFLOP/s"),
@@ -76,21 +81,25 @@ _COLUMN_DOCS: List[Tuple[str, str]] = [
     ("train_step_ms_p90", "90th percentile of the training step, ms"),
     ("train_step_ms_iqr", "interquartile range of the training step, ms"),
     ("train_step_cv", "coefficient of variation of the training step"),
-    ("train_step_noisy", "true when IQR / median > 0.10"),
+    ("train_step_noisy", "true when IQR / median > 0.10 or train_step_sys_share > 0.10"),
     ("train_step_n", "timed training steps kept"),
     ("train_step_samples_ms", "raw per-step times, ms, ';'-separated"),
+    ("train_step_sys_share", "system / (user + system) CPU time of the process over the timed training steps"),
     ("train_throughput_img_s", "batch_size / median training step, images/s"),
     ("train_achieved_gflop_s", "3 x flops x batch_size / median step (backward ~ 2x forward), GFLOP/s"),
     # memory
-    ("peak_mem_mb", "peak memory of inference: GPU max_memory_allocated, or CPU peak RSS growth, MiB"),
+    ("peak_mem_mb", "peak memory of inference: GPU max_memory_allocated, or on CPU weights + buffers + input "
+     "plus the peak RSS growth while it runs, MiB"),
     ("gpu_peak_alloc_mb", "inference: torch.cuda.max_memory_allocated, MiB"),
     ("gpu_peak_reserved_mb", "inference: torch.cuda.max_memory_reserved, MiB"),
     ("gpu_nvml_used_mb", "inference: device memory in use per NVML (all processes, context included), MiB"),
-    ("train_peak_mem_mb", "peak memory of a training step (same source as peak_mem_mb), MiB"),
+    ("train_peak_mem_mb", "peak memory of training steps from a fresh start (same source as peak_mem_mb): "
+     "weights, gradients, optimizer state and activations, MiB"),
     ("train_gpu_peak_alloc_mb", "training step: torch.cuda.max_memory_allocated, MiB"),
     ("train_gpu_peak_reserved_mb", "training step: torch.cuda.max_memory_reserved, MiB"),
     ("train_gpu_nvml_used_mb", "training step: device memory in use per NVML, MiB"),
-    ("cpu_peak_rss_mb", "process peak resident set size after the cell, MiB"),
+    ("cpu_peak_rss_mb", "process lifetime peak resident set size after the cell (kept across the peak resets "
+     "of the CPU memory measurements), MiB"),
     # accuracy (short-schedule training)
     ("dataset", "cifar10, cifar10-subset-N or synthetic"),
     ("epochs", "training epochs"),

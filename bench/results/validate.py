@@ -95,7 +95,7 @@ RULES: Dict[str, Rule] = {
     "device": Rule("choice", choices=("cpu", "cuda")), "device_name": _TEXT,
     "precision": Rule("choice", choices=("fp32", "bf16", "fp16")), "tf32": _BOOL,
     "memory_format": Rule("choice", choices=("contiguous", "channels_last")), "compile": _BOOL,
-    "threads": _COUNT, "batch_size": _COUNT, "requested_batch_size": _COUNT,
+    "threads": _COUNT, "cpu_malloc": _TEXT, "batch_size": _COUNT, "requested_batch_size": _COUNT,
     "status": Rule("choice", choices=(STATUS_OK,) + tuple(FAILED_STATUSES)), "error": _TEXT,
     # complexity and architecture
     "params": _COUNT, "macs": _COUNT, "flops": _COUNT, "activations": _COUNT,
@@ -103,11 +103,12 @@ RULES: Dict[str, Rule] = {
     # inference and training-step speed
     "latency_ms_median": _POSITIVE, "latency_ms_p90": _POSITIVE, "latency_ms_iqr": _NON_NEGATIVE,
     "latency_cv": _NON_NEGATIVE, "latency_noisy": _BOOL, "latency_n": _COUNT, "latency_samples_ms": _TIMES,
+    "latency_sys_share": _FRACTION,
     "latency_ms_per_image": _POSITIVE, "throughput_img_s": _POSITIVE, "achieved_gflop_s": _POSITIVE,
     "compile_time_s": _NON_NEGATIVE,
     "train_step_ms_median": _POSITIVE, "train_step_ms_p90": _POSITIVE, "train_step_ms_iqr": _NON_NEGATIVE,
     "train_step_cv": _NON_NEGATIVE, "train_step_noisy": _BOOL, "train_step_n": _COUNT,
-    "train_step_samples_ms": _TIMES, "train_throughput_img_s": _POSITIVE, "train_achieved_gflop_s": _POSITIVE,
+    "train_step_samples_ms": _TIMES, "train_step_sys_share": _FRACTION, "train_throughput_img_s": _POSITIVE, "train_achieved_gflop_s": _POSITIVE,
     # memory (CPU figures are growths of the resident set, so 0 is possible)
     "peak_mem_mb": _NON_NEGATIVE, "gpu_peak_alloc_mb": _NON_NEGATIVE, "gpu_peak_reserved_mb": _NON_NEGATIVE,
     "gpu_nvml_used_mb": _NON_NEGATIVE, "train_peak_mem_mb": _NON_NEGATIVE,

@@ -18,19 +18,18 @@ from torch import nn
 from models import build_model
 from models.complexity import stage_costs
 
-from bench.measure import memory
-
+from bench.measure import allocator, memory
 from bench.measure import stats
 from bench.measure.counts import measure_complexity
 from bench.results.samples import format_samples
 from bench.run.environment import device_name as _device_name
 from bench.grid import Cell
 from bench.run.rows import cell_columns
-from bench.measure.timing import collect_samples, make_timer
+from bench.measure.numerics import autocast, numeric_settings
+from bench.measure.timing import SYS_SHARE_LIMIT, TimedLoop, make_timer, timed_loop
 
 # Batch sizes tried after an out-of-memory error: 2^k and 1.5 * 2^k.
 _LADDER = sorted({2 ** k for k in range(13)} | {3 * 2 ** k for k in range(12)})
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # CUDA: time blocks of iterations lasting at least this long, so event overhead is negligible.
 CUDA_MIN_BLOCK_MS = 1.0
 # repeats: auto samples for at least this fraction of max_time_s before it may stop as "stable".
@@ -73,31 +72,33 @@ def build_for_cell(cell: Cell) -> nn.Module:
     return model
 
 
-def autocast(device: str, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device, dtype=_DTYPES[precision])
-
-
-def configure_backends(settings: Dict[str, Any]) -> None:
-    """Per-cell backend switches (each recorded as a column or in the sidecar)."""
-    if settings.get("threads"):
-        torch.set_num_threads(settings["threads"])
-    if settings["device"] == "cuda":
-        torch.backends.cudnn.benchmark = True  # autotuning happens in the warm-up
-        torch.backends.cuda.matmul.allow_tf32 = settings["tf32"]
-        torch.backends.cudnn.allow_tf32 = settings["tf32"]
-
-
 def measure_cell(cell: Cell, train_fn: Optional[Callable[..., Dict[str, Any]]] = None) -> List[Dict[str, Any]]:
-    """All rows of one cell. ``train_fn`` replaces the training step (tests)."""
+    """All rows of one cell. ``train_fn`` replaces the training step (tests).
+
+    Threads, cuDNN autotuning and TF32 hold for this cell only. The CPU
+    allocator is a process-wide choice: the cell's ``cpu_allocator`` is put
+    in place (or refused, when the process already runs the other one).
+    """
     s = cell.settings
     device = s["device"]
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device: cuda was asked for but torch sees no CUDA device")
-    configure_backends(s)
+    # GPU cells time no host allocations that matter: they take the process as it is
+    cpu_malloc = (allocator.ensure(s.get("cpu_allocator", allocator.DEFAULT_ALLOCATOR)) if device == "cpu"
+                  else allocator.in_effect())
+    with numeric_settings(device, threads=s.get("threads"), tf32=s["tf32"]) as applied:
+        rows = _measure_cell(cell, train_fn, applied["threads"] if device == "cpu" else s.get("threads"))
+    for row in rows:
+        row["cpu_malloc"] = cpu_malloc
+    return rows
+
+
+def _measure_cell(cell: Cell, train_fn: Optional[Callable[..., Dict[str, Any]]],
+                  threads: Optional[int]) -> List[Dict[str, Any]]:
+    s = cell.settings
+    device = s["device"]
     base = cell_columns(cell, _device_name(device))
-    base["threads"] = torch.get_num_threads() if device == "cpu" else s.get("threads")
+    base["threads"] = threads
 
     model = build_for_cell(cell)
     base["pretrained"] = getattr(model, "pretrained_weights", None) or "none"
@@ -188,11 +189,11 @@ def measure_batch(model: nn.Module, settings: Dict[str, Any], base: Dict[str, An
             infer()
             timer.synchronize()
             row["compile_time_s"] = time.perf_counter() - start
-        samples = collect_samples(infer, timer, settings["warmup"], settings["repeats"], settings["max_time_s"],
-                                  min_block_ms=min_block, min_time_s=AUTO_MIN_TIME_FRACTION * settings["max_time_s"])
+        loop = timed_loop(infer, timer, settings["warmup"], settings["repeats"], settings["max_time_s"],
+                          min_block_ms=min_block, min_time_s=AUTO_MIN_TIME_FRACTION * settings["max_time_s"])
+        samples = loop.samples
         summary = stats.summarize(samples)
-        row.update(summary.as_columns("latency"))
-        row["latency_samples_ms"] = format_samples(samples)
+        row.update(_timing_columns(loop, summary, "latency"))
         row["latency_ms_per_image"] = summary.median / batch
         row["throughput_img_s"] = batch / (summary.median / 1e3)
         row["achieved_gflop_s"] = flops * batch / (summary.median / 1e3) / 1e9
@@ -201,31 +202,84 @@ def measure_batch(model: nn.Module, settings: Dict[str, Any], base: Dict[str, An
     if settings["train_step"] and batch * final_map_pixels > 1:
         # (BatchNorm cannot train on a single value per channel: batch 1 with
         # a 1x1 final map, e.g. an ImageNet-stem model at 32 px, has no step.)
-        model.train()
-        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-        labels = torch.randint(0, base["num_classes"], (batch,), device=device)
-        loss_fn = nn.CrossEntropyLoss()
-
-        def step():
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(device, precision):
-                loss = loss_fn(run_model(x), labels)
-            loss.backward()
-            optimizer.step()
-
-        samples = collect_samples(step, timer, settings["warmup"], settings["repeats"], settings["max_time_s"],
-                                  min_block_ms=min_block, min_time_s=AUTO_MIN_TIME_FRACTION * settings["max_time_s"])
-        summary = stats.summarize(samples)
-        row.update(summary.as_columns("train_step"))
-        row["train_step_samples_ms"] = format_samples(samples)
-        row["train_throughput_img_s"] = batch / (summary.median / 1e3)
-        # backward costs about twice the forward: the usual 3x rule for a training step
-        row["train_achieved_gflop_s"] = 3 * flops * batch / (summary.median / 1e3) / 1e9
-        row.update(_peak_memory(step, device, model, x, prefix="train_"))
-        del optimizer
-        model.zero_grad(set_to_none=True)
-        model.eval()
+        # The steps update weights and BatchNorm statistics: the model is put
+        # back as it was, so what is timed next (the next batch size, the next
+        # cell's shared weights) does not depend on this measurement.
+        with preserved_state(model):
+            row.update(_train_step_columns(model, run_model, settings, base, x, batch, timer, min_block))
     return row
+
+
+@contextlib.contextmanager
+def preserved_state(model: nn.Module):
+    """Run a block that trains ``model``; restore its parameters, buffers, grads and mode afterwards.
+
+    The copy is kept on the host, so it does not count in a GPU's peak memory.
+    """
+    saved = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    was_training = model.training
+    try:
+        yield
+    finally:
+        model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                v.copy_(saved[k])
+        model.train(was_training)
+
+
+def _sgd_step(model: nn.Module, run_model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+              labels: torch.Tensor, device: str, precision: str) -> Callable[[], None]:
+    """A training step with its own SGD-momentum optimizer (state created on the first step)."""
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, precision):
+            loss = loss_fn(run_model(x), labels)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def _train_step_columns(model: nn.Module, run_model: Callable[[torch.Tensor], torch.Tensor],
+                        settings: Dict[str, Any], base: Dict[str, Any], x: torch.Tensor, batch: int,
+                        timer, min_block: float) -> Dict[str, Any]:
+    device, precision = settings["device"], settings["precision"]
+    model.train()
+    labels = torch.randint(0, base["num_classes"], (batch,), device=device)
+    step = _sgd_step(model, run_model, x, labels, device, precision)
+    loop = timed_loop(step, timer, settings["warmup"], settings["repeats"], settings["max_time_s"],
+                      min_block_ms=min_block, min_time_s=AUTO_MIN_TIME_FRACTION * settings["max_time_s"])
+    summary = stats.summarize(loop.samples)
+    out = _timing_columns(loop, summary, "train_step")
+    out["train_throughput_img_s"] = batch / (summary.median / 1e3)
+    # backward costs about twice the forward: the usual 3x rule for a training step
+    out["train_achieved_gflop_s"] = 3 * base["flops"] * batch / (summary.median / 1e3) / 1e9
+    del step
+    # Memory is weighed from a fresh start (no gradients, no momentum yet), so
+    # the peak counts them as a GPU's max_memory_allocated does.
+    model.zero_grad(set_to_none=True)
+    fresh = _sgd_step(model, run_model, x, labels, device, precision)
+    out.update(_peak_memory(fresh, device, model, x, prefix="train_"))
+    return out
+
+
+def _timing_columns(loop: TimedLoop, summary: stats.Summary, prefix: str) -> Dict[str, Any]:
+    """Summary columns, samples and system share of one timed loop.
+
+    A loop that spent over 10% of its CPU time in the kernel is flagged noisy:
+    it timed page faults and allocator calls as much as the model.
+    """
+    out = summary.as_columns(prefix)
+    share = loop.sys_share
+    out[f"{prefix}_samples_ms"] = format_samples(loop.samples)
+    out[f"{prefix}_sys_share"] = share
+    if share is not None and share > SYS_SHARE_LIMIT:
+        out[f"{prefix}_noisy"] = True
+    return out
 
 
 def _peak_memory(fn: Callable[[], object], device: str, model: nn.Module, x: torch.Tensor,
@@ -239,7 +293,12 @@ def _peak_memory(fn: Callable[[], object], device: str, model: nn.Module, x: tor
             f"{prefix}gpu_nvml_used_mb": peak["nvml"],
         }
     # CPU: like max_memory_allocated on a GPU, count what the workload holds:
-    # weights and input (already resident) plus the peak growth while it runs.
+    # weights, buffers and input (already resident) plus the peak growth while
+    # it runs (for a training step from a fresh start: gradients, optimizer
+    # state and activations).
     resident = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
     resident += x.numel() * x.element_size()
-    return {f"{prefix}peak_mem_mb": resident / memory.MIB + memory.cpu_peak_growth_mb(fn)}
+    growth = memory.cpu_tensor_peak_growth_mb(fn)
+    if growth is None:  # no profiler memory events: the resident set is the next best witness
+        growth = memory.cpu_peak_growth_mb(fn)
+    return {f"{prefix}peak_mem_mb": resident / memory.MIB + growth}

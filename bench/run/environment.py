@@ -13,6 +13,8 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional
 
+from bench.measure import allocator
+
 
 def cpu_model() -> str:
     try:
@@ -106,6 +108,8 @@ def cpu_info() -> Dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
+        # at capture time; each row's cpu_malloc says what its cell timed with
+        "allocator": allocator.describe(),
         **cpu_isa(),
     }
 

@@ -30,6 +30,7 @@ from collections import deque
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
 
 from bench.errors import UserError
+from bench.measure import allocator
 from bench.grid import Cell
 from bench.run.rows import failure_rows
 
@@ -171,7 +172,7 @@ class IsolatedExecutor(BaseExecutor):
                 cmd += ["--measure", self.measure]
             with open(log_file, "wb") as log:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                        env=_child_env(), start_new_session=True,
+                                        env=_child_env(cell), start_new_session=True,
                                         preexec_fn=_die_with_parent(os.getpid()))
                 try:
                     late = self._wait(proc, started_file, result_file)
@@ -221,10 +222,13 @@ class IsolatedExecutor(BaseExecutor):
                 return f"did not finish within --timeout {self.timeout:g} s; its process was killed"
 
 
-def _child_env() -> Dict[str, str]:
+def _child_env(cell: Optional[Cell] = None) -> Dict[str, str]:
     # The child must import what this process imports (the harness, an
-    # injected measure function), wherever it was started from.
-    env = dict(os.environ)
+    # injected measure function), wherever it was started from. Its heap
+    # allocator is the cell's cpu_allocator, given through the environment so
+    # glibc starts with it (see bench/measure/allocator.py).
+    setting = (cell.settings.get("cpu_allocator") if cell is not None else None) or allocator.DEFAULT_ALLOCATOR
+    env = allocator.child_env(setting)
     paths = [p for p in sys.path if p and os.path.isdir(p)]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
@@ -365,10 +369,13 @@ def _runtime_env(address: Optional[str]) -> Dict[str, Any]:
 
     bench_dir = os.path.dirname(os.path.abspath(bench.__file__))
     models_dir = os.path.dirname(os.path.abspath(models.__file__))
+    # Workers start with cpu_allocator: tuned's thresholds (the default); a
+    # cpu_allocator: system cell needs its own process there (--isolate).
+    tuned = allocator.child_env("tuned", {})
     if address is None:
         paths = [os.path.dirname(bench_dir)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
-        return {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}
-    return {"py_modules": [bench_dir, models_dir]}
+        return {"env_vars": {"PYTHONPATH": os.pathsep.join(paths), **tuned}}
+    return {"py_modules": [bench_dir, models_dir], "env_vars": tuned}
 
 
 class RayExecutor(BaseExecutor):

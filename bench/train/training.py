@@ -17,7 +17,6 @@ import contextlib
 import copy
 import math
 import os
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional
@@ -26,24 +25,18 @@ import torch
 from torch import nn
 
 from bench.measure import stats
+from bench.measure.numerics import autocast_dtype
+from bench.measure.timing import Stopwatch
 from bench.train.augment import BatchPipeline
 from bench.train.data import NUM_CLASSES, Split, TrainingData, prepare_data
 from bench.errors import UserError
 from bench.train.recipe import MAX_WARMUP_FRACTION, TrainConfig, resolve
 
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # On a GPU, reading the loss back every step would stall the pipeline; check this often instead.
 CUDA_DIVERGENCE_CHECK_STEPS = 50
 
 
 # ------------------------------------------------------------------ recipe parts
-def autocast_dtype(precision: str, device: str) -> Optional[torch.dtype]:
-    """The autocast dtype for a precision setting (None: plain fp32)."""
-    if precision == "auto":
-        precision = "bf16" if device == "cuda" else "fp32"
-    return _DTYPES.get(precision)
-
-
 def use_channels_last(setting: Any, device: str) -> bool:
     return device == "cuda" if setting == "auto" else bool(setting)
 
@@ -121,31 +114,8 @@ class WeightEma:
             e.copy_(s)
 
 
-class TrainClock:
-    """Training time that can pause for evaluations: perf_counter on CPU, CUDA events on a GPU."""
-
-    def __init__(self, device: str) -> None:
-        self.cuda = device == "cuda"
-        self.total_s = 0.0
-        self._start: Any = None
-
-    def start(self) -> None:
-        if self.cuda:
-            self._start = torch.cuda.Event(enable_timing=True)
-            self._start.record()
-        else:
-            self._start = time.perf_counter()
-
-    def stop(self) -> float:
-        """Add the time since :meth:`start` (queued GPU work included) and return the total, s."""
-        if self.cuda:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            end.synchronize()
-            self.total_s += self._start.elapsed_time(end) / 1e3
-        else:
-            self.total_s += time.perf_counter() - self._start
-        return self.total_s
+# The training clock is the timing module's stopwatch (CUDA events on a GPU).
+TrainClock = Stopwatch
 
 
 class Trainer:
