@@ -192,3 +192,64 @@ def test_no_training_step_where_batchnorm_cannot_train():
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert rows[0]["train_step_ms_median"] is None and rows[0]["latency_ms_median"] > 0
     assert rows[1]["train_step_ms_median"] > 0
+
+
+def test_rows_record_the_system_share_of_each_timed_loop_and_the_allocator_in_effect():
+    for r in measure.measure_cell(cell_for(batch_sizes=[2])):
+        assert 0 <= r["latency_sys_share"] <= 1 and 0 <= r["train_step_sys_share"] <= 1
+        assert r["cpu_malloc"] in ("glibc-tuned", "glibc-tuned-32mib", "jemalloc", "tcmalloc", "default")
+
+
+def test_a_loop_spending_over_a_tenth_of_its_cpu_time_in_the_kernel_is_flagged_noisy():
+    from bench.measure import stats
+    from bench.measure.timing import TimedLoop
+
+    steady = [10.0] * 10  # IQR 0: not noisy by its spread
+    calm = measure._timing_columns(TimedLoop(steady, user_s=0.95, sys_s=0.05), stats.summarize(steady), "latency")
+    faulting = measure._timing_columns(TimedLoop(steady, user_s=0.5, sys_s=0.5), stats.summarize(steady), "latency")
+    assert calm["latency_noisy"] is False and calm["latency_sys_share"] == pytest.approx(0.05)
+    assert faulting["latency_noisy"] is True and faulting["latency_sys_share"] == pytest.approx(0.5)
+
+
+def test_train_step_measurement_leaves_weights_and_batchnorm_statistics_bit_identical():
+    cell = cell_for(batch_sizes=[4])
+    model = measure.build_for_cell(cell).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    base = dict(measure.cell_columns(cell, "cpu"), flops=1, num_classes=10, input_size=32)
+    settings = dict(cell.settings, speed=False, train_step=True)
+    row = measure.measure_batch(model, settings, base, 4, torch.contiguous_format, final_map_pixels=64)
+    assert row["train_step_ms_median"] > 0
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for name, value in before.items():
+        assert torch.equal(value, after[name]), name  # includes running_mean/var and num_batches_tracked
+    assert all(p.grad is None for p in model.parameters()) and not model.training  # eval mode, as it came
+
+
+def test_cpu_training_peak_counts_weights_gradients_and_momentum_like_a_gpu():
+    # a 4096x4096 linear layer: weights, gradients and SGD momentum are 64 MiB each
+    model = nn.Linear(4096, 4096)
+    x = torch.randn(8, 4096)
+    labels = torch.randint(0, 10, (8,))
+    step = measure._sgd_step(model, model, x, labels, "cpu", "fp32")
+    peak = measure._peak_memory(step, "cpu", model, x, prefix="train_")["train_peak_mem_mb"]
+    expected = 3 * (4096 * 4096 + 4096) * 4 / 2**20  # 192.05 MiB; input and activations are < 0.2 MiB
+    assert expected * 0.99 < peak < expected * 1.03
+
+
+def test_cpu_tensor_peak_counts_a_repeated_large_temporary_once():
+    def allocate():
+        t = torch.ones(64, 1024, 1024)  # 256 MiB, freed at return
+        return float(t[0, 0, 0])
+
+    assert 250 < memory.cpu_tensor_peak_growth_mb(allocate, iterations=2) < 262
+
+
+def test_cpu_peak_rss_stays_the_lifetime_peak_after_a_later_measurement_resets_the_kernels_counter():
+    big = torch.ones(96, 1024, 1024)  # 384 MiB resident
+    high = memory.process_peak_rss_mb()
+    del big
+    memory.cpu_peak_growth_mb(lambda: torch.ones(4, 1024, 1024).sum(), iterations=1)  # resets VmHWM
+    assert high > 384
+    # (the kernel counts RSS in per-CPU batches: its own readings wobble by a fraction of a MiB)
+    assert memory.process_peak_rss_mb() >= high - 1

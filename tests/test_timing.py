@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from bench.measure.timing import AUTO_MIN_SAMPLES, CudaEventTimer, PerfCounterTimer, collect_samples
+from bench.measure.timing import AUTO_MIN_SAMPLES, CudaEventTimer, PerfCounterTimer, Stopwatch, collect_samples, timed_loop
 
 
 class FakeClock:
@@ -108,3 +108,44 @@ def test_garbage_collector_is_paused_while_timing_and_restored():
         assert not gc.isenabled()  # a caller's choice is left alone
     finally:
         gc.enable()
+
+
+def test_timed_loop_splits_the_cpu_time_of_the_timed_iterations_only():
+    from types import SimpleNamespace
+
+    readings = iter([SimpleNamespace(user=10.0, system=1.0), SimpleNamespace(user=10.6, system=1.4)])
+    calls = []
+    loop = timed_loop(lambda: calls.append(1), PerfCounterTimer(), warmup=2, repeats=4,
+                      cpu_times=lambda: next(readings))
+    assert len(loop.samples) == 4 and len(calls) == 6  # warm-up ran outside the two readings
+    assert loop.user_s == pytest.approx(0.6) and loop.sys_s == pytest.approx(0.4)
+    assert loop.sys_share == pytest.approx(0.4)
+
+
+def test_a_loop_too_short_to_register_cpu_time_has_no_system_share():
+    from types import SimpleNamespace
+
+    same = SimpleNamespace(user=1.0, system=1.0)
+    assert timed_loop(lambda: None, PerfCounterTimer(), warmup=0, repeats=2, cpu_times=lambda: same).sys_share is None
+
+
+def test_stopwatch_on_a_gpu_adds_the_event_time_of_each_interval():
+    class Event:
+        clock = [0.0]
+
+        def record(self):
+            self.t = Event.clock[0]
+
+        def synchronize(self):
+            pass
+
+        def elapsed_time(self, end):
+            return end.t - self.t
+
+    watch = Stopwatch("cuda", event_factory=Event)
+    watch.start()
+    Event.clock[0] = 1500.0  # ms
+    assert watch.stop() == pytest.approx(1.5)
+    watch.start()
+    Event.clock[0] = 2000.0
+    assert watch.stop() == pytest.approx(2.0)

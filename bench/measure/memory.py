@@ -47,9 +47,9 @@ _lifetime_peak_kib = 0
 
 def _reset_peak_rss() -> bool:
     global _lifetime_peak_kib
-    hwm = _read_status_kib("VmHWM")
-    if hwm is not None:
-        _lifetime_peak_kib = max(_lifetime_peak_kib, hwm)
+    # both witnesses: ru_maxrss also remembers threads that have exited
+    hwm = _read_status_kib("VmHWM") or 0
+    _lifetime_peak_kib = max(_lifetime_peak_kib, hwm, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
