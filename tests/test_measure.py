@@ -253,3 +253,14 @@ def test_cpu_peak_rss_stays_the_lifetime_peak_after_a_later_measurement_resets_t
     assert high > 384
     # (the kernel counts RSS in per-CPU batches: its own readings wobble by a fraction of a MiB)
     assert memory.process_peak_rss_mb() >= high - 1
+
+
+def test_a_cells_memory_figures_do_not_depend_on_the_cells_measured_before_it():
+    # (its timings are checked the same way, on a quiet machine, by benchmarks/order_independence.py)
+    target = cell_for(batch_sizes=[4], repeats=2)
+    alone = measure.measure_cell(target)[0]
+    measure.measure_cell(cell_for(preset="resnet32", batch_sizes=[8], repeats=2))  # trains its own model first
+    after = measure.measure_cell(target)[0]
+    assert after["peak_mem_mb"] == pytest.approx(alone["peak_mem_mb"], rel=0.01)
+    assert after["train_peak_mem_mb"] == pytest.approx(alone["train_peak_mem_mb"], rel=0.01)
+    assert after["cpu_malloc"] == alone["cpu_malloc"]

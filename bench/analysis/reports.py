@@ -576,7 +576,8 @@ def _noisy_lines(points: pd.DataFrame) -> List[str]:
         return f"batch {bs[0]}" if len(bs) == 1 else "batches " + ", ".join(map(str, bs))
 
     names = ", ".join(f"{p['label']} ({batches(p)})" for _, p in noisy.iterrows())
-    return [f"**Noisy timings** (IQR / median > 10%, marked \"(noisy)\" in the tables): {names}. "
+    return [f"**Noisy timings** (IQR / median > 10%, or over 10% of the timed loop's CPU time spent in the "
+            f"kernel: `latency_sys_share`; marked \"(noisy)\" in the tables): {names}. "
             "Re-measure on a quieter machine before trusting small differences.", ""]
 
 
