@@ -8,8 +8,9 @@ also counts the CUDA context and other processes.
 CPU: the growth of the bytes held by live tensors during the workload, from
 torch's profiler (:func:`cpu_tensor_peak_growth_mb`), which is what a GPU's
 ``max_memory_allocated`` counts. Where the profiler reports nothing, the
-growth of the process's peak resident set size is used instead: on Linux the kernel's peak (VmHWM) is reset by writing 5 to
-/proc/self/clear_refs, so the peak reflects this workload alone; where that is
+growth of the process's peak resident set size is used instead: on Linux the
+kernel's peak (VmHWM) is reset by writing 5 to /proc/self/clear_refs, so the
+peak reflects this workload alone; where that is
 not possible the lifetime peak (``ru_maxrss``) is used and only a new peak
 shows up as growth. The peak before each reset is kept, so
 :func:`process_peak_rss_mb` is still the process's lifetime peak. Freed heap
