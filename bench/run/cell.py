@@ -116,8 +116,9 @@ def _measure_cell(cell: Cell, train_fn: Optional[Callable[..., Dict[str, Any]]],
                 from bench.results.profile_rows import profile_rows
                 from bench.results.profile_schema import PROFILE_ROWS_KEY
 
-                profiled = profile_batch(model, cell.model, s, rows[-1], rows[-1]["batch_size"], memory_format,
-                                         lambda: autocast(device, s["precision"]))
+                with preserved_state(model):  # its training steps must not change the next batch's model
+                    profiled = profile_batch(model, cell.model, s, rows[-1], rows[-1]["batch_size"], memory_format,
+                                             lambda: autocast(device, s["precision"]))
                 rows[-1][PROFILE_ROWS_KEY] = profile_rows(profiled, rows[-1])
         del model
         free_memory(device)
