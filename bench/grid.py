@@ -522,7 +522,7 @@ def _resolve_cell(index: int, origin: str, settings: Dict[str, Any], path: str,
     measure["batch_sizes"] = list(measure["batch_sizes"])
     measure["device"] = _resolve_device(measure["device"], cuda_available)
     if measure["train"] is not None:
-        measure["train"] = _resolved_recipe(measure["train"], {} if recipes is None else recipes)
+        measure["train"] = _resolved_recipe(measure["train"], measure["device"], {} if recipes is None else recipes)
     pretrained = settings.get("pretrained", False)
     if pretrained and not preset:
         raise GridError(path, where, "pretrained: needs a preset (torchvision weights exist for the "
@@ -530,10 +530,12 @@ def _resolve_cell(index: int, origin: str, settings: Dict[str, Any], path: str,
     return Cell(index, origin, config, preset, measure, pretrained, settings.get("freeze_backbone", False))
 
 
-def _resolved_recipe(train: Dict[str, Any], cache: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
-    key = json.dumps(train, sort_keys=True, default=str)
+def _resolved_recipe(train: Dict[str, Any], device: str, cache: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    # The device's values replace "auto" (batch size, lr, ...) here, so the id hashes
+    # what will run: GPU cells keep their old ids, CPU cells on the new CPU recipe get new ones.
+    key = device + json.dumps(train, sort_keys=True, default=str)
     if key not in cache:
-        cache[key] = recipe.resolve(train).to_dict()
+        cache[key] = recipe.for_device(recipe.resolve(train), device).to_dict()
     return dict(cache[key])  # a flat mapping of immutable values: a shallow copy is a full one
 
 

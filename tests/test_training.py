@@ -75,7 +75,7 @@ def test_quick_overrides_shrink_any_recipe():
 def test_bad_train_settings_reach_the_user_as_one_line():
     from bench.errors import UserError
 
-    with pytest.raises(UserError, match="^train: lr: expected a number"):
+    with pytest.raises(UserError, match="^train: lr: expected auto or a number"):
         training.train_cell(tiny_model, {"lr": "fast"}, device="cpu")
 
 

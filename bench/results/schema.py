@@ -106,6 +106,7 @@ _COLUMN_DOCS: List[Tuple[str, str]] = [
     ("optimizer", "sgd (Nesterov) or adam"),
     ("lr", "peak learning rate"),
     ("train_batch_size", "training batch size"),
+    ("train_precision", "autocast dtype training used: fp32, bf16 or fp16 (precision auto resolved on the device)"),
     ("resize", "training/test input size after on-device resize (empty = native 32 px)"),
     ("n_seeds", "seeds trained"),
     ("seeds", "the seeds, ';'-separated"),

@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, TypeVar, Union
 
 Normalize = Tuple[Tuple[float, float, float], Tuple[float, float, float]]
+T = TypeVar("T")
+Auto = Union[T, str]  # a value, or "auto": chosen per device by for_device()
 
 CIFAR10_MEAN_STD: Normalize = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
@@ -28,9 +30,9 @@ class TrainConfig:
     val_size: int = 0  # images held out of the training images for validation
     # schedule
     epochs: float = 5  # passes over the training images (fractions allowed)
-    batch_size: int = 512  # images per step (on CPU a smaller batch is usually better: more steps)
+    batch_size: Auto[int] = "auto"  # images per step; auto: 512 on GPU, 128 on CPU (more steps pay off there)
     optimizer: str = "sgd"  # sgd (Nesterov momentum) | adam
-    lr: float = 0.2  # peak learning rate, per step (not scaled by batch size)
+    lr: Auto[float] = "auto"  # peak learning rate, per step (not scaled by batch size); auto: 0.2 GPU, 0.4 CPU
     momentum: float = 0.9  # SGD momentum (adam: beta1)
     nesterov: bool = True  # Nesterov momentum for SGD
     weight_decay: float = 5e-4  # L2 coefficient on conv/linear weights only (not BN, not biases)
@@ -38,16 +40,17 @@ class TrainConfig:
     warmup_epochs: float = 1.0  # linear warm-up from 0 to lr, epochs (at most 30% of the schedule)
     schedule: str = "linear"  # after warm-up: linear | cosine (both to 0 at the end) | constant
     ema: Optional[float] = None  # per-step decay of an exponential moving average of the weights (None = off)
-    tta_flip: bool = False  # average test predictions over the image and its mirror
+    tta_flip: Auto[bool] = "auto"  # average test predictions over the image and its mirror; auto: on CPU only
     bn_recalibration: int = 2048  # training images (unaugmented) that re-estimate BatchNorm statistics before
     #   each evaluation (0 = keep the running averages, which lag badly in schedules of a few dozen steps)
     # augmentation (on the device, per batch)
-    crop_padding: int = 4  # random translation of up to this many px, zero fill (0 = none)
+    crop_padding: Auto[int] = "auto"  # random translation of up to this many px, zero fill (0 = none); auto: 4 GPU,
+    #   2 CPU (a 5-epoch CPU schedule is too short to profit from the stronger augmentation)
     flip: bool = True  # random horizontal flip
     normalize: Normalize = CIFAR10_MEAN_STD  # (mean, std) per RGB channel, on [0, 1] pixels
     resize: Optional[int] = None  # train/test size after on-device bilinear interpolation, px (None = 32)
     # numerics
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16 (autocast)
+    precision: str = "auto"  # auto (bf16 on GPU and on CPUs with native bf16, else fp32) | fp32 | bf16 | fp16
     channels_last: Union[str, bool] = "auto"  # auto (on GPU) | true | false
     eval_batch_size: int = 1000  # images per evaluation forward pass
     # repetition and reporting
@@ -111,6 +114,17 @@ def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda v: None if v is None else check(v)
 
 
+def _auto(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def checked(v: Any) -> Any:
+        if v == "auto" and isinstance(v, str):
+            return v
+        try:
+            return check(v)
+        except ValueError as e:
+            raise ValueError(str(e).replace("expected ", "expected auto or ", 1)) from None
+    return checked
+
+
 def _path(v: Any) -> str:
     if not isinstance(v, str) or not v:
         raise ValueError(f"expected a folder path, got {v!r}")
@@ -145,9 +159,9 @@ _CHECKS: Dict[str, Callable[[Any], Any]] = {
     "test_subset": _optional(_int(1)),
     "val_size": _int(0),
     "epochs": _number(0, low_open=True),
-    "batch_size": _int(1),
+    "batch_size": _auto(_int(1)),
     "optimizer": _choice("sgd", "adam"),
-    "lr": _number(0, low_open=True),
+    "lr": _auto(_number(0, low_open=True)),
     "momentum": _number(0, 1, high_open=True),
     "nesterov": _bool,
     "weight_decay": _number(0),
@@ -155,9 +169,9 @@ _CHECKS: Dict[str, Callable[[Any], Any]] = {
     "warmup_epochs": _number(0),
     "schedule": _choice("linear", "cosine", "constant"),
     "ema": _optional(_number(0, 1, low_open=True, high_open=True)),
-    "tta_flip": _bool,
+    "tta_flip": _auto(_bool),
     "bn_recalibration": _int(0),
-    "crop_padding": _int(0),
+    "crop_padding": _auto(_int(0)),
     "flip": _bool,
     "normalize": _normalize,
     "resize": _optional(_int(8)),
@@ -196,6 +210,33 @@ def resolve(overrides: Optional[Dict[str, Any]]) -> TrainConfig:
         raise ValueError(f"val_size: expected fewer than train_subset ({config.train_subset}) images, "
                          f"got {config.val_size}")
     return config
+
+
+# What "auto" means per device. GPU: large batches keep the device busy. CPU:
+# the recipe of benchmarks/train_cifar.py, which reaches 82.5% with resnet20 in
+# 5 epochs on 2 cores (docs/training.md): 4x the steps, and weaker
+# augmentation that a schedule this short can still fit, with flip TTA.
+DEVICE_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "cuda": {"batch_size": 512, "lr": 0.2, "crop_padding": 4, "tta_flip": False},
+    "cpu": {"batch_size": 128, "lr": 0.4, "crop_padding": 2, "tta_flip": True},
+}
+AUTO_FIELDS = tuple(DEVICE_DEFAULTS["cpu"])
+
+
+def for_device(config: TrainConfig, device: str, native_bf16: Optional[bool] = None) -> TrainConfig:
+    """``config`` with every ``auto`` field replaced by ``device``'s value; explicit values stay as written.
+
+    ``precision: auto`` becomes bf16 on a GPU, and on a CPU bf16 where
+    ``native_bf16`` (the CPU has bf16 instructions, :mod:`bench.measure.cpu`)
+    is true, else fp32. With ``native_bf16=None`` it stays ``auto``: the grid
+    is expanded before the training machine is known, and cell ids hash the
+    recipe as written (``precision: auto`` predates this function).
+    """
+    defaults = DEVICE_DEFAULTS["cuda" if device == "cuda" else "cpu"]
+    changes: Dict[str, Any] = {k: v for k, v in defaults.items() if getattr(config, k) == "auto"}
+    if config.precision == "auto" and native_bf16 is not None:
+        changes["precision"] = "bf16" if device == "cuda" or native_bf16 else "fp32"
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def quick_overrides() -> Dict[str, Any]:

@@ -30,7 +30,8 @@ from bench.measure.timing import Stopwatch
 from bench.train.augment import BatchPipeline
 from bench.train.data import NUM_CLASSES, Split, TrainingData, prepare_data
 from bench.errors import UserError
-from bench.train.recipe import MAX_WARMUP_FRACTION, TrainConfig, resolve
+from bench.measure import cpu
+from bench.train.recipe import MAX_WARMUP_FRACTION, TrainConfig, for_device, resolve
 
 # On a GPU, reading the loss back every step would stall the pipeline; check this often instead.
 CUDA_DIVERGENCE_CHECK_STEPS = 50
@@ -270,6 +271,7 @@ def train_seed(model_factory: Callable[[], nn.Module], data: DeviceData, config:
     the batch order and the augmentation. With ``target_acc`` or ``on_eval``
     the test set is evaluated every ``eval_every`` epochs, off the clock.
     """
+    config = for_device(config, device)  # callers that skip train_cell may pass auto fields
     torch.manual_seed(seed)
     memory_format = torch.channels_last if use_channels_last(config.channels_last, device) \
         else torch.contiguous_format
@@ -380,7 +382,8 @@ def train_cell(model_factory: Callable[[], nn.Module], train_settings: Dict[str,
     point)`` is called after every evaluation (and turns them on).
     """
     try:
-        config = resolve(train_settings)
+        # auto fields take the device's values; precision auto asks this machine's CPU for bf16
+        config = for_device(resolve(train_settings), device, device == "cuda" or cpu.native_bf16())
     except ValueError as e:
         raise UserError(f"train: {e}") from None
     if num_classes < NUM_CLASSES:
@@ -408,6 +411,7 @@ def summarize(config: TrainConfig, data: DeviceData, results: List[SeedResult]) 
         "optimizer": config.optimizer,
         "lr": config.lr,
         "train_batch_size": min(config.batch_size, len(data.train)),
+        "train_precision": config.precision,
         "resize": config.resize,
         "n_seeds": len(results),
         "seeds": ";".join(str(r.seed) for r in results),
