@@ -24,6 +24,7 @@ from bench.measure.counts import measure_complexity
 from bench.results.samples import format_samples
 from bench.run.environment import device_name as _device_name
 from bench.grid import Cell
+from bench.run import console
 from bench.run.rows import cell_columns
 from bench.measure.numerics import autocast, numeric_settings
 from bench.measure.timing import SYS_SHARE_LIMIT, TimedLoop, make_timer, timed_loop
@@ -129,7 +130,8 @@ def _measure_cell(cell: Cell, train_fn: Optional[Callable[..., Dict[str, Any]]],
         if train_fn is None:
             from bench.train.training import train_cell as train_fn  # noqa: N813 - the training entry point
         results = train_fn(lambda: build_for_cell(cell), cell.train, device=device,
-                           num_classes=cell.model.num_classes, input_size=cell.model.input_size)
+                           num_classes=cell.model.num_classes, input_size=cell.model.input_size,
+                           on_epoch=console.epoch_callback(cell.variant))
         for row in rows:
             status = results.get("status", "ok")
             row.update({k: v for k, v in results.items() if k in row and k not in ("status", "error")})

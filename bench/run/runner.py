@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 
-from bench.run import environment
+from bench.run import console, environment
 from bench.errors import UserError
 from bench.run.executors import Executor, SerialExecutor, run_cell_safely  # noqa: F401 - re-exported
 from bench.grid import Cell, Grid
@@ -246,6 +246,7 @@ def _run_plan(grid: Grid, plan: Plan, writer: ResultWriter, executor: Executor, 
     bar = _progress_bar(len(plan.todo), progress)
     say = bar.write if bar is not None else log
     stop = _Stop(lambda m: say(m.strip()))
+    console.start_run(grid, plan.todo, summary.csv_path, quick=quick, progress=progress, write=say)
     try:
         with stop:
             executor.open()

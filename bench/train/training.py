@@ -235,6 +235,21 @@ class EvalPoint:
 
 
 @dataclass
+class EpochPoint:
+    """Progress at the end of an epoch (or of the schedule), for a console line."""
+
+    seed: int
+    epoch: int  # 1-based
+    epochs: int  # epochs in the schedule, a fractional last one counted
+    step: int
+    total_steps: int
+    loss: float  # mean training loss over the epoch's steps
+    test_acc: Optional[float]  # when the epoch ended with an evaluation
+    images: int  # training images so far
+    wall_s: float  # since this seed started, evaluations included
+
+
+@dataclass
 class SeedResult:
     seed: int
     train_time_s: float
@@ -263,7 +278,8 @@ class DeviceData:
 
 
 def train_seed(model_factory: Callable[[], nn.Module], data: DeviceData, config: TrainConfig, device: str,
-               seed: int, on_eval: Optional[Callable[[EvalPoint], None]] = None) -> SeedResult:
+               seed: int, on_eval: Optional[Callable[[EvalPoint], None]] = None,
+               on_epoch: Optional[Callable[[EpochPoint], None]] = None) -> SeedResult:
     """Train a fresh model with ``seed`` and evaluate it.
 
     The seed fixes the initialisation (the global RNG is seeded before
@@ -304,6 +320,7 @@ def train_seed(model_factory: Callable[[], nn.Module], data: DeviceData, config:
     clock = TrainClock(device)
     check_every = CUDA_DIVERGENCE_CHECK_STEPS if device == "cuda" else 1
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    epoch_loss, epoch_start, wall_start = torch.zeros((), device=device), 0, time.perf_counter()
     clock.start()
     while trainer.steps_done < total:
         for x, y in train_batches:
@@ -328,6 +345,15 @@ def train_seed(model_factory: Callable[[], nn.Module], data: DeviceData, config:
                     on_eval(point)
                 if step < total:
                     clock.start()
+            if on_epoch is not None:
+                epoch_loss += loss.float()
+                if step % spe == 0 or step == total:  # one host sync per epoch, only when someone listens
+                    on_epoch(EpochPoint(seed, math.ceil(step / spe), math.ceil(total / spe), step, total,
+                                        epoch_loss.item() / (step - epoch_start),
+                                        result.history[-1].test_acc if step in eval_steps else None,
+                                        result.images, time.perf_counter() - wall_start))
+                    epoch_loss.zero_()
+                    epoch_start = step
             if step >= total:
                 break
     result.train_time_s = clock.total_s if total in eval_steps else clock.stop()
@@ -374,12 +400,14 @@ def isolated_state(device: str, deterministic: bool) -> Iterator[None]:
 # ----------------------------------------------------------------- entry point
 def train_cell(model_factory: Callable[[], nn.Module], train_settings: Dict[str, Any], *, device: str = "cpu",
                num_classes: int = NUM_CLASSES, input_size: int = 32,
-               on_eval: Optional[Callable[[int, EvalPoint], None]] = None) -> Dict[str, Any]:
+               on_eval: Optional[Callable[[int, EvalPoint], None]] = None,
+               on_epoch: Optional[Callable[[EpochPoint, int, int], None]] = None) -> Dict[str, Any]:
     """Train ``repeats`` seeds of a cell's model; schema columns plus ``status`` and ``error``.
 
     A NaN/inf loss stops that training and returns ``status: diverged`` (the
     sweep goes on); other failures propagate to the caller. ``on_eval(seed,
-    point)`` is called after every evaluation (and turns them on).
+    point)`` is called after every evaluation (and turns them on);
+    ``on_epoch(point, run, runs)`` after every epoch of seed ``run`` of ``runs``.
     """
     try:
         # auto fields take the device's values; precision auto asks this machine's CPU for bf16
@@ -397,7 +425,9 @@ def train_cell(model_factory: Callable[[], nn.Module], train_settings: Dict[str,
     with isolated_state(device, config.deterministic):
         for seed in range(config.seed, config.seed + config.repeats):
             callback = None if on_eval is None else (lambda point, s=seed: on_eval(s, point))
-            results.append(train_seed(model_factory, data, config, device, seed, callback))
+            epoch_cb = None if on_epoch is None else (
+                lambda point, i=seed - config.seed: on_epoch(point, i, config.repeats))
+            results.append(train_seed(model_factory, data, config, device, seed, callback, epoch_cb))
             if results[-1].diverged:
                 break
     return summarize(config, data, results)
