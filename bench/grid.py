@@ -9,7 +9,7 @@ A grid names a matrix the way CI build matrices do::
     exclude: [{key: v1}]        # drop matrix cells matching every key given
     include: [{...}]            # extra cells (defaults + the entry)
     sample: {...}               # a design space: n cells drawn at random (bench/space.py)
-    quick: {...}                # settings applied on top under --quick
+    quick: {...}                # settings applied on top under --quick; cells: N keeps the first N cells
 
 Every problem is found before any work starts and reported as one line that
 names the file, the key path and what was expected (:class:`GridError`).
@@ -319,7 +319,7 @@ def expand_grid(raw: Dict[str, Any], path: str = "<grid>", quick: bool = False, 
     """Validate a parsed grid mapping and expand it into resolved cells."""
     name, description = _check_header(raw, path)
     defaults = _settings_block(raw.get("defaults"), path, "defaults")
-    quick_block = _settings_block(raw.get("quick"), path, "quick")
+    quick_block, quick_cells = _quick_block(raw.get("quick"), path)
     entries = _matrix_entries(raw.get("matrix"), raw.get("exclude"), path)
     entries += [(f"include[{i}]", entry) for i, entry in enumerate(_entry_list(raw.get("include"), path, "include"))]
     sampled, sampling = _sample_entries(raw.get("sample"), defaults, path)
@@ -328,7 +328,20 @@ def expand_grid(raw: Dict[str, Any], path: str = "<grid>", quick: bool = False, 
         raise GridError(path, "matrix", "the grid has no cells: give a matrix, an include list or a sample section")
     cells, duplicates = _build_cells(entries, defaults, quick_block, path, quick=quick, device=device,
                                      cuda_available=cuda_available, data_root=data_root)
+    if quick and quick_cells is not None:  # the first N: grids list cells in priority order
+        cells = cells[:quick_cells]
     return Grid(path, name, description, cells, raw, duplicates, sampling)
+
+
+def _quick_block(raw: Any, path: str) -> Tuple[Dict[str, Any], Optional[int]]:
+    """The quick: section's settings, and its ``cells: N`` (run only the first N cells under --quick)."""
+    if isinstance(raw, dict) and "cells" in raw:
+        raw = dict(raw)
+        n = raw.pop("cells")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise GridError(path, "quick.cells", f"expected an integer >= 1 (cells run under --quick), got {n!r}")
+        return _settings_block(raw, path, "quick"), n
+    return _settings_block(raw, path, "quick"), None
 
 
 def _check_header(raw: Dict[str, Any], path: str) -> Tuple[str, str]:
@@ -483,7 +496,7 @@ def _shrink(settings: Dict[str, Any], quick_block: Dict[str, Any]) -> Dict[str, 
     sizes = sorted({b for b in settings.get("batch_sizes", SETTINGS["batch_sizes"].default) if b <= QUICK_MAX_BATCH})
     out["batch_sizes"] = sizes or [1]
     if settings.get("train") is not None:
-        out["train"] = {**settings["train"], **recipe.quick_overrides()}
+        out["train"] = {**settings["train"], **recipe.quick_overrides(settings["train"])}
     out.update(quick_block)
     return out
 

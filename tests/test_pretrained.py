@@ -255,12 +255,13 @@ def test_seed_article_grid_is_the_articles_recipe():
     assert (t["lr"], t["batch_size"], t["epochs"], t["dataset"]) == (0.001, 64, 10, "cifar10")
     assert (t["schedule"], t["crop_padding"], t["flip"], t["weight_decay"]) == ("constant", 0, False, 0.0)
     assert [list(v) for v in t["normalize"]] == [[0.5] * 3, [0.5] * 3]
-    assert cells[("resnext50_32x4d", "sgd")].train["lr"] == 0.2  # the harness's default recipe
+    assert t["tta_flip"] is False  # written out: the CPU default (flip TTA) is not the article's
+    assert cells[("resnext50_32x4d", "sgd")].train["lr"] == 0.4  # the harness's default recipe (on a CPU)
     assert cells[("resnet50", "adam")].train == t
 
     quick = load_grid(os.path.join(ROOT, "grids", "seed-article.yaml"), quick=True)
     assert {c.pretrained for c in quick.cells} == {"if_available"}
-    assert all(c.settings["device"] == "cpu" and c.train["epochs"] == 1 and c.train["train_subset"] == 2000
+    assert all(c.settings["device"] == "cpu" and c.train["epochs"] == 1 and c.train["train_subset"] == 4000
                for c in quick.cells)
 
 

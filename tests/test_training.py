@@ -67,9 +67,22 @@ def test_every_field_has_a_bad_value_case_and_unknown_keys_are_named():
 
 
 def test_quick_overrides_shrink_any_recipe():
-    quick = resolve({**TrainConfig(epochs=30, batch_size=512, val_size=5000, repeats=5).to_dict(),
-                     **quick_overrides()})
-    assert quick.epochs == 1 and quick.repeats == 1 and quick.train_subset <= 2000 and quick.val_size == 0
+    written = TrainConfig(epochs=30, batch_size=512, lr=0.4, val_size=5000, repeats=5).to_dict()
+    quick = resolve({**written, **quick_overrides(written)})
+    assert quick.epochs == 1 and quick.repeats == 1 and quick.train_subset <= 4000 and quick.val_size == 0
+    assert quick.batch_size == 64 and quick.lr == 0.2  # many small steps: ~62 in the one epoch
+
+
+def test_quick_overrides_never_grow_a_recipe():
+    written = {"dataset": "synthetic", "train_subset": 1000, "test_subset": 500, "epochs": 0.5}
+    quick = quick_overrides(written)
+    assert (quick["train_subset"], quick["test_subset"], quick["epochs"]) == (1000, 500, 0.5)
+
+
+def test_quick_overrides_keep_adams_learning_rate():
+    written = {"optimizer": "adam", "lr": 0.001}
+    assert "lr" not in quick_overrides(written)
+    assert resolve({**written, **quick_overrides(written)}).lr == 0.001
 
 
 def test_bad_train_settings_reach_the_user_as_one_line():

@@ -239,10 +239,31 @@ def for_device(config: TrainConfig, device: str, native_bf16: Optional[bool] = N
     return dataclasses.replace(config, **changes) if changes else config
 
 
-def quick_overrides() -> Dict[str, Any]:
-    """What ``--quick`` changes in any recipe so a CPU finishes in seconds.
+# --quick: tuned for signal per second on a 2-core CPU. The old 2,000 images
+# at batch 128 (15 steps) left real CIFAR-10 at chance (10-15%); 4,000 images
+# at batch 64 (62 steps) with a short one-cycle reach ~26-30% with resnet20
+# (lr 0.2: 29.6%, 0.4: 25.9%, 0.8: 11.4%, one seed each, 1,000 test images).
+QUICK_RECIPE: Dict[str, Any] = {
+    "train_subset": 4000, "test_subset": 1000, "val_size": 0, "epochs": 1, "batch_size": 64,
+    "warmup_epochs": 0.2, "repeats": 1, "resize": None,
+    "tta_flip": False, "bn_recalibration": 512,  # evaluation kept cheap beside ~4,000 training images
+}
+QUICK_SGD_LR = 0.2
 
-    Warm-up is capped at 30% of the steps, so a 1-epoch schedule still decays.
+
+def quick_overrides(train: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """What ``--quick`` changes in a recipe (``train``, as written) so a CPU finishes in seconds per cell.
+
+    Subsets and epochs already smaller stay. SGD gets the lr that suits the
+    quick batch; Adam keeps its own (its scale is another, e.g. the
+    article's 1e-3). Warm-up is capped at 30% of
+    the steps, so the 1-epoch schedule still decays.
     """
-    return {"train_subset": 2000, "test_subset": 500, "val_size": 0, "epochs": 1, "batch_size": 128,
-            "repeats": 1, "resize": None}
+    train = train or {}
+    out = dict(QUICK_RECIPE)
+    for key in ("train_subset", "test_subset", "epochs"):  # shrink, never grow (grids/quick.yaml: 1,000 images)
+        if _is_number(train.get(key)) and train[key] < out[key]:
+            out[key] = train[key]
+    if train.get("optimizer", "sgd") == "sgd":
+        out["lr"] = QUICK_SGD_LR
+    return out
