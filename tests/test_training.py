@@ -70,7 +70,7 @@ def test_quick_overrides_shrink_any_recipe():
     written = TrainConfig(epochs=30, batch_size=512, lr=0.4, val_size=5000, repeats=5).to_dict()
     quick = resolve({**written, **quick_overrides(written)})
     assert quick.epochs == 1 and quick.repeats == 1 and quick.train_subset <= 4000 and quick.val_size == 0
-    assert quick.batch_size == 64 and quick.lr == 0.2  # many small steps: ~62 in the one epoch
+    assert quick.batch_size == 64 and quick.lr == 0.05  # many small steps: ~62 in the one epoch
 
 
 def test_quick_overrides_never_grow_a_recipe():
