@@ -17,6 +17,7 @@ import contextlib
 import copy
 import math
 import os
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional
