@@ -116,6 +116,7 @@ RULES: Dict[str, Rule] = {
     "train_gpu_nvml_used_mb": _NON_NEGATIVE, "cpu_peak_rss_mb": _NON_NEGATIVE,
     # accuracy
     "dataset": _TEXT, "epochs": _COUNT, "optimizer": _TEXT, "lr": _POSITIVE, "train_batch_size": _COUNT,
+    "train_precision": Rule("choice", choices=("fp32", "bf16", "fp16")),
     "resize": _COUNT, "n_seeds": _COUNT, "seeds": Rule("ints", 0), "top1_acc": _FRACTION,
     "top1_acc_std": _FRACTION, "top1_acc_seeds": Rule("samples", 0, 1), "test_images": _COUNT,
     "top1_correct_seeds": Rule("ints", 0), "val_acc": _FRACTION, "train_time_s": _NON_NEGATIVE,
