@@ -1,0 +1,269 @@
+"""Report Markdown: the sections of ``report.md``, rendered from the point tables of
+:mod:`bench.analysis.report_points`. Pure text; figures are made by :mod:`bench.analysis.report_figures`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from bench.analysis.report_points import (EQUAL_MACS_TOLERANCE, METRICS, MINIMIZE, Frontier, Group, Pair, Source,
+                                          cardinality_sets, plain)
+from bench.results.files import sidecar_path
+from bench.results.schema import STATUS_OK
+from bench.results.sidecar import Sidecar
+
+# --------------------------------------------------------------------------- Markdown helpers
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def num_text(value: Any, fmt: str = ".4g", scale: float = 1.0) -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if math.isnan(v) else format(v * scale, fmt)
+
+
+def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> List[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def acc_text(p: pd.Series) -> str:
+    """Accuracy in %, with the seed spread and a visible synthetic mark."""
+    text = num_text(p["top1_acc"], ".2f", 100)
+    if text != "–" and not pd.isna(p.get("top1_acc_std")):
+        text += f" ± {num_text(p['top1_acc_std'], '.2f', 100)}"
+    if text != "–" and p["synthetic"]:
+        text += " (SYNTHETIC)"
+    return text
+
+
+def value_text(p: pd.Series, key: str) -> str:
+    m = METRICS[key]
+    if key == "top1":
+        return acc_text(p)
+    text = num_text(p[m.column], m.fmt, m.scale)
+    if key == "latency" and p["latency_bs1_noisy"] and text != "–":
+        text += " (noisy)"
+    if key == "throughput" and text != "–":
+        text += f" @bs{int(p['throughput_bs'])}" + (" (noisy)" if p["throughput_noisy"] else "")
+    if key == "memory" and text != "–":
+        text += f" @bs{int(p['mem_bs'])}"
+    return text
+
+
+def _frontier_heading(group: Group, pair: Pair) -> str:
+    x, y = METRICS[pair.x], METRICS[pair.y]
+    return f"#### Frontier: {y.short} vs {x.short} — `{group.slug}`"
+
+
+# --------------------------------------------------------------------------- report sections
+
+
+def _get(node: Any, *keys: str) -> Any:
+    for k in keys:
+        node = node.get(k) if isinstance(node, dict) else None
+    return node
+
+
+def _runs_of(src: Source, run_ids: Sequence[str]) -> List[Dict[str, Any]]:
+    """The sidecar's run entries that wrote rows of this CSV (a resumed or merged file has several).
+
+    Older sidecars have no ``runs`` list: the top level is then the one run."""
+    runs = Sidecar(sidecar_path(src.path), src.sidecar).runs if src.sidecar else []
+    matching = [r for r in runs if r.get("run_id") in set(run_ids)]
+    return matching or runs[-1:]
+
+
+_ENV_FACTS: Tuple[Tuple[str, Any], ...] = (
+    ("run id", lambda r, side: r.get("run_id")),
+    ("started (UTC)", lambda r, side: _get(r, "environment", "timestamp") or r.get("started")),
+    ("finished (UTC)", lambda r, side: r.get("finished")),
+    ("git commit", lambda r, side: _get(r, "environment", "git_commit")),
+    ("torch", lambda r, side: _get(r, "environment", "software", "torch")),
+    ("CUDA / cuDNN", lambda r, side: f"{_get(r, 'environment', 'software', 'cuda') or '–'} / "
+                                     f"{_get(r, 'environment', 'software', 'cudnn') or '–'}"),
+    ("python", lambda r, side: _get(r, "environment", "software", "python")),
+    ("CPU", lambda r, side: _get(r, "environment", "cpu", "cpu_model")),
+    ("CPU cores", lambda r, side: _get(r, "environment", "cpu", "cpu_count")),
+    ("torch threads at start", lambda r, side: _get(r, "environment", "cpu", "torch_threads")),
+    ("GPU", lambda r, side: ", ".join(str(g.get("name")) for g in _get(r, "environment", "gpus") or []) or
+     ("none" if _get(r, "environment") else None)),
+    ("grid", lambda r, side: r.get("grid_name") or _get(side, "grid", "name")),
+    ("quick mode", lambda r, side: r.get("quick")),
+    ("run status", lambda r, side: r.get("status")),
+)
+
+
+_UNFINISHED = ("running", "killed", "interrupted", "failed")  # run statuses the runner writes besides finished
+
+
+def environment_lines(sources: List[Source], rows: pd.DataFrame) -> List[str]:
+    """One column per run that wrote rows (per file, or per run of a resumed/merged file)."""
+    header, columns = [""], []
+    notes = [f"- `{s.name}`: {s.sidecar_note}" for s in sources if s.sidecar_note]
+    for src in sources:
+        mine = rows[rows["source"] == src.name]
+        run_ids = [r for r in dict.fromkeys(mine["run_id"].astype(str)) if r]
+        runs = _runs_of(src, run_ids)
+        notes += [f"- `{src.name}`: run {r.get('run_id')} has status {r.get('status')}: it did not finish, so "
+                  "this file may hold partial results" for r in runs if r.get("status") in _UNFINISHED]
+        for run in runs or [{}]:
+            several = len(runs) > 1
+            header.append(f"`{src.name}`" + (f" run {run.get('run_id')}" if several else ""))
+            col = []
+            for _, get in _ENV_FACTS:
+                value = get(run, src.sidecar) if run else None
+                col.append("–" if value in (None, "", "– / –") else plain(value))
+            # the CSV's own facts, for this run's rows when the file holds several runs
+            part = mine[mine["run_id"].astype(str) == str(run.get("run_id"))] if several else mine
+            devices = "; ".join(sorted({f"{a} ({b})" for a, b in zip(part["device_name"].astype(str),
+                                                                      part["device"].astype(str))})) or "–"
+            threads = ", ".join(plain(v) for v in sorted(part["threads"].dropna().unique())) or "–"
+            counts = f"{int((part['status'] == STATUS_OK).sum())} / {len(part)}"
+            columns.append(col + [devices, threads, counts])
+    labels = [label for label, _ in _ENV_FACTS] + ["devices in the CSV", "threads in the CSV", "rows (ok / all)"]
+    facts = [[label] + [c[i] for c in columns] for i, label in enumerate(labels)]
+    facts = [f for f in facts if any(v != "–" for v in f[1:])]  # no sidecar anywhere: skip empty rows
+    lines = ["## Environment", ""] + md_table(header, facts)
+    return lines + ([""] + notes if notes else []) + [""]
+
+
+def pair_lines(group: Group, fr: Frontier, figure: Optional[str]) -> List[str]:
+    x, y = METRICS[fr.pair.x], METRICS[fr.pair.y]
+    lines = [f"### {y.short} vs {x.short}", ""]
+    if figure:
+        lines += [f"![{y.short} vs {x.short}, {group.title}]({figure}.png)", "",
+                  f"Figure: [`{figure}.png`]({figure}.png), [`{figure}.svg`]({figure}.svg)", ""]
+    if fr.missing:
+        lines += [f"{fr.missing} point(s) of this group lack {x.short} or {y.short} and are not shown.", ""]
+    if fr.points.empty:
+        return lines + ["No point has both values.", ""]
+    front = fr.points[fr.points["front"]].sort_values([x.column, y.column])
+    extra = [] if "params" in (fr.pair.x, fr.pair.y) else ["params"]
+    header = ["variant", "cell", x.short, y.short, "family", "cardinality"] + \
+        [METRICS[k].short for k in extra] + ["file"]
+    body = [[p["label"], f"`{p['cell_id']}`", value_text(p, fr.pair.x), value_text(p, fr.pair.y), p["family"],
+             num_text(p["cardinality"], ".0f")] + [value_text(p, k) for k in extra] + [p["source"]]
+            for _, p in front.iterrows()]
+    lines += [_frontier_heading(group, fr.pair), "",
+              f"{len(front)} of {len(fr.points)} point(s) on the frontier "
+              f"({'lower' if x.sense == MINIMIZE else 'higher'} {x.short} and "
+              f"{'lower' if y.sense == MINIMIZE else 'higher'} {y.short} are better).", ""]
+    return lines + md_table(header, body) + [""]
+
+
+def ranked_lines(points: pd.DataFrame) -> List[str]:
+    acc = points[points["top1_acc"].notna()]
+    if acc.empty:
+        speed = points[points["throughput_img_s"].notna()].sort_values("throughput_img_s", ascending=False)
+        if speed.empty:
+            return []
+        header = ["rank", "variant", "throughput (img/s)", "latency bs1 (ms)", "achieved GFLOP/s",
+                  "peak memory (MiB)", "GMACs"]
+        body = [[i + 1, p["label"], value_text(p, "throughput"), value_text(p, "latency"),
+                 num_text(p["achieved_gflop_s"]), value_text(p, "memory"), num_text(p["macs"], ".4g", 1e-9)]
+                for i, (_, p) in enumerate(speed.iterrows())]
+        return ["### Ranked by throughput", "", "No accuracy in this group (a speed-only run).", ""] + \
+            md_table(header, body) + [""]
+
+    def per(value: float, cost: float) -> float:
+        return value / cost if cost and cost > 0 and not math.isnan(cost) else np.nan
+
+    acc = acc.assign(acc_per_ms=[per(a * 100, c) for a, c in zip(acc["top1_acc"], acc["latency_bs1_ms"])],
+                     acc_per_mib=[per(a * 100, c) for a, c in zip(acc["top1_acc"], acc["peak_mem_mb"])])
+    acc = acc.assign(mem_rank=acc["acc_per_mib"].rank(ascending=False, method="min"))
+    acc = acc.sort_values(["acc_per_ms", "top1_acc"], ascending=[False, False], na_position="last")
+    header = ["rank", "variant", "top-1 (%)", "latency bs1 (ms)", "top-1 % per ms", "peak memory (MiB)",
+              "top-1 % per MiB", "rank by % per MiB", "throughput (img/s)"]
+    body = [[i + 1 if not math.isnan(p["acc_per_ms"]) else "–", p["label"], acc_text(p), value_text(p, "latency"),
+             num_text(p["acc_per_ms"], ".3g"), value_text(p, "memory"), num_text(p["acc_per_mib"], ".3g"),
+             num_text(p["mem_rank"], ".0f"), value_text(p, "throughput")] for i, (_, p) in enumerate(acc.iterrows())]
+    return ["### Ranked: accuracy per unit of latency and memory", "",
+            "Sorted by top-1 accuracy (percentage points) per millisecond of batch-1 latency; the last column "
+            "ranks by accuracy per MiB of peak memory instead. Ratios reward small models: read them with "
+            "the frontiers above, not instead of them.", ""] + md_table(header, body) + [""]
+
+
+def cardinality_lines(points: pd.DataFrame) -> List[str]:
+    sets = cardinality_sets(points)
+    if not sets:
+        return []
+    lines = ["### Cardinality at equal complexity", "",
+             f"Variants sharing depth, stem, layout and input size whose MACs lie within "
+             f"{EQUAL_MACS_TOLERANCE:.0%} of each other but differ in cardinality; ratios are relative to the "
+             f"first (lowest-cardinality) row.", ""]
+    for k, s in enumerate(sets, 1):
+        ref = s.iloc[0]
+
+        def ratio(col: str, p: pd.Series, ref: pd.Series = ref) -> str:
+            return num_text(p[col] / ref[col], ".2f") + "×" if ref[col] and not pd.isna(ref[col]) and \
+                not pd.isna(p[col]) else "–"
+
+        has_acc = s["top1_acc"].notna().any()
+        header = ["variant", "cardinality", "width d", "params (M)", "GMACs", "MACs vs first"] + \
+            (["top-1 (%)"] if has_acc else []) + \
+            ["latency bs1 (ms)", "latency ×", "throughput (img/s)", "throughput ×", "peak memory (MiB)"]
+        body = [[p["label"], num_text(p["cardinality"], ".0f"), num_text(p["bottleneck_width"], ".0f"),
+                 num_text(p["params"], ".4g", 1e-6), num_text(p["macs"], ".4g", 1e-9),
+                 f"{(p['macs'] / ref['macs'] - 1) * 100:+.1f}%"] + ([acc_text(p)] if has_acc else []) +
+                [value_text(p, "latency"), ratio("latency_bs1_ms", p), value_text(p, "throughput"),
+                 ratio("throughput_img_s", p), value_text(p, "memory")] for _, p in s.iterrows()]
+        lines += [f"Set {k}: depth {num_text(ref['depth'], '.0f')}, stem {ref['stem']}, layout {ref['layout']}, "
+                  f"input {num_text(ref['input_size'], '.0f')} px", ""] + md_table(header, body) + [""]
+    return lines
+
+
+def noisy_lines(points: pd.DataFrame) -> List[str]:
+    noisy = points[points["latency_bs1_noisy"] | points["throughput_noisy"]]
+    if noisy.empty:
+        return []
+    def batches(p: pd.Series) -> str:
+        bs = ([1] if p["latency_bs1_noisy"] else []) + ([int(p["throughput_bs"])] if p["throughput_noisy"] else [])
+        bs = list(dict.fromkeys(bs))
+        return f"batch {bs[0]}" if len(bs) == 1 else "batches " + ", ".join(map(str, bs))
+
+    names = ", ".join(f"{p['label']} ({batches(p)})" for _, p in noisy.iterrows())
+    return [f"**Noisy timings** (IQR / median > 10%, or over 10% of the timed loop's CPU time spent in the "
+            f"kernel: `latency_sys_share`; marked \"(noisy)\" in the tables): {names}. "
+            "Re-measure on a quieter machine before trusting small differences.", ""]
+
+
+def failed_lines(rows: pd.DataFrame) -> List[str]:
+    failed = rows[rows["status"] != STATUS_OK]
+    if failed.empty:
+        return ["## Failed cells", "", "None: every row has status ok.", ""]
+    header = ["file", "variant", "cell", "device", "precision", "batch", "status", "error"]
+    body = []
+    for _, r in failed.iterrows():
+        batch = r["batch_size"] if not pd.isna(r["batch_size"]) else r["requested_batch_size"]
+        error = "" if pd.isna(r["error"]) else " ".join(str(r["error"]).split())
+        body.append([r["source"], r["variant"], f"`{r['cell_id']}`", r["device"], r["precision"],
+                     num_text(batch, ".0f"), r["status"], error[:160] + ("…" if len(error) > 160 else "")])
+    return ["## Failed cells", "", f"{len(failed)} row(s) without status ok; they are in no plot or table above.",
+            ""] + md_table(header, body) + [""]
+
+
+def dataset_warning(points: pd.DataFrame) -> List[str]:
+    acc = points[points["top1_acc"].notna()]
+    synthetic = acc[acc["synthetic"]]
+    lines = []
+    if len(synthetic):
+        lines.append(f"> **Synthetic data.** {len(synthetic)} of {len(acc)} accuracy value(s) in this report were "
+                     "measured on the synthetic dataset (generated images), marked SYNTHETIC. They check the "
+                     "training pipeline; they are **not CIFAR-10 accuracies** and say nothing about the models' "
+                     "quality.")
+        lines.append("")
+    datasets = sorted(acc["dataset"].dropna().astype(str).unique())
+    if len(datasets) > 1:
+        lines += [f"> Accuracies come from different datasets ({', '.join(datasets)}): compare them only within a "
+                  "dataset (see the `dataset` of each file).", ""]
+    return lines
