@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     for title, config in models_to_describe(args.target, args.input_size):
-        print(format_summary(summarize(config), title))
+        print(format_architecture(summarize(config), title))
         print()
     return 0
 
@@ -90,7 +90,7 @@ def _cells(row) -> Sequence[str]:
             dash if row.blocks is None else str(row.blocks), f"{row.params:,d}", f"{row.macs / 1e6:,.2f}")
 
 
-def format_summary(summary: ArchitectureSummary, title: Optional[str] = None) -> str:
+def format_architecture(summary: ArchitectureSummary, title: Optional[str] = None) -> str:
     """A plain-text table of ``summary`` with totals and the detection note."""
     body = [_HEADER] + [_cells(r) for r in summary.rows]
     widths = [max(len(line[i]) for line in body) for i in range(len(_HEADER))]

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 from bench.analysis.verdicts import (  # noqa: F401 - re-exported: the verdict API callers know from here
     ACCURACY_METRIC, ALLOWED, CHANGED, CONFIG_COLUMNS, DEFAULT_ACC_FLOOR, DEFAULT_ACC_K, DEFAULT_ALPHA,
     DEFAULT_THRESHOLD, EXACT_METRICS, FAILING_VERDICTS, IMPROVED, INCOMPARABLE, MISSING, NEW, NOISE, OK, REGRESSED,
-    TIMING_BY_NAME, TIMING_METRICS, VERDICTS, AccuracySample, Comparison, Line, Options, ResultFile, Verdict,
+    TIMING_BY_NAME, TIMING_METRICS, VERDICTS, AccuracySample, Comparison, VerdictLine, Options, ResultFile, Verdict,
     accuracy_sample, accuracy_verdict, compare, config_key, exact_verdict, fingerprint_difference, int_text,
     mann_whitney_p, pooled_std, seed_mean_test, timing_verdict, two_proportion_test)
 from bench.errors import UserError
@@ -121,7 +121,7 @@ def _is_missing(value: Any) -> bool:
 
 
 # ------------------------------------------------------------------ the table
-def format_value(metric: str, value: Any) -> str:
+def format_metric_value(metric: str, value: Any) -> str:
     if value is None or isinstance(value, str):
         return "-" if value in (None, "") else value
     if metric in EXACT_METRICS:
@@ -142,14 +142,15 @@ def format_table(comparison: Comparison, show_all: bool = False) -> str:
             group = ln.group
             out.append(group)
         ratio = f"{ln.ratio:.3f}" if ln.ratio is not None else "-"
-        out.append(f"  {ln.metric:24s} {ln.batch or '-':>4s} {format_value(ln.metric, ln.baseline):>13s} "
-                   f"{format_value(ln.metric, ln.current):>13s} {ratio:>7s}  {ln.verdict:12s} {ln.note}".rstrip())
+        baseline, current = format_metric_value(ln.metric, ln.baseline), format_metric_value(ln.metric, ln.current)
+        out.append(f"  {ln.metric:24s} {ln.batch or '-':>4s} {baseline:>13s} {current:>13s} {ratio:>7s}  "
+                   f"{ln.verdict:12s} {ln.note}".rstrip())
     if not shown:
         out.append("  (every line is ok)" if comparison.lines else "  (nothing to compare)")
     return "\n".join(out)
 
 
-def format_summary(comparison: Comparison, show_all: bool = False) -> str:
+def format_outcome(comparison: Comparison, show_all: bool = False) -> str:
     counts = comparison.counts()
     parts = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     lines = [f"{len(comparison.lines)} comparisons: {parts or 'none'}"]
@@ -236,5 +237,5 @@ def run(args: argparse.Namespace) -> int:
         if side.meta is None and not os.path.exists(sidecar_path(side.path)):
             print(f"note: {sidecar_path(side.path)} not found: timings are incomparable", file=sys.stderr)
     print(format_table(comparison, show_all=args.all))
-    print(format_summary(comparison, show_all=args.all))
+    print(format_outcome(comparison, show_all=args.all))
     return 1 if comparison.failed else 0

@@ -286,7 +286,7 @@ def fingerprint_difference(baseline: Optional[Mapping[str, Any]], current: Optio
 
 # ------------------------------------------------------------------ the comparison
 @dataclass(frozen=True)
-class Line:
+class VerdictLine:
     """One line of the comparison table."""
 
     group: str  # the row/variant heading the line sits under
@@ -319,7 +319,7 @@ class Options:
 
 @dataclass
 class Comparison:
-    lines: List[Line]
+    lines: List[VerdictLine]
 
     @property
     def failed(self) -> bool:
@@ -366,7 +366,7 @@ def compare(baseline: ResultFile, current: ResultFile, options: Options) -> Comp
     """All verdict lines for ``current`` against ``baseline``: a pure function of the two files."""
     base_groups = _group(baseline.rows)
     cur_groups = _group(current.rows)
-    lines: List[Line] = []
+    lines: List[VerdictLine] = []
     for key in list(base_groups) + [k for k in cur_groups if k not in base_groups]:
         b_rows, c_rows = base_groups.get(key, {}), cur_groups.get(key, {})
         label = _group_label(key, next(iter((b_rows or c_rows).values())))
@@ -375,8 +375,8 @@ def compare(baseline: ResultFile, current: ResultFile, options: Options) -> Comp
 
 
 def _compare_cell(label: str, b_rows: Dict[str, Dict[str, Any]], c_rows: Dict[str, Dict[str, Any]],
-                  baseline: ResultFile, current: ResultFile, options: Options) -> List[Line]:
-    lines: List[Line] = []
+                  baseline: ResultFile, current: ResultFile, options: Options) -> List[VerdictLine]:
+    lines: List[VerdictLine] = []
     # A cell that failed as a whole has one row without a batch size: it stands in for every batch.
     cell_failure = c_rows.get("") if c_rows.get("", {}).get("status") != STATUS_OK else None
     b_ok = [r for r in b_rows.values() if r.get("status") == STATUS_OK]
@@ -392,28 +392,28 @@ def _compare_cell(label: str, b_rows: Dict[str, Dict[str, Any]], c_rows: Dict[st
             batch_used = batch
         if c is None:
             if b.get("status") == STATUS_OK:
-                lines.append(Line(label, "row", batch, STATUS_OK, "-", MISSING, note="not in the current run"))
+                lines.append(VerdictLine(label, "row", batch, STATUS_OK, "-", MISSING, note="not in the current run"))
             else:
-                lines.append(Line(label, "row", batch, b.get("status"), "-", INCOMPARABLE, gating=False,
+                lines.append(VerdictLine(label, "row", batch, b.get("status"), "-", INCOMPARABLE, gating=False,
                                   note="failed in the baseline; not in the current run"))
             continue
         matched.add(batch_used)
         lines += _compare_rows(label, batch, b, c, baseline, current, options)
     for batch, c in c_rows.items():
         if batch not in matched:
-            lines.append(Line(label, "row", batch, "-", c.get("status"), NEW, gating=False,
+            lines.append(VerdictLine(label, "row", batch, "-", c.get("status"), NEW, gating=False,
                               note="not in the baseline"))
     return lines
 
 
-def _cell_metrics(label: str, b: Mapping[str, Any], c: Mapping[str, Any], options: Options) -> List[Line]:
+def _cell_metrics(label: str, b: Mapping[str, Any], c: Mapping[str, Any], options: Options) -> List[VerdictLine]:
     lines = []
     for metric in EXACT_METRICS:
         base_value, cur_value = b.get(metric), c.get(metric)
         line = _presence_line(label, metric, "-", base_value, cur_value, gating=True)
         if line is None and base_value is not None:
             v = exact_verdict(base_value, cur_value, allowed=metric in options.allow_changed)
-            line = Line(label, metric, "-", base_value, cur_value, v.verdict, v.ratio, v.note)
+            line = VerdictLine(label, metric, "-", base_value, cur_value, v.verdict, v.ratio, v.note)
         if line is not None:
             lines.append(line)
     base_value, cur_value = b.get(ACCURACY_METRIC), c.get(ACCURACY_METRIC)
@@ -421,22 +421,22 @@ def _cell_metrics(label: str, b: Mapping[str, Any], c: Mapping[str, Any], option
     if line is None and base_value is not None:
         v = accuracy_verdict(accuracy_sample(b), accuracy_sample(c), alpha=options.alpha,
                              floor=options.acc_floor, k=options.acc_k)
-        line = Line(label, ACCURACY_METRIC, "-", base_value, cur_value, v.verdict, v.ratio, v.note)
+        line = VerdictLine(label, ACCURACY_METRIC, "-", base_value, cur_value, v.verdict, v.ratio, v.note)
     if line is not None:
         lines.append(line)
     return lines
 
 
 def _compare_rows(label: str, batch: str, b: Mapping[str, Any], c: Mapping[str, Any], baseline: ResultFile,
-                  current: ResultFile, options: Options) -> List[Line]:
+                  current: ResultFile, options: Options) -> List[VerdictLine]:
     b_status, c_status = b.get("status"), c.get("status")
     if b_status == STATUS_OK and c_status != STATUS_OK:
-        return [Line(label, "status", batch, b_status, c_status, REGRESSED, note=one_line(c.get("error")))]
+        return [VerdictLine(label, "status", batch, b_status, c_status, REGRESSED, note=one_line(c.get("error")))]
     if b_status != STATUS_OK and c_status == STATUS_OK:
-        return [Line(label, "status", batch, b_status, c_status, IMPROVED, gating=False,
+        return [VerdictLine(label, "status", batch, b_status, c_status, IMPROVED, gating=False,
                      note="failed in the baseline: nothing to compare")]
     if b_status != STATUS_OK:
-        return [Line(label, "status", batch, b_status, c_status, INCOMPARABLE, gating=False,
+        return [VerdictLine(label, "status", batch, b_status, c_status, INCOMPARABLE, gating=False,
                      note="failed in both: " + one_line(c.get("error")))]
     env_reason = fingerprint_difference(baseline.environment_fingerprint(b), current.environment_fingerprint(c))
     lines = []
@@ -447,25 +447,26 @@ def _compare_rows(label: str, batch: str, b: Mapping[str, Any], c: Mapping[str, 
         if line is None and base_value is not None:
             if env_reason:
                 ratio = cur_value / base_value if base_value else None
-                line = Line(label, m.name, batch, base_value, cur_value, INCOMPARABLE, ratio, env_reason, gating)
+                line = VerdictLine(label, m.name, batch, base_value, cur_value, INCOMPARABLE, ratio, env_reason, gating)
             else:
                 v = timing_verdict(base_value, cur_value, b["_samples"][m.samples_column],
                                    c["_samples"][m.samples_column], higher_is_better=m.higher_is_better,
                                    threshold=options.threshold(m.name), alpha=options.alpha)
                 note = v.note if gating else v.note + "; report only"
-                line = Line(label, m.name, batch, base_value, cur_value, v.verdict, v.ratio, note, gating)
+                line = VerdictLine(label, m.name, batch, base_value, cur_value, v.verdict, v.ratio, note, gating)
         if line is not None:
             lines.append(line)
     return lines
 
 
 def _presence_line(label: str, metric: str, batch: str, base_value: Any, cur_value: Any,
-                   gating: bool) -> Optional[Line]:
+                   gating: bool) -> Optional[VerdictLine]:
     """A missing/new line when only one side has the metric; None when both (or neither) do."""
     if base_value is not None and cur_value is None:
-        return Line(label, metric, batch, base_value, "-", MISSING, note="empty in the current run", gating=gating)
+        return VerdictLine(label, metric, batch, base_value, "-", MISSING, note="empty in the current run",
+                           gating=gating)
     if base_value is None and cur_value is not None:
-        return Line(label, metric, batch, "-", cur_value, NEW, note="empty in the baseline", gating=False)
+        return VerdictLine(label, metric, batch, "-", cur_value, NEW, note="empty in the baseline", gating=False)
     return None
 
 
