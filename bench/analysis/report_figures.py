@@ -41,6 +41,8 @@ def figures_for(group: Group, fr: Frontier, out_dir: str) -> Optional[str]:
     labels = pts["label"].astype(str)
     if "top1" in (fr.pair.x, fr.pair.y) and pts["synthetic"].any() and not pts["synthetic"].all():
         labels = labels + np.where(pts["synthetic"], " (synthetic)", "")
+    if "top1" in (fr.pair.x, fr.pair.y) and "near_chance" in pts:
+        labels = labels + np.where(pts["near_chance"].astype(bool), " (chance)", "")
     # a noisy timing stays visible in the figure, not only in the tables
     for key, flag in (("latency", "latency_bs1_noisy"), ("throughput", "throughput_noisy")):
         if key in (fr.pair.x, fr.pair.y):

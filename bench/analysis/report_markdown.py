@@ -37,13 +37,21 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> List[str]:
 
 
 def acc_text(p: pd.Series) -> str:
-    """Accuracy in %, with the seed spread and a visible synthetic mark."""
+    """Accuracy in %, with the seed spread and visible chance-level and synthetic marks."""
     text = num_text(p["top1_acc"], ".2f", 100)
     if text != "–" and not pd.isna(p.get("top1_acc_std")):
         text += f" ± {num_text(p['top1_acc_std'], '.2f', 100)}"
+    if text != "–" and p.get("near_chance", False):
+        text += " (CHANCE)"
     if text != "–" and p["synthetic"]:
         text += " (SYNTHETIC)"
     return text
+
+
+def file_text(p: pd.Series) -> str:
+    """The file a point came from; ``speed + train`` for a point joined on variant_id."""
+    joined = p.get("acc_source")
+    return f"{p['source']} + {joined}" if joined and joined != p["source"] else str(p["source"])
 
 
 def value_text(p: pd.Series, key: str) -> str:
@@ -152,7 +160,7 @@ def pair_lines(group: Group, fr: Frontier, figure: Optional[str]) -> List[str]:
     header = ["variant", "cell", x.short, y.short, "family", "cardinality"] + \
         [METRICS[k].short for k in extra] + ["file"]
     body = [[p["label"], f"`{p['cell_id']}`", value_text(p, fr.pair.x), value_text(p, fr.pair.y), p["family"],
-             num_text(p["cardinality"], ".0f")] + [value_text(p, k) for k in extra] + [p["source"]]
+             num_text(p["cardinality"], ".0f")] + [value_text(p, k) for k in extra] + [file_text(p)]
             for _, p in front.iterrows()]
     lines += [_frontier_heading(group, fr.pair), "",
               f"{len(front)} of {len(fr.points)} point(s) on the frontier "
@@ -262,8 +270,29 @@ def dataset_warning(points: pd.DataFrame) -> List[str]:
                      "training pipeline; they are **not CIFAR-10 accuracies** and say nothing about the models' "
                      "quality.")
         lines.append("")
+    chance = acc[acc["near_chance"]] if "near_chance" in acc else acc.iloc[:0]
+    if len(chance):
+        which = "; ".join(f"{p['label']} {num_text(p['top1_acc'], '.2f', 100)}% ({p['chance_note']})"
+                          for _, p in chance.iterrows())
+        lines += [f"> **Chance-level accuracy.** {len(chance)} of {len(acc)} accuracy value(s) cannot be told apart "
+                  f"from guessing (1 / number of classes; 10% on CIFAR-10) and are marked CHANCE: {which}. The "
+                  "training was too short to learn anything measurable; do not compare these values.", ""]
     datasets = sorted(acc["dataset"].dropna().astype(str).unique())
     if len(datasets) > 1:
         lines += [f"> Accuracies come from different datasets ({', '.join(datasets)}): compare them only within a "
                   "dataset (see the `dataset` of each file).", ""]
+    return lines
+
+
+def join_lines(points: pd.DataFrame, notes: Sequence[str] = ()) -> List[str]:
+    """Which points took their accuracy from another file's training rows (joined on variant_id)."""
+    joined = points[points["acc_from"].astype(bool)] if "acc_from" in points else points.iloc[:0]
+    lines = []
+    if len(joined):
+        which = ", ".join(f"{p['label']} (timed in `{p['source']}` `{p['cell_id']}`, trained in {p['acc_from']})"
+                          for _, p in joined.iterrows())
+        lines += [f"**Joined on variant_id:** {len(joined)} point(s) combine a speed row with the training row "
+                  f"of the same architecture from another cell: {which}.", ""]
+    if notes:
+        lines += ["**Not joined:** " + "; ".join(notes) + ".", ""]
     return lines

@@ -5,6 +5,9 @@ The steps :mod:`bench.analysis.reports` composes:
 * :func:`cell_points` reduces the ``status == ok`` rows to one *point* per
   measured cell: batch-1 latency, throughput and peak memory at the cell's
   largest batch, complexity and accuracy;
+* :func:`join_on_variant` gives a speed-only point the accuracy of the
+  training-only point of the same architecture (``variant_id``);
+* :func:`mark_chance` flags accuracies within noise of guessing;
 * :func:`assign_groups` splits them by (device, device name, precision), so
   timings from different hardware or precisions never share a frontier;
 * :func:`frontier` marks the Pareto frontier of one pair of axes;
@@ -19,8 +22,18 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis.pareto import MAXIMIZE, MINIMIZE, pareto_front
+from bench.analysis.verdicts import DEFAULT_ALPHA, AccuracySample, chance_check
+from bench.analysis.verdicts import accuracy_sample as verdict_accuracy_sample
+from bench.results.samples import parse_samples
 
 POINT_KEY = ("group", "source", "run_id", "cell_id")
+# What a training run measured about a variant: moved onto its speed points by join_on_variant.
+ACCURACY_COLUMNS = ("top1_acc", "top1_acc_std", "top1_acc_seeds", "top1_correct_seeds", "test_images", "dataset",
+                    "epochs", "n_seeds", "target_acc", "time_to_target_s", "train_time_s")
+# A point with any of these was timed (a speed row).
+TIMING_COLUMNS = ("latency_bs1_ms", "throughput_img_s", "peak_mem_mb", "train_step_ms")
+# Classes of the datasets the harness trains on, for files that predate the num_classes column.
+KNOWN_CLASSES = {"cifar10": 10, "cifar-10": 10, "synthetic": 10}
 # Cardinality comparison: MACs of the members within this fraction of the smallest.
 EQUAL_MACS_TOLERANCE = 0.05
 
@@ -126,9 +139,9 @@ def _first(series: pd.Series) -> Any:
     return s.iloc[0] if len(s) else None
 
 
-_STATIC = ("variant", "family", "block", "depth", "blocks", "cardinality", "bottleneck_width", "width_multiplier",
-           "stem", "layout", "input_size", "params", "macs", "device", "device_name", "precision", "memory_format",
-           "compile", "tf32", "threads", "pretrained", "top1_acc", "top1_acc_std", "dataset", "epochs", "n_seeds")
+_STATIC = ("variant", "variant_id", "family", "block", "depth", "blocks", "cardinality", "bottleneck_width",
+           "width_multiplier", "stem", "layout", "input_size", "params", "macs", "device", "device_name", "precision",
+           "memory_format", "compile", "tf32", "threads", "pretrained", "num_classes") + ACCURACY_COLUMNS
 
 
 def _point(rows: pd.DataFrame) -> Dict[str, Any]:
@@ -149,22 +162,131 @@ def _point(rows: pd.DataFrame) -> Dict[str, Any]:
         rec.update(peak_mem_mb=big["peak_mem_mb"], mem_bs=big["batch_size"])
     else:
         rec.update(peak_mem_mb=np.nan, mem_bs=np.nan)
+    stepped = rows[rows["train_step_ms_median"].notna() & rows["batch_size"].notna()]
+    if len(stepped):
+        big = stepped.loc[stepped["batch_size"].idxmax()]
+        rec.update(train_step_ms=big["train_step_ms_median"], train_step_bs=big["batch_size"],
+                   train_step_noisy=bool(big["train_step_noisy"]), train_peak_mem_mb=big["train_peak_mem_mb"])
+    else:
+        rec.update(train_step_ms=np.nan, train_step_bs=np.nan, train_step_noisy=False, train_peak_mem_mb=np.nan)
+    # Written by newer runners only: the share of a timed loop spent in the kernel (another process's load).
+    for column, at in (("latency_sys_share", bs1), ("train_step_sys_share", stepped)):
+        if column in rows:
+            have = at[at[column].notna()] if len(at) else at
+            rec[column] = float(have[column].max()) if len(have) else np.nan
     return rec
 
 
 def cell_points(ok: pd.DataFrame) -> pd.DataFrame:
-    """One row per (group, source, run, cell) of the ok rows, with the plotted quantities."""
+    """One row per (group, source, run, cell) of the ok rows, with the plotted quantities (joined on variant_id)."""
+    return points_and_joins(ok)[0]
+
+
+def points_and_joins(ok: pd.DataFrame) -> Tuple[pd.DataFrame, List[str]]:
+    """:func:`cell_points` and the notes of :func:`join_on_variant` (variants it could not join)."""
     records = []
     for key, rows in ok.groupby(list(POINT_KEY), sort=False, dropna=False):
         rec = dict(zip(POINT_KEY, key))
         rec.update(_point(rows))
         records.append(rec)
     points = pd.DataFrame.from_records(records)
-    for col in ("latency_bs1_ms", "throughput_img_s", "peak_mem_mb", "top1_acc", "params", "macs", "cardinality"):
+    for col in ("latency_bs1_ms", "throughput_img_s", "peak_mem_mb", "train_step_ms", "top1_acc", "params", "macs",
+                "cardinality"):
         points[col] = points[col].astype(float)
+    points, notes = join_on_variant(points)
     points["synthetic"] = points["dataset"].map(lambda d: "synthetic" in str(d).lower())
+    points = mark_chance(points)
     points["label"] = unique_labels(points)
-    return points
+    return points, notes
+
+
+# --------------------------------------------------------------------------- joins on variant_id
+
+
+def join_on_variant(points: pd.DataFrame) -> Tuple[pd.DataFrame, List[str]]:
+    """Give speed-only points the accuracy of the training-only point of the same architecture.
+
+    A study trains in the background (``speed: false``: accuracy, no timings) and times the same
+    variants on a quiet machine (no accuracy); both rows carry ``variant_id``, the hash of the model
+    config and input size. Each speed-only point whose variant_id has exactly one training-only point
+    takes that point's accuracy columns (``acc_from`` names the file and cell), in any section: a model
+    trained on a GPU keeps its accuracy when timed on a CPU. The training-only point is then dropped.
+    Two training points of one variant (different recipes) are ambiguous: nothing is joined and a note
+    says so. Files without variant_id (older runners) are left as they are.
+    """
+    points = points.copy()
+    points["acc_from"] = ""
+    points["acc_source"] = ""
+    if "variant_id" not in points or points["variant_id"].isna().all():
+        return points, []
+    timed = points[list(TIMING_COLUMNS)].notna().any(axis=1)
+    trained = points["top1_acc"].notna()
+    has_id = points["variant_id"].notna() & (points["variant_id"].astype(str) != "")
+    for col in ACCURACY_COLUMNS:  # text columns (seed lists) may have been read as numbers
+        points[col] = points[col].astype(object)
+    notes, dropped = [], []
+    for variant_id, idx in points[trained & ~timed & has_id].groupby("variant_id", sort=False).groups.items():
+        targets = points.index[timed & ~trained & (points["variant_id"] == variant_id)]
+        if not len(targets):
+            continue
+        if len(idx) > 1:
+            cells = ", ".join(f"`{points.at[i, 'cell_id']}`" for i in idx)
+            notes.append(f"{points.at[idx[0], 'variant']}: {len(idx)} trained cells ({cells}) share variant_id "
+                         f"`{variant_id}` (different recipes?), so its speed rows were not joined to either")
+            continue
+        acc = points.loc[idx[0]]
+        for col in ACCURACY_COLUMNS:
+            points.loc[targets, col] = [acc[col]] * len(targets)
+        points.loc[targets, "acc_from"] = f"{acc['source']} `{acc['cell_id']}`"
+        points.loc[targets, "acc_source"] = acc["source"]
+        dropped.append(idx[0])
+    points = points.drop(index=dropped).reset_index(drop=True)
+    for col in ("top1_acc", "top1_acc_std", "test_images", "n_seeds", "epochs", "num_classes"):
+        points[col] = pd.to_numeric(points[col], errors="coerce")
+    return points, notes
+
+
+# --------------------------------------------------------------------------- accuracy statistics
+
+
+def accuracy_sample(point: pd.Series) -> Optional[AccuracySample]:
+    """A point's accuracy as :class:`bench.analysis.verdicts.AccuracySample`; None without one."""
+    if pd.isna(point.get("top1_acc")):
+        return None
+    row = {k: (None if _missing(point.get(k)) else point.get(k))
+           for k in ("top1_acc", "top1_acc_std", "n_seeds", "test_images")}
+    row["_samples"] = {c: parse_samples(None if _missing(point.get(c)) else point.get(c))
+                       for c in ("top1_acc_seeds", "top1_correct_seeds")}
+    return verdict_accuracy_sample(row)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, float) and np.isnan(value))
+
+
+def classes_of(point: pd.Series) -> Optional[int]:
+    """The number of classes an accuracy is out of: ``num_classes``, else known from the dataset name."""
+    if not _missing(point.get("num_classes")):
+        return int(point["num_classes"])
+    return KNOWN_CLASSES.get(str(point.get("dataset")).lower())
+
+
+def mark_chance(points: pd.DataFrame, alpha: float = DEFAULT_ALPHA) -> pd.DataFrame:
+    """Columns ``near_chance`` (accuracy not distinguishable from guessing) and ``chance_note``.
+
+    Guessing among C classes scores 1/C (10% on CIFAR-10). See :func:`bench.analysis.verdicts.chance_check`
+    for the test; a point whose number of classes is unknown is never marked."""
+    near, notes = [], []
+    for _, p in points.iterrows():
+        sample, classes = accuracy_sample(p), classes_of(p)
+        if sample is None or not classes or classes < 2:
+            near.append(False)
+            notes.append("")
+            continue
+        check = chance_check(sample, classes, alpha)
+        near.append(check.within)
+        notes.append(check.detail)
+    return points.assign(near_chance=near, chance_note=notes)
 
 
 # Columns that can tell two points of the same variant apart, in the order tried.

@@ -221,6 +221,61 @@ def _seed_variance(side: AccuracySample) -> float:
     return max(side.std ** 2, binomial)
 
 
+def standard_error(side: AccuracySample) -> float:
+    """Standard error of a side's mean accuracy (fraction): the seed spread, each seed's variance at least
+    the binomial p(1-p)/test_images, over sqrt(seeds). The same variance :func:`seed_mean_test` uses."""
+    return math.sqrt(_seed_variance(side) / side.n)
+
+
+def difference_test(baseline: AccuracySample, current: AccuracySample,
+                    alpha: float = DEFAULT_ALPHA) -> Optional[AccuracyTest]:
+    """The test :func:`accuracy_verdict` runs on current - baseline, or None when nothing can be tested.
+
+    One seed on either side: two-proportion z on the correct counts; otherwise Welch t on the seed means
+    with the binomial floor. A side without test_images borrows the other's; None when neither knows it
+    and a side has one seed (no spread to test against)."""
+    baseline, current, _ = _share_test_images(baseline, current)
+    if baseline.test_images is None and min(baseline.n, current.n) < 2:
+        return None
+    return _test_for(baseline, current)(baseline, current, alpha)
+
+
+def _test_for(baseline: AccuracySample, current: AccuracySample):
+    return two_proportion_test if min(baseline.n, current.n) < 2 else seed_mean_test
+
+
+@dataclass(frozen=True)
+class ChanceCheck:
+    """Whether an accuracy is within noise of guessing (1 / number of classes), and how that was decided."""
+
+    within: bool
+    chance: float
+    p_value: Optional[float]
+    detail: str
+
+
+def chance_check(side: AccuracySample, num_classes: int, alpha: float = DEFAULT_ALPHA) -> ChanceCheck:
+    """Is the accuracy distinguishable from guessing among ``num_classes``?
+
+    With test_images: a one-sided exact binomial test of the correct counts of all seeds against
+    p = 1/num_classes. Under that null every prediction is an independent guess, so pooling seeds is
+    exact. Without test_images (older files): the 2-sigma rule on the seed spread, mean - chance <= 2
+    std/sqrt(seeds); a single seed then counts as chance only at or below it.
+    """
+    chance = 1.0 / num_classes
+    if side.test_images:
+        from scipy.stats import binomtest
+
+        correct, tested = side.counts()
+        p = float(binomtest(correct, tested, chance, alternative="greater").pvalue)
+        return ChanceCheck(p >= alpha, chance, p, f"binomial test against {chance:.1%}: {correct}/{tested} correct, "
+                                                  f"p={p:.2g}")
+    margin = 2 * side.std / math.sqrt(side.n)
+    return ChanceCheck(side.mean - chance <= margin + ACC_TOLERANCE, chance, None,
+                       f"2-sigma rule (test_images unknown): {(side.mean - chance) * 100:+.2f} pp above "
+                       f"{chance:.1%}, 2 sigma {margin * 100:.2f} pp")
+
+
 def accuracy_verdict(baseline: AccuracySample, current: AccuracySample, *, alpha: float = DEFAULT_ALPHA,
                      floor: float = DEFAULT_ACC_FLOOR, k: float = DEFAULT_ACC_K) -> Verdict:
     """Regressed only when the drop is significant (p < alpha) *and* larger than ``floor``.
@@ -239,7 +294,7 @@ def accuracy_verdict(baseline: AccuracySample, current: AccuracySample, *, alpha
     beyond_floor = abs(diff) > floor + ACC_TOLERANCE
     if baseline.test_images is None and min(baseline.n, current.n) < 2:
         return _untestable_accuracy(baseline, current, diff, ratio, floor, k)
-    test = (two_proportion_test if min(baseline.n, current.n) < 2 else seed_mean_test)(baseline, current, alpha)
+    test = _test_for(baseline, current)(baseline, current, alpha)
     margin = max(floor, test.critical)
     note = (f"{diff * 100:+.2f} pp, p={test.p_value:.2g} ({test.name}; {test.detail}), "
             f"margin {margin * 100:.2f} pp (floor {floor * 100:.2f} pp, alpha {alpha:g}){borrowed}")

@@ -1,0 +1,140 @@
+"""The report on a study's two files: training rows (speed: false) and speed rows of the same variants.
+
+Hand-made CSVs shaped like results/studies/cpu-cardinality/: train.csv holds
+accuracy and no timings, speed.csv timings and no accuracy; both carry the
+variant_id of each architecture. The numbers are invented here, in tmp dirs.
+"""
+import os
+
+import pytest
+
+from bench.analysis.report_points import points_and_joins
+from bench.analysis.reports import load_results, write_report
+from bench.results.files import rows_to_csv_text
+from bench.results.schema import COLUMNS, empty_row
+
+TEST_IMAGES = 10_000
+# (variant, variant_id, cardinality, width d, params, MACs, per-seed correct counts out of TEST_IMAGES)
+VARIANTS = [
+    ("resnet29_w0.25", "89b3f90e896d", 1, 64, 313_114, 47.1e6, (6829, 6834, 6851)),
+    ("resnext29_32x4d_w0.25", "38ddd2ec14ab", 32, 4, 305_500, 48.7e6, (7129, 7054, 7189)),
+    ("resnext29_8x14d_w0.25", "072f0dc13bf4", 8, 14, 311_000, 47.05e6, (7174, 7097)),
+    ("resnet20_w1.1", "45aa17a7409f", 1, 16, 326_800, 49.7e6, (7620, 7512)),
+]
+
+
+def _base(variant, variant_id, card, width, params, macs, cell_id, run_id):
+    r = empty_row()
+    r.update(run_id=run_id, cell_id=cell_id, variant_id=variant_id, variant=variant, cardinality=card,
+             family="resnext" if card > 1 else "resnet", bottleneck_width=width, depth=29, block="bottleneck",
+             stem="cifar", layout="cifar", input_size=32, num_classes=10, params=params, macs=macs, flops=2 * macs,
+             device="cpu", device_name="AMD EPYC", precision="fp32", threads=2, status="ok")
+    return r
+
+
+def train_rows(variants=VARIANTS, with_variant_id=True, run_id="train-run"):
+    """One row per variant, no batch size, accuracy from the per-seed correct counts (as the runner writes)."""
+    rows = []
+    for k, (variant, vid, card, width, params, macs, correct) in enumerate(variants):
+        r = _base(variant, vid if with_variant_id else None, card, width, params, macs, f"a{k:011d}", run_id)
+        seeds = [c / TEST_IMAGES for c in correct]
+        mean = sum(seeds) / len(seeds)
+        std = (sum((s - mean) ** 2 for s in seeds) / (len(seeds) - 1)) ** 0.5 if len(seeds) > 1 else 0.0
+        r.update(dataset="cifar10", epochs=2, n_seeds=len(seeds), top1_acc=mean, top1_acc_std=std,
+                 top1_acc_seeds=";".join(f"{s:.4f}" for s in seeds), test_images=TEST_IMAGES,
+                 top1_correct_seeds=";".join(str(c) for c in correct), target_acc=0.6, time_to_target_s=900.0)
+        rows.append(r)
+    return rows
+
+
+def speed_rows(variants=VARIANTS, with_variant_id=True, run_id="speed-run"):
+    """Batches 1, 8, 32, 128 per variant: latency, throughput, train step and memory; no accuracy."""
+    rows = []
+    for k, (variant, vid, card, width, params, macs, _) in enumerate(variants):
+        lat1 = 4.0 + card / 8  # grouped convolutions are slower per MAC on a CPU
+        for bs in (1, 8, 32, 128):
+            r = _base(variant, vid if with_variant_id else None, card, width, params, macs, f"b{k:011d}", run_id)
+            lat = lat1 * bs ** 0.7
+            r.update(batch_size=bs, requested_batch_size=bs, latency_ms_median=lat, throughput_img_s=bs * 1e3 / lat,
+                     train_step_ms_median=3 * lat, peak_mem_mb=10 + bs, train_peak_mem_mb=20 + 3 * bs)
+            rows.append(r)
+    return rows
+
+
+def _write(path, rows):
+    path.write_text(rows_to_csv_text(rows, COLUMNS, header=True))
+    return str(path)
+
+
+def _points(tmp_path, train, speed):
+    rows, _ = load_results([_write(tmp_path / "train.csv", train), _write(tmp_path / "speed.csv", speed)])
+    rows["group"] = "cpu-fp32"
+    return points_and_joins(rows[rows["status"] == "ok"])
+
+
+def test_train_and_speed_rows_join_into_one_point_per_variant(tmp_path):
+    points, notes = _points(tmp_path, train_rows(), speed_rows())
+    assert notes == []
+    assert sorted(points["variant"]) == sorted(v[0] for v in VARIANTS)
+    c1 = points.set_index("variant").loc["resnet29_w0.25"]
+    assert c1["top1_acc"] == pytest.approx((6829 + 6834 + 6851) / 3 / TEST_IMAGES)
+    assert c1["latency_bs1_ms"] == pytest.approx(4.125)
+    assert c1["throughput_bs"] == 128 and c1["train_step_bs"] == 128 and c1["mem_bs"] == 128
+    assert c1["train_step_ms"] == pytest.approx(3 * 4.125 * 128 ** 0.7)
+    assert c1["test_images"] == TEST_IMAGES and c1["top1_correct_seeds"] == "6829;6834;6851"
+    assert c1["source"] == "speed" and c1["acc_source"] == "train"
+    assert c1["label"] == "resnet29_w0.25"  # one point per variant: no [train]/[speed] suffix needed
+
+
+def test_files_without_variant_id_keep_train_and_speed_points_apart(tmp_path):
+    points, notes = _points(tmp_path, train_rows(with_variant_id=False), speed_rows(with_variant_id=False))
+    assert notes == []
+    assert len(points) == 2 * len(VARIANTS)
+    assert set(points.loc[points["top1_acc"].notna(), "source"]) == {"train"}
+    assert points.loc[points["top1_acc"].notna(), "latency_bs1_ms"].isna().all()
+    assert "resnet29_w0.25 [train]" in set(points["label"])
+
+
+def test_two_trainings_of_one_variant_are_not_joined_and_say_so(tmp_path):
+    twice = train_rows() + train_rows(VARIANTS[:1], run_id="other-recipe")
+    twice[-1]["cell_id"] = "c99999999999"
+    points, notes = _points(tmp_path, twice, speed_rows())
+    assert len(notes) == 1 and "resnet29_w0.25: 2 trained cells" in notes[0] and "89b3f90e896d" in notes[0]
+    c1 = points[points["variant"] == "resnet29_w0.25"]
+    assert len(c1) == 3  # two trained points and the speed point, none merged
+    assert c1.loc[c1["latency_bs1_ms"].notna(), "top1_acc"].isna().all()
+    assert points.loc[points["variant"] == "resnet20_w1.1", "top1_acc"].notna().all()  # others still joined
+
+
+def test_an_accuracy_within_noise_of_chance_is_marked(tmp_path):
+    near = [("resnet29_w0.25", "89b3f90e896d", 1, 64, 313_114, 47.1e6, (1030, 1010)),  # 10.2%: guessing
+            ("resnext29_32x4d_w0.25", "38ddd2ec14ab", 32, 4, 305_500, 48.7e6, (1120, 1100)),  # 11.1%: p < 1e-9
+            ("resnet20_w1.1", "45aa17a7409f", 1, 16, 326_800, 49.7e6, (7620, 7512))]
+    points, _ = _points(tmp_path, train_rows(near), speed_rows(near))
+    marked = points.set_index("variant")["near_chance"]
+    assert marked.to_dict() == {"resnet29_w0.25": True, "resnext29_32x4d_w0.25": False, "resnet20_w1.1": False}
+    note = points.set_index("variant").loc["resnet29_w0.25", "chance_note"]
+    assert "binomial test against 10.0%: 2040/20000 correct" in note
+
+
+def test_without_test_images_chance_uses_the_two_sigma_rule(tmp_path):
+    rows = train_rows(VARIANTS[:2])
+    for r, (mean, std) in zip(rows, ((0.11, 0.01), (0.15, 0.01))):  # 2 sigma over 3 seeds: 1.15 pp
+        r.update(top1_acc=mean, top1_acc_std=std, top1_acc_seeds=None, top1_correct_seeds=None, test_images=None)
+    points, _ = _points(tmp_path, rows, speed_rows(VARIANTS[:2]))
+    marked = points.set_index("variant")["near_chance"]
+    assert marked["resnet29_w0.25"] and not marked["resnext29_32x4d_w0.25"]
+    assert "2-sigma rule" in points.set_index("variant").loc["resnet29_w0.25", "chance_note"]
+
+
+def test_report_of_a_study_joins_files_and_marks_chance(tmp_path):
+    near = [VARIANTS[0][:6] + ((1010, 990, 1001),)] + VARIANTS[1:]
+    train = _write(tmp_path / "train.csv", train_rows(near))
+    speed = _write(tmp_path / "speed.csv", speed_rows(near))
+    report = open(write_report([train, speed], str(tmp_path / "out"))).read()
+    assert "**Joined on variant_id:** 4 point(s)" in report
+    assert "| resnet29_w0.25 | 10.00 ± 0.10 (CHANCE) | 4.125 |" in report  # the ranked table
+    assert "| resnet29_w0.25 | `b00000000000` | 0.3131 | 1039 @bs128 | resnet | 1 | speed + train |" in report
+    assert "> **Chance-level accuracy.** 1 of 4 accuracy value(s)" in report
+    assert "No point has both values" not in report  # every accuracy figure has the joined points
+    assert os.path.exists(tmp_path / "out" / "cpu-fp32-top1_vs_latency.png")
