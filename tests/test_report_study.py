@@ -138,3 +138,51 @@ def test_report_of_a_study_joins_files_and_marks_chance(tmp_path):
     assert "> **Chance-level accuracy.** 1 of 4 accuracy value(s)" in report
     assert "No point has both values" not in report  # every accuracy figure has the joined points
     assert os.path.exists(tmp_path / "out" / "cpu-fp32-top1_vs_latency.png")
+
+
+def _pair(name):
+    from bench.analysis.report_points import ACCURACY_PAIRS
+
+    return next(p for p in ACCURACY_PAIRS if p.name == name)
+
+
+def test_a_variant_within_the_seed_spread_of_the_frontier_is_tied_not_dropped(tmp_path):
+    from bench.analysis.report_points import frontier
+
+    # resnext29_8x14d (47.05 MMACs) dominates both others on MACs; 32x4d is 0.1 pp behind with 3 vs 2 seeds
+    # spread ~0.6 pp (tied); resnet29 is 3 pp behind with a tight spread (significantly worse: dropped)
+    points, _ = _points(tmp_path, train_rows(VARIANTS[:3]), speed_rows(VARIANTS[:3]))
+    fr = frontier(points, _pair("top1_vs_macs")).points.set_index("variant")
+    assert fr["front"].to_dict() == {"resnet29_w0.25": False, "resnext29_32x4d_w0.25": False,
+                                     "resnext29_8x14d_w0.25": True}
+    assert fr["tied"].to_dict() == {"resnet29_w0.25": False, "resnext29_32x4d_w0.25": True,
+                                    "resnext29_8x14d_w0.25": False}
+    assert fr.loc["resnext29_32x4d_w0.25", "tied_note"].startswith("0.11 pp below resnext29_8x14d_w0.25, p=0.8")
+
+
+def test_without_a_spread_to_test_the_frontier_stays_exact(tmp_path):
+    from bench.analysis.report_points import frontier
+
+    rows = train_rows(VARIANTS[:3])
+    for r in rows:  # one seed, no test set size: a 0.1 pp gap cannot be judged, so nothing is tied
+        r.update(n_seeds=1, top1_acc_std=None, top1_acc_seeds=None, top1_correct_seeds=None, test_images=None)
+    points, _ = _points(tmp_path, rows, speed_rows(VARIANTS[:3]))
+    fr = frontier(points, _pair("top1_vs_macs")).points
+    assert fr["front"].sum() == 1 and not fr["tied"].any()
+
+
+def test_timing_pairs_have_no_ties(tmp_path):
+    from bench.analysis.report_points import SPEED_PAIRS, frontier
+
+    points, _ = _points(tmp_path, train_rows(VARIANTS[:3]), speed_rows(VARIANTS[:3]))
+    assert not any(frontier(points, pair).points["tied"].any() for pair in SPEED_PAIRS)
+
+
+def test_the_report_lists_tied_points_apart_from_the_frontier_table(tmp_path):
+    train = _write(tmp_path / "train.csv", train_rows(VARIANTS[:3]))
+    speed = _write(tmp_path / "speed.csv", speed_rows(VARIANTS[:3]))
+    report = open(write_report([train, speed], str(tmp_path / "out"))).read()
+    macs = report.split("#### Frontier: top-1 (%) vs GMACs", 1)[1].split("\n### ", 1)[0]
+    frontier_table, tied_table = macs.split("#### Tied with the frontier: top-1 (%) vs GMACs — `cpu-fp32`")
+    assert "resnext29_8x14d_w0.25" in frontier_table and "resnext29_32x4d_w0.25" not in frontier_table
+    assert "| resnext29_32x4d_w0.25 | `b00000000001` |" in tied_table and "resnet29_w0.25" not in tied_table

@@ -105,7 +105,7 @@ def save_figure(fig, out_base: str) -> List[str]:
     return paths
 
 
-def _legend_handles(points: pd.DataFrame, frontier: bool) -> List[Line2D]:
+def _legend_handles(points: pd.DataFrame, frontier: bool, tied: bool = False) -> List[Line2D]:
     handles: List[Line2D] = []
     for fam in sorted(points["family"].dropna().astype(str).unique()):
         handles.append(Line2D([], [], ls="", marker="o", ms=8, color=colour_for(fam), label=fam))
@@ -122,6 +122,9 @@ def _legend_handles(points: pd.DataFrame, frontier: bool) -> List[Line2D]:
                                   label=f"{_format_params(p)} params"))
     if frontier:
         handles.append(Line2D([], [], ls="--", color="black", label="Pareto frontier"))
+    if tied:
+        handles.append(Line2D([], [], ls="", marker="o", ms=8, color="#bbbbbb", markeredgecolor="black",
+                              label="tied with the frontier (within noise)"))
     return handles
 
 
@@ -190,10 +193,13 @@ def pareto_plot(points: pd.DataFrame, xlabel: str, ylabel: str, x_sense: str, ti
     fig, ax = plt.subplots(figsize=(7.5, 5.0))
     sizes = marker_sizes(points["params"].tolist())
     front = points["front"].to_numpy(dtype=bool)
+    # tied: off the frontier but within noise of it; drawn as strongly, with a dashed edge
+    tied = points["tied"].to_numpy(dtype=bool) if "tied" in points else np.zeros(len(points), dtype=bool)
     for i, (_, p) in enumerate(points.iterrows()):
+        shown = front[i] or tied[i]
         ax.scatter([p["x"]], [p["y"]], s=sizes[i], marker=marker_for(p["cardinality"]), c=colour_for(p["family"]),
-                   alpha=0.9 if front[i] else 0.45, edgecolors="black" if front[i] else "none",
-                   linewidths=1.4 if front[i] else 0, zorder=3 if front[i] else 2)
+                   alpha=0.9 if shown else 0.45, edgecolors="black" if shown else "none",
+                   linewidths=1.4 if shown else 0, linestyles="--" if tied[i] else "-", zorder=3 if shown else 2)
     if front.any():
         f = points[front].sort_values(["x", "y"])
         ax.plot(f["x"], f["y"], ls="--", color="black", lw=1.0, alpha=0.7, zorder=1,
@@ -208,16 +214,17 @@ def pareto_plot(points: pd.DataFrame, xlabel: str, ylabel: str, x_sense: str, ti
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     ax.grid(True, which="minor", alpha=0.1)
-    ax.legend(handles=_legend_handles(points, bool(front.any())), loc="upper left", bbox_to_anchor=(1.02, 1.0),
+    ax.legend(handles=_legend_handles(points, bool(front.any()), bool(tied.any())), loc="upper left",
+              bbox_to_anchor=(1.02, 1.0),
               borderaxespad=0.0, fontsize=8, labelspacing=1.0, frameon=False)
     # No tight_layout: save_figure crops to the drawn content anyway, and skipping it saves a layout pass.
     # Fix the limits before measuring label boxes: placement works in display coordinates
     ax.set_xlim(ax.get_xlim())
     ax.set_ylim(ax.get_ylim())
     label_all = len(points) <= LABEL_ALL_UP_TO
-    keep = [i for i in range(len(points)) if front[i] or label_all]
+    keep = [i for i in range(len(points)) if front[i] or tied[i] or label_all]
     place_labels(ax, points["x"].to_numpy()[keep], points["y"].to_numpy()[keep],
-                 [points["label"].iloc[i] for i in keep], [bool(front[i]) for i in keep])
+                 [points["label"].iloc[i] for i in keep], [bool(front[i] or tied[i]) for i in keep])
     return save_figure(fig, out_base)
 
 

@@ -37,12 +37,15 @@ def figures_for(group: Group, fr: Frontier, out_dir: str) -> Optional[str]:
     x, y = METRICS[fr.pair.x], METRICS[fr.pair.y]
     pts = fr.points
     data = pd.DataFrame({"x": pts[x.column] * x.scale, "y": pts[y.column] * y.scale, "front": pts["front"],
+                         "tied": pts["tied"] if "tied" in pts else False,
                          "family": pts["family"], "cardinality": pts["cardinality"], "params": pts["params"]})
     labels = pts["label"].astype(str)
     if "top1" in (fr.pair.x, fr.pair.y) and pts["synthetic"].any() and not pts["synthetic"].all():
         labels = labels + np.where(pts["synthetic"], " (synthetic)", "")
     if "top1" in (fr.pair.x, fr.pair.y) and "near_chance" in pts:
         labels = labels + np.where(pts["near_chance"].astype(bool), " (chance)", "")
+    if "tied" in pts:
+        labels = labels + np.where(pts["tied"].astype(bool), " (tied)", "")
     # a noisy timing stays visible in the figure, not only in the tables
     for key, flag in (("latency", "latency_bs1_noisy"), ("throughput", "throughput_noisy")):
         if key in (fr.pair.x, fr.pair.y):

@@ -166,7 +166,24 @@ def pair_lines(group: Group, fr: Frontier, figure: Optional[str]) -> List[str]:
               f"{len(front)} of {len(fr.points)} point(s) on the frontier "
               f"({'lower' if x.sense == MINIMIZE else 'higher'} {x.short} and "
               f"{'lower' if y.sense == MINIMIZE else 'higher'} {y.short} are better).", ""]
-    return lines + md_table(header, body) + [""]
+    lines += md_table(header, body) + [""]
+    return lines + tied_lines(group, fr)
+
+
+def tied_lines(group: Group, fr: Frontier) -> List[str]:
+    """The points off the frontier but within noise of it (accuracy pairs only)."""
+    tied = fr.points[fr.points["tied"]] if "tied" in fr.points else fr.points.iloc[:0]
+    if tied.empty:
+        return []
+    x, y = METRICS[fr.pair.x], METRICS[fr.pair.y]
+    tied = tied.sort_values([x.column, y.column])
+    header = ["variant", "cell", x.short, y.short, "family", "cardinality", "behind the frontier by", "file"]
+    body = [[p["label"], f"`{p['cell_id']}`", value_text(p, fr.pair.x), value_text(p, fr.pair.y), p["family"],
+             num_text(p["cardinality"], ".0f"), p["tied_note"], file_text(p)] for _, p in tied.iterrows()]
+    return [f"#### Tied with the frontier: {y.short} vs {x.short} — `{group.slug}`", "",
+            f"{len(tied)} point(s) off the frontier whose accuracy is not significantly below that of any point "
+            "dominating them (seed spread with a binomial floor, alpha 0.05): within noise, they may be on it.",
+            ""] + md_table(header, body) + [""]
 
 
 def ranked_lines(points: pd.DataFrame) -> List[str]:

@@ -10,19 +10,20 @@ The steps :mod:`bench.analysis.reports` composes:
 * :func:`mark_chance` flags accuracies within noise of guessing;
 * :func:`assign_groups` splits them by (device, device name, precision), so
   timings from different hardware or precisions never share a frontier;
-* :func:`frontier` marks the Pareto frontier of one pair of axes;
+* :func:`frontier` marks the Pareto frontier of one pair of axes, and the points
+  tied with it within the seed spread (:func:`mark_ties`);
 * :func:`cardinality_sets` finds variants of equal MACs and different cardinality.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
-from bench.analysis.pareto import MAXIMIZE, MINIMIZE, pareto_front
-from bench.analysis.verdicts import DEFAULT_ALPHA, AccuracySample, chance_check
+from bench.analysis.pareto import MAXIMIZE, MINIMIZE, dominates, pareto_front
+from bench.analysis.verdicts import DEFAULT_ALPHA, AccuracySample, chance_check, difference_test
 from bench.analysis.verdicts import accuracy_sample as verdict_accuracy_sample
 from bench.results.samples import parse_samples
 
@@ -338,15 +339,52 @@ class Frontier:
     missing: int  # points of the group without one of the two values
 
 
-def frontier(points: pd.DataFrame, pair: Pair) -> Frontier:
-    """The points of a group that have both values of ``pair``, the frontier ones marked."""
+def frontier(points: pd.DataFrame, pair: Pair, alpha: float = DEFAULT_ALPHA) -> Frontier:
+    """The points of a group that have both values of ``pair``, the frontier ones marked.
+
+    Column ``front``: on the exact Pareto frontier (:func:`bench.analysis.pareto.pareto_front`).
+    Column ``tied`` (accuracy pairs only): off it, but within noise of it, see :func:`mark_ties`."""
     x, y = METRICS[pair.x], METRICS[pair.y]
     have = points[x.column].notna() & points[y.column].notna()
     sub = points[have].copy()
     idx = pareto_front(sub[[x.column, y.column]].to_numpy(dtype=float), [x.sense, y.sense])
     sub["front"] = False
     sub.iloc[idx, sub.columns.get_loc("front")] = True
+    sub["tied"], sub["tied_note"] = False, ""
+    if "top1" in (pair.x, pair.y) and len(sub):
+        sub = mark_ties(sub, [x.column, y.column], [x.sense, y.sense], alpha)
     return Frontier(pair, sub, int((~have).sum()))
+
+
+def mark_ties(sub: pd.DataFrame, columns: Sequence[str], senses: Sequence[str],
+              alpha: float = DEFAULT_ALPHA) -> pd.DataFrame:
+    """Mark off-frontier points that could be on it, given the seed spread of the accuracies.
+
+    A point is *tied* when every point that dominates it is not significantly more accurate: the test of
+    :func:`bench.analysis.verdicts.difference_test` (Welch t on the seed means, each seed's variance at
+    least the binomial one from test_images; two-proportion z for a single seed) gives p >= alpha. The
+    other axis (MACs, latency, ...) is taken as exact. A dominating point whose difference cannot be
+    tested (one seed, no test_images) counts as significant, so such files get the exact frontier."""
+    values = sub[list(columns)].to_numpy(dtype=float)
+    samples = [accuracy_sample(p) for _, p in sub.iterrows()]
+    labels = sub["label"].astype(str).tolist() if "label" in sub else sub["variant"].astype(str).tolist()
+    tied, notes = sub["tied"].tolist(), sub["tied_note"].tolist()
+    front = sub["front"].tolist()
+    for i in range(len(sub)):
+        if front[i] or samples[i] is None:
+            continue
+        tests = []
+        for j in range(len(sub)):
+            if j != i and dominates(values[j], values[i], senses):
+                test = difference_test(samples[i], samples[j], alpha) if samples[j] is not None else None
+                tests.append((j, test))
+        if not tests or any(t is None or t.p_value < alpha for _, t in tests):
+            continue
+        j, closest = min(tests, key=lambda jt: jt[1].p_value)
+        gap = (samples[j].mean - samples[i].mean) * 100
+        tied[i] = True
+        notes[i] = f"{gap:.2f} pp below {labels[j]}, p={closest.p_value:.2g} ({closest.name})"
+    return sub.assign(tied=tied, tied_note=notes)
 
 
 def pairs_for(points: pd.DataFrame) -> Tuple[Pair, ...]:
