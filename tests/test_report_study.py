@@ -186,3 +186,62 @@ def test_the_report_lists_tied_points_apart_from_the_frontier_table(tmp_path):
     frontier_table, tied_table = macs.split("#### Tied with the frontier: top-1 (%) vs GMACs — `cpu-fp32`")
     assert "resnext29_8x14d_w0.25" in frontier_table and "resnext29_32x4d_w0.25" not in frontier_table
     assert "| resnext29_32x4d_w0.25 | `b00000000001` |" in tied_table and "resnet29_w0.25" not in tied_table
+
+
+def test_headline_table_has_every_quantity_per_variant_best_first(tmp_path):
+    train = _write(tmp_path / "train.csv", train_rows())
+    speed = _write(tmp_path / "speed.csv", speed_rows())
+    report = open(write_report([train, speed], str(tmp_path / "out"))).read()
+    head = report.split("### Headline: accuracy, cost and speed per variant", 1)[1].split("\n### ", 1)[0]
+    rows = [line for line in head.splitlines() if line.startswith("| resne")]
+    assert [r.split(" | ")[0][2:] for r in rows[:4]] == ["resnet20_w1.1", "resnext29_8x14d_w0.25",
+                                                         "resnext29_32x4d_w0.25", "resnet29_w0.25"]
+    # resnet29: 68.38 ± 0.12 over 3 seeds, 47.1 MMACs, 313.1 k params, 4.125 ms, throughput, step and memory @128
+    thr = 128e3 / (4.125 * 128 ** 0.7)
+    assert rows[3] == (f"| resnet29_w0.25 | 68.38 ± 0.12 (n=3) | 47.1 | 313.1 | 4.125 | {thr:.4g} @bs128 | "
+                       f"{3 * 4.125 * 128 ** 0.7:.4g} @bs128 | 138 @bs128 | 404 @bs128 |")
+
+
+def test_headline_tests_each_variant_against_the_best_and_cardinality_1_against_32(tmp_path):
+    from bench.analysis.report_points import headline_comparisons
+    from bench.analysis.verdicts import AccuracySample, seed_mean_test
+
+    points, _ = _points(tmp_path, train_rows(), speed_rows())
+    comparisons = headline_comparisons(points)
+    assert [(c.kind, c.first, c.second) for c in comparisons] == [
+        ("vs the best", "resnet20_w1.1", "resnext29_8x14d_w0.25"),
+        ("vs the best", "resnet20_w1.1", "resnext29_32x4d_w0.25"),
+        ("vs the best", "resnet20_w1.1", "resnet29_w0.25"),
+        ("cardinality 1 vs 32", "resnet29_w0.25", "resnext29_32x4d_w0.25")]
+    card = comparisons[-1]
+    c1 = AccuracySample(tuple(c / TEST_IMAGES for c in VARIANTS[0][6]), TEST_IMAGES, VARIANTS[0][6])
+    c32 = AccuracySample(tuple(c / TEST_IMAGES for c in VARIANTS[1][6]), TEST_IMAGES, VARIANTS[1][6])
+    assert card.p_value == pytest.approx(seed_mean_test(c1, c32, 0.05).p_value)  # the one statistics home
+    assert card.difference == pytest.approx(c32.mean - c1.mean)
+    raw = sorted(c.p_value for c in comparisons)
+    assert min(c.holm_p for c in comparisons) == pytest.approx(min(1.0, 4 * raw[0]))  # Holm over the table
+    assert [c.significant for c in comparisons] == [c.holm_p < 0.05 for c in comparisons]
+
+
+def test_headline_difference_without_spread_is_not_tested(tmp_path):
+    from bench.analysis.report_points import headline_comparisons
+
+    rows = train_rows(VARIANTS[:2])
+    for r in rows:
+        r.update(n_seeds=1, top1_acc_std=None, top1_acc_seeds=None, top1_correct_seeds=None, test_images=None)
+    points, _ = _points(tmp_path, rows, speed_rows(VARIANTS[:2]))
+    comparisons = headline_comparisons(points)
+    assert comparisons and all(c.p_value is None and not c.significant for c in comparisons)
+    assert comparisons[0].test == "not testable: one seed and test_images unknown"
+
+
+def test_a_high_system_time_share_is_flagged_like_a_noisy_timing(tmp_path):
+    speed = speed_rows(VARIANTS[:2])
+    for r in speed:
+        r["latency_sys_share"] = 0.25 if r["variant"] == "resnet29_w0.25" else 0.01
+    columns = list(COLUMNS) + [c for c in ("latency_sys_share",) if c not in COLUMNS]  # older schemas lack it
+    (tmp_path / "speed.csv").write_text(rows_to_csv_text(speed, columns, header=True))
+    train = _write(tmp_path / "train.csv", train_rows(VARIANTS[:2]))
+    report = open(write_report([train, str(tmp_path / "speed.csv")], str(tmp_path / "out"))).read()
+    assert "**System time** above 10% of a timed loop" in report and "resnet29_w0.25 (forward 25%)" in report
+    assert "resnext29_32x4d_w0.25 (forward" not in report

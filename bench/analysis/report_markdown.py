@@ -9,8 +9,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from bench.analysis.report_points import (EQUAL_MACS_TOLERANCE, METRICS, MINIMIZE, Frontier, Group, Pair, Source,
-                                          cardinality_sets, plain)
+from bench.analysis.report_points import (EQUAL_MACS_TOLERANCE, METRICS, MINIMIZE, AccuracyComparison, Frontier,
+                                          Group, Pair, Source, cardinality_sets, headline_points, plain)
 from bench.results.files import sidecar_path
 from bench.results.schema import STATUS_OK
 from bench.results.sidecar import Sidecar
@@ -46,6 +46,14 @@ def acc_text(p: pd.Series) -> str:
     if text != "–" and p["synthetic"]:
         text += " (SYNTHETIC)"
     return text
+
+
+def seeds_text(p: pd.Series) -> str:
+    """Accuracy as mean ± std (n seeds), in %, with the chance and synthetic marks."""
+    text = acc_text(p)
+    n = p.get("n_seeds")
+    return text if text == "–" or pd.isna(n) else text.replace(" (", f" (n={int(n)}) (", 1) \
+        if " (" in text else f"{text} (n={int(n)})"
 
 
 def file_text(p: pd.Series) -> str:
@@ -250,7 +258,8 @@ def cardinality_lines(points: pd.DataFrame) -> List[str]:
 def noisy_lines(points: pd.DataFrame) -> List[str]:
     noisy = points[points["latency_bs1_noisy"] | points["throughput_noisy"]]
     if noisy.empty:
-        return []
+        return sys_share_lines(points)
+
     def batches(p: pd.Series) -> str:
         bs = ([1] if p["latency_bs1_noisy"] else []) + ([int(p["throughput_bs"])] if p["throughput_noisy"] else [])
         bs = list(dict.fromkeys(bs))
@@ -259,7 +268,25 @@ def noisy_lines(points: pd.DataFrame) -> List[str]:
     names = ", ".join(f"{p['label']} ({batches(p)})" for _, p in noisy.iterrows())
     return [f"**Noisy timings** (IQR / median > 10%, or over 10% of the timed loop's CPU time spent in the "
             f"kernel: `latency_sys_share`; marked \"(noisy)\" in the tables): {names}. "
-            "Re-measure on a quieter machine before trusting small differences.", ""]
+            "Re-measure on a quieter machine before trusting small differences.", ""] + sys_share_lines(points)
+
+
+SYS_SHARE_LIMIT = 0.10  # a timed loop spending more than this in the kernel shared the machine
+
+
+def sys_share_lines(points: pd.DataFrame) -> List[str]:
+    """Timings whose loop spent over 10% of its time in the kernel (files from runners that record it)."""
+    columns = [(c, what) for c, what in (("latency_sys_share", "forward"), ("train_step_sys_share", "train step"))
+               if c in points]
+    flagged = []
+    for _, p in points.iterrows():
+        high = [f"{what} {p[c]:.0%}" for c, what in columns if not pd.isna(p[c]) and p[c] > SYS_SHARE_LIMIT]
+        if high:
+            flagged.append(f"{p['label']} ({', '.join(high)})")
+    if not flagged:
+        return []
+    return [f"**System time** above {SYS_SHARE_LIMIT:.0%} of a timed loop, as with a noisy row (other processes "
+            f"or paging competed for the CPU): {', '.join(flagged)}. Treat these timings like noisy ones.", ""]
 
 
 def failed_lines(rows: pd.DataFrame) -> List[str]:
@@ -313,3 +340,39 @@ def join_lines(points: pd.DataFrame, notes: Sequence[str] = ()) -> List[str]:
     if notes:
         lines += ["**Not joined:** " + "; ".join(notes) + ".", ""]
     return lines
+
+
+def headline_lines(points: pd.DataFrame, comparisons: Sequence[AccuracyComparison]) -> List[str]:
+    """One row per variant with accuracy: the numbers a summary quotes, then the pairwise accuracy tests."""
+    acc = headline_points(points)
+    if acc.empty:
+        return []
+
+    def at_batch(value: float, batch: float, fmt: str) -> str:
+        text = num_text(value, fmt)
+        return text if text == "–" else f"{text} @bs{int(batch)}"
+
+    header = ["variant", "top-1 (%) mean ± std (n seeds)", "MMACs", "params (k)", "latency bs1 (ms)",
+              "throughput (img/s)", "train step (ms)", "peak memory (MiB)"]
+    has_train_mem = acc["train_peak_mem_mb"].notna().any() if "train_peak_mem_mb" in acc else False
+    header += ["train peak memory (MiB)"] if has_train_mem else []
+    body = [[p["label"], seeds_text(p), num_text(p["macs"], ".4g", 1e-6), num_text(p["params"], ".4g", 1e-3),
+             value_text(p, "latency"), value_text(p, "throughput"),
+             at_batch(p["train_step_ms"], p["train_step_bs"], ".4g") + (" (noisy)" if p["train_step_noisy"] else ""),
+             value_text(p, "memory")] + ([at_batch(p["train_peak_mem_mb"], p["train_step_bs"], ".4g")]
+                                         if has_train_mem else [])
+            for _, p in acc.iterrows()]
+    lines = ["### Headline: accuracy, cost and speed per variant", "",
+             "Best accuracy first. Latency at batch 1; throughput, train step and memory at the largest batch "
+             "measured (@bsN). Generated from the rows above; paste it as it is.", ""] + md_table(header, body) + [""]
+    if not comparisons:
+        return lines
+    header = ["comparison", "difference (pp)", "p", "Holm p", "verdict", "test"]
+    body = [[f"{c.second} − {c.first} ({c.kind})", f"{c.difference * 100:+.2f}", num_text(c.p_value, ".2g"),
+             num_text(c.holm_p, ".2g"),
+             "–" if c.p_value is None else "significant" if c.significant else "within noise", c.test]
+            for c in comparisons]
+    return lines + ["Accuracy differences: each variant against the best, and the lowest against the highest "
+                    "cardinality of each set of equal MACs. Welch t test on the seed means, each seed's variance at "
+                    "least the binomial p(1-p)/test_images (two-proportion z for a single seed); significant when "
+                    "the Holm-adjusted p over this table is below 0.05.", ""] + md_table(header, body) + [""]

@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from bench.analysis.edf import holm
 from bench.analysis.pareto import MAXIMIZE, MINIMIZE, dominates, pareto_front
 from bench.analysis.verdicts import DEFAULT_ALPHA, AccuracySample, chance_check, difference_test
 from bench.analysis.verdicts import accuracy_sample as verdict_accuracy_sample
@@ -421,4 +422,60 @@ def cardinality_sets(points: pd.DataFrame, tolerance: float = EQUAL_MACS_TOLERAN
             if cluster["cardinality"].nunique() > 1:
                 out.append(cluster.sort_values(["cardinality", "macs"], kind="stable"))
             start = end + 1
+    return out
+
+
+# --------------------------------------------------------------------------- headline comparisons
+
+
+@dataclass(frozen=True)
+class AccuracyComparison:
+    """One pairwise accuracy difference of a section's headline: ``better`` minus ``worse``."""
+
+    kind: str  # why the pair is compared: "vs the best", "cardinality 1 vs 32"
+    first: str  # label of the first point (the best, or the lower cardinality)
+    second: str
+    difference: float  # second - first, fraction
+    p_value: Optional[float]  # None: not testable (one seed, test_images unknown)
+    test: str
+    holm_p: Optional[float] = None  # Holm-adjusted over the section's comparisons
+    significant: bool = False
+
+
+def headline_points(points: pd.DataFrame) -> pd.DataFrame:
+    """A section's points with an accuracy, best first."""
+    return points[points["top1_acc"].notna()].sort_values("top1_acc", ascending=False, kind="stable")
+
+
+def headline_comparisons(points: pd.DataFrame, alpha: float = DEFAULT_ALPHA) -> List[AccuracyComparison]:
+    """Pairwise accuracy tests within a section: every variant against the best, and the lowest against the
+    highest cardinality of each set of equal MACs (:func:`cardinality_sets`).
+
+    The test is :func:`bench.analysis.verdicts.difference_test` (Welch t on seed means with a binomial floor;
+    two-proportion z for one seed). A difference is significant when its Holm-adjusted p (over all the
+    section's testable comparisons) is below ``alpha``."""
+    acc = headline_points(points)
+    if len(acc) < 2:
+        return []
+    pairs: List[Tuple[str, pd.Series, pd.Series]] = []
+    best = acc.iloc[0]
+    for _, other in acc.iloc[1:].iterrows():
+        pairs.append(("vs the best", best, other))
+    for cluster in cardinality_sets(acc):
+        low, high = cluster.iloc[0], cluster.iloc[-1]
+        if low["cardinality"] != high["cardinality"]:
+            pairs.append((f"cardinality {plain(low['cardinality'])} vs {plain(high['cardinality'])}", low, high))
+    out = []
+    for kind, a, b in pairs:
+        sample_a, sample_b = accuracy_sample(a), accuracy_sample(b)
+        test = difference_test(sample_a, sample_b, alpha)
+        out.append(AccuracyComparison(kind, str(a["label"]), str(b["label"]), sample_b.mean - sample_a.mean,
+                                      test.p_value if test else None,
+                                      f"{test.name}; {test.detail}" if test else
+                                      "not testable: one seed and test_images unknown"))
+    tested = [i for i, c in enumerate(out) if c.p_value is not None]
+    adjusted = holm([out[i].p_value for i in tested])
+    for i, q in zip(tested, adjusted):
+        c = out[i]
+        out[i] = AccuracyComparison(c.kind, c.first, c.second, c.difference, c.p_value, c.test, q, q < alpha)
     return out

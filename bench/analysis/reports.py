@@ -34,7 +34,7 @@ from bench.analysis import report_markdown as md
 # Re-exported: tests and callers know the metric table and pairs from here.
 from bench.analysis.report_points import (  # noqa: F401
     ACCURACY_PAIRS, METRICS, POINT_KEY, SPEED_PAIRS, Frontier, Group, Metric, Pair, Source, assign_groups,
-    cardinality_sets, cell_points, drop_copies, frontier, pairs_for, points_and_joins)
+    cardinality_sets, cell_points, drop_copies, frontier, headline_comparisons, pairs_for, points_and_joins)
 from bench.results.files import sidecar_path
 from bench.results.sidecar import Sidecar
 from bench.results.validate import read_table
@@ -50,6 +50,7 @@ NUMERIC = ("batch_size", "requested_batch_size", "params", "macs", "cardinality"
 TEXT = ("run_id", "variant_id", "family", "device_name", "dataset", "error", "block", "blocks", "stem", "layout",
         "memory_format", "compile", "tf32", "pretrained", "latency_noisy", "train_step_noisy", "top1_acc_seeds",
         "top1_correct_seeds")
+SYS_SHARE_COLUMNS = ("latency_sys_share", "train_step_sys_share")
 
 
 # --------------------------------------------------------------------------- loading
@@ -90,6 +91,9 @@ def load_results(paths: Sequence[str]) -> Tuple[pd.DataFrame, List[Source]]:
             if col not in df.columns:
                 df[col] = np.nan
         df = df.astype({c: object for c in TEXT})
+        for col in SYS_SHARE_COLUMNS:  # newer runners only: kept absent when absent, so the report can tell
+            if col in df.columns:
+                df[col] = pd.to_numeric(df[col], errors="coerce")
         df["status"] = df["status"].astype(str).str.strip().str.lower()
         df["run_id"] = df["run_id"].where(df["run_id"].notna(), "")
         # a hand-made file may lack family: it follows from cardinality by definition
@@ -162,6 +166,7 @@ def build_report(rows: pd.DataFrame, sources: List[Source], out_dir: str) -> Tup
                   + f"; figures prefixed `{group.slug}-`.{acc_note}", ""]
         lines += md.join_lines(group.points)
         lines += md.noisy_lines(group.points)
+        lines += md.headline_lines(group.points, headline_comparisons(group.points))
         fronts = {}
         for pair in pairs:
             fr = frontier(group.points, pair)
