@@ -123,7 +123,7 @@ def test_missing_shard_is_reported_and_exit_code_is_1(grid_file, tmp_path, capsy
     grid, paths = run_shards(grid_file, tmp_path, 3, only={1, 3})
     missing = {c.cell_id for c in Shard(2, 3).select(grid.cells)}
     out = str(tmp_path / "all.csv")
-    for extra in ([], ["--grid", grid_file]):
+    for extra in ([], ["--grid", grid_file, "--force"]):
         assert main(["merge", *paths, "--out", out, *extra]) == 1
         err = capsys.readouterr().err
         assert f"incomplete: {len(missing)} of 8 grid cell(s) are in no input" in err
@@ -137,7 +137,7 @@ def test_without_sidecars_or_grid_missing_cells_are_not_checked(grid_file, tmp_p
     shutil.copy(paths[0], bare)
     assert main(["merge", bare, "--out", str(tmp_path / "m.csv")]) == 0
     assert "missing cells not checked" in capsys.readouterr().err
-    assert main(["merge", bare, "--out", str(tmp_path / "m.csv"), "--grid", grid_file]) == 1
+    assert main(["merge", bare, "--out", str(tmp_path / "m.csv"), "--grid", grid_file, "--force"]) == 1
 
 
 def test_duplicate_cell_with_other_settings_is_rejected(grid_file, tmp_path, capsys):

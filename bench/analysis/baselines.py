@@ -17,7 +17,8 @@ from typing import Any, Dict, Optional
 
 from bench.errors import UserError
 from bench.analysis.regression import BASELINES_DIR, load, parse_threshold_args, require_comparable
-from bench.results.files import read_sidecar, sidecar_path, write_bytes_atomic, write_json_atomic
+from bench.results.files import (OutputLock, check_folder_writable, read_sidecar, sidecar_path, write_bytes_atomic,
+                                 write_json_atomic)
 from bench.results.schema import STATUS_OK
 
 DEFAULT_DIR = BASELINES_DIR
@@ -38,6 +39,7 @@ def store_baseline(run_csv: str, name: str, folder: str = DEFAULT_DIR, force: bo
     """Copy ``run_csv`` and its sidecar to ``folder/name.{csv,json}``; returns facts for the message."""
     if not _NAME.match(name):
         raise UserError(f"--name {name!r}: expected letters, digits, '.', '_' or '-' (no path separators)")
+    check_folder_writable(folder, "--dir")  # a file, a read-only folder: refused before anything is read
     result = load(run_csv)  # the same validation compare applies: a baseline must be comparable
     require_comparable(result)
     if result.notes:  # a cut last line or another run's sidecar: a stored baseline must be whole and its own
@@ -48,12 +50,17 @@ def store_baseline(run_csv: str, name: str, folder: str = DEFAULT_DIR, force: bo
                         f"to decide whether timings are comparable")
     dest_csv = os.path.join(folder, name + ".csv")
     dest_json = sidecar_path(dest_csv)
-    existing = [p for p in (dest_csv, dest_json) if os.path.exists(p)]
-    if existing and not force:
-        raise UserError(f"{existing[0]}: baseline {name!r} exists; pass --force to replace it")
     if os.path.abspath(dest_csv) == os.path.abspath(run_csv):
         raise UserError(f"{run_csv}: is already the baseline {name!r}")
+    with OutputLock(dest_csv):  # the lock every writer of a result file takes
+        existing = [p for p in (dest_csv, dest_json) if os.path.exists(p)]
+        if existing and not force:
+            raise UserError(f"{existing[0]}: baseline {name!r} exists; pass --force to replace it")
+        return _store(run_csv, name, result, meta, dest_csv, dest_json, thresholds)
 
+
+def _store(run_csv: str, name: str, result: Any, meta: Dict[str, Any], dest_csv: str, dest_json: str,
+           thresholds: Optional[Dict[str, float]]) -> Dict[str, Any]:
     old_meta = read_sidecar(dest_csv) if os.path.exists(dest_json) else None
     new_meta = dict(meta)
     kept = None
@@ -66,7 +73,6 @@ def store_baseline(run_csv: str, name: str, folder: str = DEFAULT_DIR, force: bo
         "source": os.path.abspath(run_csv),
         "stored": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    os.makedirs(folder, exist_ok=True)
     with open(run_csv, "rb") as f:
         write_bytes_atomic(dest_csv, f.read())
     write_json_atomic(dest_json, new_meta)

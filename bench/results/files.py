@@ -26,7 +26,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from bench.errors import UserError
+from bench.errors import UserError, one_line, os_error_text
 from bench.results.schema import COLUMNS, STATUS_OK
 
 
@@ -324,19 +324,58 @@ def write_json_atomic(path: str, data: Dict[str, Any]) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-class OutputLock:
-    """An exclusive lock on an output for the length of a run (released even on SIGKILL).
+def check_writable(path: str, what: str = "--out") -> None:
+    """Refuse, before any work, an output that cannot be written: one line naming the path and the OS error.
 
-    Two runs appending to one CSV would each take the other's cells as
-    missing; the second is refused instead. The lock is a hidden file beside
-    the CSV (the CSV itself is replaced on retries, which would drop a lock
-    held on it).
+    Creates the parent folder if needed (as writing would), then creates and
+    removes a probe file there, which catches a read-only filesystem, a
+    missing permission, a full disk and pseudo-filesystems such as /proc.
+    """
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UserError(f"{what} {path}: is a folder; expected a file path")
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise UserError(f"{what} {path}: {parent} is not a folder")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=parent)
+        try:
+            os.write(fd, b"x")  # an empty file fits on a full disk; one byte does not
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"{what} {path}: cannot write in {parent}: {os_error_text(e)}") from None
+
+
+def check_folder_writable(folder: str, what: str) -> None:
+    """:func:`check_writable` for a folder that files will be written into."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"{what} {folder}: is not a folder")
+    check_writable(os.path.join(folder, ".probe"), what)
+
+
+def lock_path(csv_path: str) -> str:
+    """The hidden lock file of a result CSV: ``.NAME.csv.lock`` beside it."""
+    root, name = os.path.split(os.path.abspath(csv_path))
+    return os.path.join(root, f".{name}.lock")
+
+
+class OutputLock:
+    """An exclusive lock on a result CSV while it is written (released even on SIGKILL).
+
+    Every writer of a result file takes it: the runner for the length of a
+    run, ``merge`` and ``baseline`` while they replace their output. Two runs
+    appending to one CSV would each take the other's cells as missing, and a
+    merge replacing a file under a running job would drop the job's rows; the
+    second writer is refused instead. The lock is a hidden file beside the CSV
+    (the CSV itself is replaced on retries, which would drop a lock held on it).
     """
 
     def __init__(self, csv_path: str) -> None:
-        root, name = os.path.split(os.path.abspath(csv_path))
         self.csv_path = csv_path
-        self.path = os.path.join(root, f".{name}.lock")
+        self.path = lock_path(csv_path)
         self._fd: Optional[int] = None
 
     def acquire(self) -> None:
@@ -344,16 +383,22 @@ class OutputLock:
             import fcntl
         except ImportError:  # no advisory locks on this platform: run unguarded
             return
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UserError(f"{self.csv_path}: cannot create the lock file {self.path}: {os_error_text(e)}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise UserError(f"{self.csv_path}: another run is writing this output "
-                            f"right now; wait for it or choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+            raise UserError(f"{self.csv_path}: another run is writing this output right now (a run, merge or "
+                            f"baseline holds {os.path.basename(self.path)}); wait for it or write elsewhere") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:  # the pid is a courtesy for whoever looks; the flock is what guards
+            pass
         self._fd = fd
 
     def release(self) -> None:
@@ -399,7 +444,7 @@ def read_results(csv_path: str, required: Sequence[str] = ("cell_id", "status"))
     except pd.errors.EmptyDataError:
         raise UserError(f"{csv_path}: empty results file") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
-        raise UserError(f"{csv_path}: not a readable CSV: {' '.join(str(e).split())}") from None
+        raise UserError(f"{csv_path}: not a readable CSV: {one_line(e)}") from None
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise UserError(f"{csv_path}: missing column(s) {', '.join(missing)}; is this a result file of this tool?")

@@ -114,9 +114,15 @@ class BaseExecutor:
 
 # ---------------------------------------------------------------------- serial
 class SerialExecutor(BaseExecutor):
-    """Runs cells one after another in this process."""
+    """Runs cells one after another in this process.
+
+    A cell that gets this process killed (the OOM killer) kills the run; the
+    runner marks each cell before it starts (``on_start``) so the next run
+    records that cell instead of dying on it again.
+    """
 
     name = "serial"
+    in_process = True  # the runner marks each cell as started (see bench.run.started)
 
     def __init__(self, measure: MeasureSpec = None) -> None:
         self._measure = load_measure(measure)
@@ -124,10 +130,13 @@ class SerialExecutor(BaseExecutor):
     def run(self, cell: Cell) -> Rows:
         return run_cell_safely(cell, self._measure)
 
-    def run_cells(self, cells: Sequence[Cell], should_stop: StopFn) -> Iterator[Tuple[Cell, Rows]]:
+    def run_cells(self, cells: Sequence[Cell], should_stop: StopFn,
+                  on_start: Optional[Callable[[Cell], None]] = None) -> Iterator[Tuple[Cell, Rows]]:
         for cell in cells:
             if should_stop():
                 return
+            if on_start is not None:
+                on_start(cell)
             yield cell, self.run(cell)
 
 

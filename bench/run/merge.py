@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from bench.errors import UserError
-from bench.results.files import (Line, cut_write_rows, read_lines, read_sidecar, sidecar_path, write_bytes_atomic,
-                                 write_json_atomic)
+from bench.results.files import (Line, OutputLock, check_writable, cut_write_rows, read_lines, read_sidecar,
+                                 sidecar_path, write_bytes_atomic, write_json_atomic)
 from bench.results.schema import COLUMNS, SCHEMA_VERSION, STATUS_OK
 from bench.results.validate import check_lines
 
@@ -41,6 +41,7 @@ MAX_LISTED = 10
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="CSV", help="result CSVs to combine, e.g. out/*.csv")
     parser.add_argument("--out", required=True, help="merged CSV to write (its sidecar NAME.json beside it)")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out (and its sidecar)")
     parser.add_argument("--grid", default=None,
                         help="grid the inputs were run from, to list missing cells (default: their sidecars' grid)")
     parser.add_argument("--quick", action="store_true", help="with --grid: expand it as a --quick run did")
@@ -74,9 +75,20 @@ class MergeResult:
 
 
 def merge_files(inputs: List[str], out: str, grid_cells: Optional[List[Dict[str, Any]]] = None,
-                grid_meta: Optional[Dict[str, Any]] = None) -> MergeResult:
-    """Merge ``inputs`` into ``out`` (and its sidecar); :class:`UserError` on conflicting cells."""
-    _check_paths(inputs, out)
+                grid_meta: Optional[Dict[str, Any]] = None, force: bool = False) -> MergeResult:
+    """Merge ``inputs`` into ``out`` (and its sidecar); :class:`UserError` on conflicting cells.
+
+    ``out`` is written under the same lock a run takes, so a merge never
+    replaces a file a run is appending to; an existing ``out`` is replaced
+    only with ``force``.
+    """
+    _check_paths(inputs, out, force)
+    with OutputLock(out):
+        return _merge_locked(inputs, out, grid_cells, grid_meta)
+
+
+def _merge_locked(inputs: List[str], out: str, grid_cells: Optional[List[Dict[str, Any]]],
+                  grid_meta: Optional[Dict[str, Any]]) -> MergeResult:
     sidecars = {path: read_sidecar(path) for path in inputs}
     known_cells: Dict[str, Tuple[str, Dict[str, Any]]] = {}  # id -> (source, cell dict) from sidecars
     for path, meta in sidecars.items():
@@ -146,11 +158,13 @@ def merge_files(inputs: List[str], out: str, grid_cells: Optional[List[Dict[str,
     return result
 
 
-def _check_paths(inputs: List[str], out: str) -> None:
+def _check_paths(inputs: List[str], out: str, force: bool = False) -> None:
     if not out.endswith(".csv"):
         raise UserError(f"--out {out}: expected a path ending in .csv")
     seen = set()
     for path in inputs:
+        if os.path.isdir(path):
+            raise UserError(f"{path}: is a folder; expected result CSVs (e.g. {os.path.join(path, '*.csv')})")
         if not os.path.isfile(path):
             raise UserError(f"{path}: no such results file")
         real = os.path.realpath(path)
@@ -159,6 +173,10 @@ def _check_paths(inputs: List[str], out: str) -> None:
         if real in seen:
             raise UserError(f"{path}: given twice")
         seen.add(real)
+    existing = [p for p in (out, sidecar_path(out)) if os.path.exists(p)]
+    if existing and not force:
+        raise UserError(f"--out {existing[0]}: exists; pass --force to replace it (or choose another --out)")
+    check_writable(out)
 
 
 def _group_by_cell(lines: List[Line]) -> Dict[str, List[Line]]:
@@ -233,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
         grid = load_grid(args.grid, quick=args.quick, device=args.device, data_root=args.data_root)
         grid_meta = grid.to_dict()
         grid_cells = grid_meta["cells"]
-    result = merge_files(list(args.inputs), args.out, grid_cells, grid_meta)
+    result = merge_files(list(args.inputs), args.out, grid_cells, grid_meta, force=args.force)
     print(f"merged {len(args.inputs)} file(s): {result.cells} cell(s), {result.rows} row(s) -> {result.out}")
     if result.duplicates:
         print(f"{len(result.duplicates)} cell(s) were in more than one input with the same settings; kept one "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
+import os
 import signal
 import sys
 import threading
@@ -25,11 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 
 from bench.run import console, environment
-from bench.errors import UserError
+from bench.errors import UserError, os_error_text
 from bench.run.executors import Executor, SerialExecutor, run_cell_safely  # noqa: F401 - re-exported
 from bench.grid import Cell, Grid
-from bench.results.files import (OutputLock, ResultWriter, TailRepair, read_sidecar, repair_tail, scan_cells,
-                                 sidecar_path, write_json_atomic)
+from bench.results.files import (OutputLock, ResultWriter, TailRepair, check_writable, read_sidecar, repair_tail,
+                                 scan_cells, sidecar_path, write_json_atomic)
+from bench.run import started as started_mark
+from bench.run.rows import failure_rows
 from bench.results.schema import FAILED_STATUSES, SCHEMA_VERSION
 from bench.results.profile_schema import PROFILE_COLUMNS, pop_profile_rows, profile_path
 from bench.results.sidecar import Sidecar
@@ -194,15 +197,19 @@ def run_grid(grid: Grid, csv_path: str, executor: Optional[Executor] = None, pro
     """
     executor = executor or SerialExecutor()
     side = sidecar_path(csv_path)
+    check_writable(csv_path)  # a read-only folder or a full disk: one line now, not a traceback after a cell
     lock = OutputLock(csv_path)
     lock.acquire()
     try:
+        killed = started_mark.read(csv_path)  # a cell the last run was running when it died
         repair = repair_tail(csv_path)
         if repair:
             log(f"{csv_path}: removed an unfinished write at the end ({repair.dropped_bytes} bytes, "
                 f"{repair.dropped_rows} whole row(s) of the cut cell): a run was killed mid-write; "
                 f"that cell runs again")
         writer = ResultWriter(csv_path)  # refuses a file with other columns before anything is written
+        if killed is not None:
+            _record_killed_cell(grid, csv_path, writer, killed, log)
         plan = plan_run(grid, csv_path, retry_failed=retry_failed, shard=shard)
         plan.repair = repair
         log(plan.describe(grid.name))
@@ -213,7 +220,10 @@ def run_grid(grid: Grid, csv_path: str, executor: Optional[Executor] = None, pro
         if not plan.todo:
             log("nothing to run")
             return summary
-        writer.append([])  # the header, so even a run stopped before its first cell leaves a valid CSV
+        try:
+            writer.append([])  # the header, so even a run stopped before its first cell leaves a valid CSV
+        except OSError as e:
+            raise UserError(f"{csv_path}: cannot write results: {os_error_text(e)}") from None
         return _run_plan(grid, plan, writer, executor, summary, progress, command, quick, retry_failed, log)
     finally:
         lock.release()
@@ -240,7 +250,13 @@ def _run_plan(grid: Grid, plan: Plan, writer: ResultWriter, executor: Executor, 
         "environment": env,
     }
     meta = _start_sidecar(summary.csv_path, grid, segment, executor, quick, plan, log)
-    write_json_atomic(summary.sidecar_path, meta)
+    try:
+        write_json_atomic(summary.sidecar_path, meta)
+    except OSError as e:
+        raise UserError(f"{summary.sidecar_path}: cannot write the sidecar: {os_error_text(e)}") from None
+    # In-process cells can take the runner down with them (the OOM killer): mark each one before it
+    # starts so the next run can tell which cell it was. A child process per cell needs no mark.
+    marks = getattr(executor, "in_process", False)
 
     start = time.perf_counter()
     bar = _progress_bar(len(plan.todo), progress)
@@ -250,7 +266,18 @@ def _run_plan(grid: Grid, plan: Plan, writer: ResultWriter, executor: Executor, 
     try:
         with stop:
             executor.open()
-            for cell, rows in executor.run_cells(plan.todo, lambda: stop.requested):
+
+            def on_start(cell: Cell) -> None:
+                if marks:
+                    try:
+                        started_mark.write(summary.csv_path, cell.cell_id, run_id)
+                    except OSError as e:
+                        raise UserError(f"{started_mark.mark_path(summary.csv_path)}: cannot write: "
+                                        f"{os_error_text(e)}") from None
+
+            cells = (executor.run_cells(plan.todo, lambda: stop.requested, on_start) if marks  # type: ignore[call-arg]
+                     else executor.run_cells(plan.todo, lambda: stop.requested))
+            for cell, rows in cells:
                 profile_rows = pop_profile_rows(rows)
                 for row in rows + profile_rows:
                     row["run_id"] = run_id
@@ -263,7 +290,9 @@ def _run_plan(grid: Grid, plan: Plan, writer: ResultWriter, executor: Executor, 
                         if profile_rows:  # RUN.profile.csv beside RUN.csv
                             ResultWriter(profile_path(summary.csv_path), PROFILE_COLUMNS).append(profile_rows)
                     except OSError as e:
-                        raise UserError(f"{summary.csv_path}: cannot write results: {e}") from None
+                        raise UserError(f"{summary.csv_path}: cannot write results: {os_error_text(e)}") from None
+                    if marks:
+                        started_mark.clear(summary.csv_path)
                     summary.rows.extend(rows)
                     summary.cells_run += 1
                     if any(r.get("status") in FAILED_STATUSES for r in rows):
@@ -282,6 +311,8 @@ def _run_plan(grid: Grid, plan: Plan, writer: ResultWriter, executor: Executor, 
     finally:
         if bar is not None:
             bar.close()
+        if marks:  # this process is alive to get here, so no cell was killed
+            started_mark.clear(summary.csv_path)
         try:
             executor.close()
         finally:
@@ -291,10 +322,68 @@ def _run_plan(grid: Grid, plan: Plan, writer: ResultWriter, executor: Executor, 
             segment["environment_end"] = {"gpus": environment.gpu_info()}
             meta.update(status=segment["status"], seconds=segment["seconds"], failed_cells=summary.failed_cells,
                         finished=segment["finished"], environment_end=segment["environment_end"])
-            write_json_atomic(summary.sidecar_path, meta)
+            _finish_sidecar(summary.sidecar_path, meta, segment["status"], log)
     if summary.interrupted:
         raise RunInterrupted(summary, stop.exit_code)
     return summary
+
+
+def _finish_sidecar(path: str, meta: Dict[str, Any], status: str, log: Log) -> None:
+    """Write the final sidecar; on a full disk, at least make its status true.
+
+    The atomic rewrite needs free space for the new copy. When there is none,
+    the status words of the sidecar written at the start are overwritten in
+    place (``"running"`` becomes the final status padded to the same length),
+    which reuses the file's blocks, so the next run does not take a failed run
+    for a killed one.
+    """
+    try:
+        write_json_atomic(path, meta)
+        return
+    except OSError as e:
+        reason = os_error_text(e)
+    patched = False
+    old, new = b'"status": "running"', f'"status": "{status}"'.encode()
+    if len(new) <= len(old):
+        new += b" " * (len(old) - len(new))  # JSON ignores the padding
+        try:
+            with open(path, "r+b") as f:
+                data = f.read()
+                if old in data:
+                    f.seek(0)
+                    f.write(data.replace(old, new))
+                    f.flush()
+                    os.fsync(f.fileno())
+                    patched = True
+        except OSError:
+            pass
+    log(f"warning: {path}: cannot write the sidecar ({reason}); "
+        + (f"its status now says {status!r}, its other final facts are missing" if patched
+           else "it still says 'running'"))
+
+
+def _record_killed_cell(grid: Grid, csv_path: str, writer: ResultWriter, mark: "started_mark.Mark",
+                        log: Log) -> None:
+    """Record the cell a killed run was running, so a resume does not run it first and die again."""
+    cell = next((c for c in grid.cells if c.cell_id == mark.cell_id), None)
+    record = scan_cells(csv_path).get(mark.cell_id)
+    if cell is None or (record is not None and record.ok):  # another grid's cell, or its rows made it
+        started_mark.clear(csv_path)
+        return
+    status, message = mark.verdict()
+    rows = failure_rows(cell, status, message)
+    for row in rows:
+        row["run_id"] = mark.run_id or "killed"
+    try:
+        if record is not None:  # a failed cell retried when the run died: its old rows give way
+            writer.replace_cell(cell.cell_id, rows)
+        else:
+            writer.append(rows)
+    except OSError as e:
+        raise UserError(f"{csv_path}: cannot write results: {os_error_text(e)}") from None
+    started_mark.clear(csv_path)
+    log(f"{csv_path}: cell {cell.cell_id} ({cell.variant}) was running when the last run died; recorded as "
+        f"status={status} ({message}); --retry-failed runs it again")
 
 
 def _start_sidecar(csv_path: str, grid: Grid, segment: Dict[str, Any], executor: Executor, quick: bool,
