@@ -161,6 +161,9 @@ def run_command(args: argparse.Namespace, argv: List[str]) -> int:
         print_dry_run(grid, out, shard, args.retry_failed, predict)
         return 0
 
+    from bench.results.files import check_writable
+
+    check_writable(out)  # a read-only folder, /proc, a full disk: one line before any work
     preflight_pretrained(grid)
 
     from bench.run.runner import RunInterrupted, run_grid

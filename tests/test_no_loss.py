@@ -111,3 +111,251 @@ def test_merge_over_an_existing_file_needs_force(tmp_path, capsys):
     assert side.read_text() == "{}"
     assert main(["merge", str(a), "--out", str(out), "--force"]) == 0
     assert len(read_lines(str(out)).lines) == 2
+
+
+# ------------------------------------------------- 3-4: outputs that cannot be written
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs (root only); the test is skipped where it cannot be mounted."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def fill(folder):
+    """Fill the filesystem holding ``folder`` up to the last byte."""
+    fd = os.open(os.path.join(folder, "filler"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for size in (4096, 1):
+            while True:
+                try:
+                    os.write(fd, b"\0" * size)
+                except OSError as e:
+                    assert e.errno == errno.ENOSPC
+                    break
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def grid_file(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text("name: g\ndefaults: {preset: resnet20, device: cpu, speed: false, train_step: false}\n"
+                    "matrix: {width_multiplier: [1]}\n")
+    return str(path)
+
+
+def test_an_output_under_proc_is_refused_in_one_line_before_any_work(tmp_path, grid_file, capsys):
+    one_line_error(capsys, ["--grid", grid_file, "--out", "/proc/x.csv", "--no-progress"], "/proc/x.csv")
+    a = tmp_path / "a.csv"
+    run(tiny_grid(widths=(1,)), a)
+    one_line_error(capsys, ["merge", str(a), "--out", "/proc/x.csv"], "/proc/x.csv", "cannot write")
+
+
+def test_baseline_dir_that_is_a_file_is_refused_in_one_line(tmp_path, capsys):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    one_line_error(capsys, ["baseline", BASELINE, "--name", "x", "--dir", str(not_a_folder)],
+                   f"--dir {not_a_folder}: is not a folder")
+
+
+def test_an_output_on_a_read_only_filesystem_is_refused_in_one_line(tmp_path, small_disk, grid_file, capsys):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    out = small_disk / "r.csv"
+    err = one_line_error(capsys, ["--grid", grid_file, "--out", str(out), "--no-progress"], str(out))
+    assert "Read-only file system" in err
+    with pytest.raises(UserError, match="Read-only file system"):
+        run(tiny_grid(widths=(1,)), out)
+
+
+def test_a_full_disk_at_start_is_one_line_and_nothing_runs(tmp_path, small_disk, grid_file, capsys):
+    fill(small_disk)
+    calls = []
+    with pytest.raises(UserError, match="No space left on device"):
+        run(tiny_grid(), small_disk / "r.csv", lambda cell: calls.append(cell) or ok_rows(cell))
+    assert calls == []
+    one_line_error(capsys, ["--grid", grid_file, "--out", str(small_disk / "r.csv")], "No space left")
+
+
+def test_a_disk_filling_up_mid_run_is_one_line_and_the_sidecar_says_failed(small_disk):
+    out = small_disk / "r.csv"
+    grid = tiny_grid()
+
+    def filling(cell):
+        if cell.cell_id == grid.cells[1].cell_id:
+            fill(small_disk)
+        rows = ok_rows(cell)
+        return rows * 8  # more than the page the CSV has left: the append needs a new one
+
+    with pytest.raises(UserError) as info:
+        run(grid, out, filling)
+    message = str(info.value)
+    assert message.startswith(f"{out}: cannot write results: No space left on device") and "\n" not in message
+    assert set(statuses(out)) == {grid.cells[0].cell_id}  # the first cell is safe
+    side = json.loads((small_disk / "r.json").read_text())
+    assert side["status"] == "failed" and side["runs"][-1]["status"] == "failed"
+    os.unlink(small_disk / "filler")
+    summary, _ = run(grid, out)  # the resume sees a failed run, not a killed one, and finishes the grid
+    side = json.loads((small_disk / "r.json").read_text())
+    assert [r["status"] for r in side["runs"]] == ["failed", "finished"]
+    assert summary.cells_run == 3
+
+
+def test_a_full_disk_mid_run_without_a_small_filesystem(tmp_path, monkeypatch):
+    """The same guarantee where no tmpfs can be mounted: the writes are made to fail with ENOSPC."""
+    import bench.run.runner as runner
+    from bench.results.files import ResultWriter
+
+    out = tmp_path / "r.csv"
+    grid = tiny_grid()
+    real_append, real_json = ResultWriter.append, runner.write_json_atomic
+    full = []
+
+    def append(self, rows):
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.path)
+        real_append(self, rows)
+
+    def write_json(path, data):
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        real_json(path, data)
+
+    monkeypatch.setattr(ResultWriter, "append", append)
+    monkeypatch.setattr(runner, "write_json_atomic", write_json)
+
+    def measure(cell):
+        if cell.cell_id == grid.cells[1].cell_id:
+            full.append(True)
+        return ok_rows(cell)
+
+    with pytest.raises(UserError, match=r"r.csv: cannot write results: No space left on device$"):
+        run(grid, out, measure)
+    assert json.loads((tmp_path / "r.json").read_text())["status"] == "failed"
+
+
+# ------------------------------------------------------ 5: a cell that kills the runner
+CHILD = """\
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from bench.grid import expand_grid
+from bench.run.executors import SerialExecutor
+from bench.run.rows import cell_columns
+from bench.run.runner import run_grid
+
+def measure(cell):
+    if cell.model.width_multiplier == 1.5:
+        {kill}
+    row = cell_columns(cell, "cpu")
+    row.update(status="ok", batch_size=1, requested_batch_size=1, latency_ms_median=1.0)
+    return [row]
+
+raw = {{"name": "tiny", "defaults": {{"preset": "resnet20", "device": "cpu", "speed": True, "train_step": False,
+        "batch_sizes": [1, 2], "warmup": 0, "repeats": 2}}, "matrix": {{"width_multiplier": [1, 1.5, 2, 2.5]}}}}
+run_grid(expand_grid(raw, "tiny.yaml"), sys.argv[1], executor=SerialExecutor(measure), progress=False,
+         command=["test"], log=lambda m: None)
+"""
+SIGKILL_SELF = "os.kill(os.getpid(), signal.SIGKILL)"
+EAT_MEMORY = "hog = []\n        while True: hog.append(bytearray(64 << 20))"
+
+
+def run_child(tmp_path, out, kill, preexec_fn=None):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.format(root=ROOT, kill=kill))
+    done = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, timeout=300,
+                          preexec_fn=preexec_fn)
+    return done.returncode
+
+
+def test_a_runner_killed_by_the_oom_killer_records_the_cell_and_resume_moves_on(tmp_path, monkeypatch):
+    out = tmp_path / "r.csv"
+    assert run_child(tmp_path, out, SIGKILL_SELF) == -9
+    grid = tiny_grid()
+    killed = next(c for c in grid.cells if c.model.width_multiplier == 1.5)
+    mark = started.read(str(out))
+    assert mark is not None and mark.cell_id == killed.cell_id
+    # The kernel's OOM-kill counter rose meanwhile: the OOM killer did it.
+    monkeypatch.setattr(started, "oom_kill_count", lambda: (mark.oom_kills or 0) + 1)
+    calls = []
+    summary, messages = run(grid, out, lambda cell: calls.append(cell.cell_id) or ok_rows(cell))
+    assert killed.cell_id not in calls and summary.cells_run == 2
+    parsed = read_lines(str(out))
+    row = next(ln for ln in parsed.lines if ln.get(parsed.index, "cell_id") == killed.cell_id)
+    assert row.get(parsed.index, "status") == "oom"
+    assert "killed while running" in row.get(parsed.index, "error")
+    assert "--isolate" in row.get(parsed.index, "error")
+    assert any(killed.cell_id in m and "status=oom" in m for m in messages)
+    assert started.read(str(out)) is None  # the mark is gone once recorded
+    # The recorded cell is a failed cell like any other: --retry-failed runs it again.
+    summary, _ = run(grid, out, ok_rows, retry_failed=True)
+    assert summary.cells_run == 1 and statuses(out)[killed.cell_id] == "ok"
+
+
+def test_a_runner_killed_not_by_the_oom_killer_records_an_error_not_oom(tmp_path, monkeypatch):
+    out = tmp_path / "r.csv"
+    assert run_child(tmp_path, out, SIGKILL_SELF) == -9
+    mark = started.read(str(out))
+    monkeypatch.setattr(started, "oom_kill_count", lambda: mark.oom_kills)
+    monkeypatch.setattr(started, "boot_id", lambda: mark.boot)
+    run(tiny_grid(), out)
+    assert statuses(out)[mark.cell_id] == "error"
+
+
+def test_an_orderly_stop_or_a_cell_error_leaves_no_mark(tmp_path):
+    out = tmp_path / "r.csv"
+
+    def broken(cell):
+        raise RuntimeError("boom")
+
+    run(tiny_grid(widths=(1,)), out, broken)
+    assert started.read(str(out)) is None and not os.path.exists(started.mark_path(str(out)))
+
+
+def _memory_cgroup(limit_bytes):
+    """A fresh cgroup-v1 memory group under this process's own, or None where that is not possible."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            mine = next(line.split(":", 2)[2].strip() for line in f if ":memory:" in line)
+    except (OSError, StopIteration):
+        return None
+    path = os.path.join("/sys/fs/cgroup/memory", mine.lstrip("/"), f"bench-test-{os.getpid()}")
+    try:
+        os.mkdir(path)
+        with open(os.path.join(path, "memory.limit_in_bytes"), "w") as f:
+            f.write(str(limit_bytes))
+    except OSError:
+        return None
+    return path
+
+
+@pytest.mark.skipif(not os.path.exists("/sys/fs/cgroup/memory"), reason="needs a cgroup-v1 memory controller")
+def test_a_real_oom_kill_in_a_memory_cgroup_is_recorded_as_oom(tmp_path):
+    """The real thing, fenced in: the child may use 1 GiB, so the machine is never at risk."""
+    group = _memory_cgroup(1 << 30)
+    if group is None:
+        pytest.skip("cannot create a memory cgroup here (needs root)")
+
+    def enter():
+        with open(os.path.join(group, "tasks"), "w") as f:
+            f.write(str(os.getpid()))
+
+    out = tmp_path / "r.csv"
+    try:
+        assert run_child(tmp_path, out, EAT_MEMORY, preexec_fn=enter) == -9
+    finally:
+        os.rmdir(group)
+    if started.oom_kill_count() is None:
+        pytest.skip("no oom_kill counter in /proc/vmstat")
+    run(tiny_grid(), out)
+    parsed = read_lines(str(out))
+    killed = {ln.get(parsed.index, "cell_id"): ln.get(parsed.index, "error") for ln in parsed.lines
+              if ln.get(parsed.index, "status") == "oom"}
+    assert len(killed) == 1 and "OOM killer" in next(iter(killed.values()))

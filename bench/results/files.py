@@ -272,11 +272,21 @@ class ResultWriter:
         os.makedirs(parent, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            before = os.fstat(fd).st_size  # we hold the output's lock: nobody else appends
             data = text.encode("utf-8")
             written = 0
-            while written < len(data):
-                written += os.write(fd, data[written:])
-            os.fsync(fd)
+            try:
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+                os.fsync(fd)
+            except OSError:
+                # A full disk takes part of the write: cut it off, or the rows already down (whole
+                # lines, possibly) would pass for a finished cell with rows missing.
+                try:
+                    os.ftruncate(fd, before)
+                except OSError:
+                    pass  # a kill-like cut: repair_tail removes it on resume
+                raise
         finally:
             os.close(fd)
         self._needs_header = False
