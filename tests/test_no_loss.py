@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -359,3 +360,65 @@ def test_a_real_oom_kill_in_a_memory_cgroup_is_recorded_as_oom(tmp_path):
     killed = {ln.get(parsed.index, "cell_id"): ln.get(parsed.index, "error") for ln in parsed.lines
               if ln.get(parsed.index, "status") == "oom"}
     assert len(killed) == 1 and "OOM killer" in next(iter(killed.values()))
+
+
+def kill_self(cell):
+    """A measure function that dies as an OOM-killed cell does (for --isolate children)."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("oom_killer", [True, False])
+def test_an_isolated_cell_killed_by_sigkill_is_oom_when_the_oom_killer_acted(monkeypatch, oom_killer):
+    import itertools
+
+    from bench.run import executors
+
+    counter = itertools.count(5) if oom_killer else itertools.repeat(5)
+    monkeypatch.setattr(executors, "oom_kill_count", lambda: next(counter))
+    cell = tiny_grid(widths=(1,)).cells[0]
+    row = executors.IsolatedExecutor(measure=kill_self).run(cell)[0]
+    assert "died with SIGKILL" in row["error"]
+    if oom_killer:
+        assert row["status"] == "oom" and "OOM killer" in row["error"]
+    else:
+        assert row["status"] == "error" and "probably out of memory" in row["error"]
+
+
+def test_temporary_cell_folders_of_a_killed_run_are_removed_by_the_next(tmp_path, monkeypatch):
+    import tempfile
+
+    from bench.run.executors import IsolatedExecutor
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f"bench-cell-{dead.pid}-x1"
+    live = tmp_path / f"bench-cell-{os.getpid()}-x2"  # a running process's: still in use
+    other = tmp_path / "bench-cellar"
+    for folder in (stale, live, other):
+        folder.mkdir()
+    (stale / "rows.json").write_text("{}")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    IsolatedExecutor().open()
+    assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_a_cpu_train_step_that_cannot_fit_is_refused_as_oom_before_it_is_tried():
+    from bench.run.executors import predicted_cpu_oom, run_cell_safely
+
+    raw = {"name": "big", "defaults": {"preset": "resnet20", "device": "cpu", "speed": False, "train_step": True,
+                                       "batch_sizes": [4096]}, "matrix": {"width_multiplier": [1]}}
+    cell = expand_grid(raw, "big.yaml").cells[0]
+    # resnet20 keeps ~0.5 M activations per image: 4096 images need ~8 GiB, not there in 1 GiB
+    assert "predicted out of memory" in predicted_cpu_oom(cell, available=1 << 30)
+    assert predicted_cpu_oom(cell, available=64 << 30) == ""
+    small = expand_grid({**raw, "defaults": {**raw["defaults"], "batch_sizes": [2]}}, "s.yaml").cells[0]
+    assert predicted_cpu_oom(small, available=1 << 30) == ""
+    import bench.run.executors as executors
+
+    original = executors.mem_available
+    executors.mem_available = lambda: 1 << 30
+    try:
+        row = run_cell_safely(cell)[0]  # the real measurement, which would be killed: never started
+    finally:
+        executors.mem_available = original
+    assert row["status"] == "oom" and "not tried" in row["error"]

@@ -29,10 +29,11 @@ import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
 
-from bench.errors import UserError
+from bench.errors import UserError, one_line
 from bench.measure import allocator
 from bench.grid import Cell
 from bench.run.rows import failure_rows
+from bench.run.started import oom_kill_count
 
 Rows = List[Dict[str, Any]]
 MeasureFn = Callable[[Cell], Rows]
@@ -62,10 +63,18 @@ class Executor(Protocol):
 
 
 def run_cell_safely(cell: Cell, measure: Optional[MeasureFn] = None) -> Rows:
-    """``measure(cell)``, with any failure of the cell turned into a status row."""
+    """``measure(cell)``, with any failure of the cell turned into a status row.
+
+    A CPU cell whose training memory surely exceeds the free memory is
+    refused as ``oom`` without being tried (only for the real measurement):
+    on CPU, running out of memory is not an exception but the OOM killer.
+    """
     from bench.run.cell import free_memory, is_oom
 
     if measure is None:
+        too_big = predicted_cpu_oom(cell)
+        if too_big:
+            return failure_rows(cell, "oom", too_big)
         from bench.run.cell import measure_cell as measure
     try:
         return measure(cell)
@@ -75,6 +84,61 @@ def run_cell_safely(cell: Cell, measure: Optional[MeasureFn] = None) -> Rows:
         status = "oom" if is_oom(e) else "error"
         free_memory(cell.settings["device"])
         return failure_rows(cell, status, f"{type(e).__name__}: {e}")
+
+
+def mem_available() -> Optional[int]:
+    """Bytes the kernel can give without swapping (MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def predicted_cpu_oom(cell: Cell, available: Optional[int] = None) -> str:
+    """Why a CPU cell cannot fit in memory ('' when it may), from analytic counts only.
+
+    A training step keeps every conv/linear output for the backward pass, so
+    activations per image x batch x bytes per element is a lower bound on its
+    memory (BatchNorm and ReLU outputs, gradients and weights come on top).
+    Only that sure case is refused; anything closer is left to be tried.
+    """
+    s = cell.settings
+    if s.get("device") != "cpu":
+        return ""
+    batches = []
+    if s.get("train_step"):
+        batches.append(("train step", min(s.get("batch_sizes") or [1])))
+    train = s.get("train")
+    if isinstance(train, dict):
+        from bench.train.recipe import resolve
+
+        try:
+            config = resolve(train)
+        except ValueError:
+            config = None
+        if config is not None and (config.resize or 32) == cell.model.input_size:
+            batches.append(("training", config.batch_size if config.train_subset is None
+                            else min(config.batch_size, config.train_subset)))
+    if not batches:
+        return ""
+    available = mem_available() if available is None else available
+    if not available:
+        return ""
+    from models import model_complexity
+
+    acts = model_complexity(cell.model).acts
+    width = 2 if s.get("precision") in ("bf16", "fp16") else 4
+    what, batch = max(batches, key=lambda wb: wb[1])
+    need = acts * batch * width
+    if need <= available:
+        return ""
+    return (f"predicted out of memory, not tried: the {what} at batch {batch} keeps at least "
+            f"{need / 2 ** 30:.1f} GiB of activations ({acts:,} per image x {width} bytes) and the machine has "
+            f"{available / 2 ** 30:.1f} GiB available; use smaller batches")
 
 
 def measure_path(measure: MeasureSpec) -> Optional[str]:
@@ -163,6 +227,9 @@ class IsolatedExecutor(BaseExecutor):
     def describe(self) -> Dict[str, Any]:
         return {"name": self.name, "timeout_s": self.timeout}
 
+    def open(self) -> None:
+        remove_stale_cell_folders()
+
     def run_cells(self, cells: Sequence[Cell], should_stop: StopFn) -> Iterator[Tuple[Cell, Rows]]:
         for cell in cells:
             if should_stop():
@@ -170,7 +237,8 @@ class IsolatedExecutor(BaseExecutor):
             yield cell, self.run(cell)
 
     def run(self, cell: Cell) -> Rows:
-        with tempfile.TemporaryDirectory(prefix="bench-cell-") as tmp:
+        # The folder names this process, so a later run can remove it if this one is SIGKILLed.
+        with tempfile.TemporaryDirectory(prefix=f"{CELL_FOLDER_PREFIX}{os.getpid()}-") as tmp:
             cell_file, result_file, started_file, log_file = (
                 os.path.join(tmp, n) for n in ("cell.json", "rows.json", "started", "log.txt"))
             with open(cell_file, "w", encoding="utf-8") as f:
@@ -179,6 +247,7 @@ class IsolatedExecutor(BaseExecutor):
                    "--started", started_file, "--parent", str(os.getpid())]
             if self.measure:
                 cmd += ["--measure", self.measure]
+            oom_kills = oom_kill_count()
             with open(log_file, "wb") as log:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                         env=_child_env(cell), start_new_session=True,
@@ -193,6 +262,13 @@ class IsolatedExecutor(BaseExecutor):
             if os.path.exists(result_file):  # written atomically: present means complete
                 with open(result_file, encoding="utf-8") as f:
                     return json.load(f)["rows"]
+            if proc.returncode == -signal.SIGKILL:  # not ours (a timeout returned above): most likely the OOM killer
+                now = oom_kill_count()
+                if oom_kills is not None and now is not None and now > oom_kills:
+                    return failure_rows(cell, "oom", f"{_describe_exit(proc.returncode)}: killed by the kernel's "
+                                                     f"OOM killer (out of memory); last output: {_tail(log_file)}")
+                return failure_rows(cell, "error", f"{_describe_exit(proc.returncode)} (if nobody sent it, "
+                                                   f"probably out of memory); last output: {_tail(log_file)}")
             return failure_rows(cell, "error", f"{_describe_exit(proc.returncode)}; last output: {_tail(log_file)}")
 
     def _wait(self, proc: subprocess.Popen, started_file: str, result_file: str) -> str:
@@ -229,6 +305,45 @@ class IsolatedExecutor(BaseExecutor):
             if started is not None and now - started > self.timeout:
                 _kill_group(proc)
                 return f"did not finish within --timeout {self.timeout:g} s; its process was killed"
+
+
+CELL_FOLDER_PREFIX = "bench-cell-"
+
+
+def remove_stale_cell_folders(parent: Optional[str] = None) -> List[str]:
+    """Remove the temporary cell folders of runs that died (SIGKILL) without cleaning up; returns them.
+
+    Folders are named ``bench-cell-PID-...``; one whose PID no longer runs is
+    left over. (A reused PID only delays the clean-up to a later run.)
+    """
+    import shutil
+
+    parent = parent or tempfile.gettempdir()
+    removed = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        pid_text = name[len(CELL_FOLDER_PREFIX):].split("-", 1)[0]
+        if not name.startswith(CELL_FOLDER_PREFIX) or not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        if pid == os.getpid() or _alive(pid):
+            continue
+        shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        removed.append(name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _child_env(cell: Optional[Cell] = None) -> Dict[str, str]:
@@ -424,7 +539,7 @@ class RayExecutor(BaseExecutor):
                 ray.init(address=self.address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = f"--ray-address {self.address}" if self.address else "a local Ray cluster"
-                raise UserError(f"{where}: cannot connect: {' '.join(str(e).split())[:300]}") from None
+                raise UserError(f"{where}: cannot connect: {one_line(e, 300)}") from None
             self._owns_ray = True
         self._resources = dict(ray.cluster_resources())
 
@@ -501,7 +616,7 @@ class RayExecutor(BaseExecutor):
         try:
             result = ray.get(ref)
         except Exception as e:  # noqa: BLE001 - a worker death or a Ray failure is this cell's failure
-            message = " ".join(str(e).split())
+            message = one_line(e)
             return failure_rows(cell, "error", f"Ray task failed: {type(e).__name__}: {message}")
         env = result.get("environment") or {}
         self._workers.setdefault(f"{env.get('hostname')}:{env.get('cuda_visible_devices')}", env)
