@@ -165,6 +165,7 @@ def run_command(args: argparse.Namespace, argv: List[str]) -> int:
 
     check_writable(out)  # a read-only folder, /proc, a full disk: one line before any work
     preflight_pretrained(grid)
+    preflight_data(grid)
 
     from bench.run.runner import RunInterrupted, run_grid
     from bench.run.console import format_summary
@@ -208,6 +209,28 @@ def preflight_pretrained(grid) -> None:
         except PretrainedWeightsUnavailable as e:
             raise UserError(f"{grid.path}: pretrained: {e} (or use pretrained: if_available to train from "
                             f"scratch without them)") from None
+
+
+def preflight_data(grid) -> None:
+    """A missing, offline or too small CIFAR-10 folder fails now, before any cell, as weights do."""
+    from bench.train.data import preflight
+    from bench.train.recipe import resolve
+
+    configs, seen = [], set()
+    for cell in grid.cells:
+        train = cell.settings.get("train")
+        if train is None:
+            continue
+        try:
+            config = resolve(train)
+        except ValueError:
+            continue  # the grid loader has checked it; a cell reports anything left
+        key = (config.dataset, config.data_root, config.download, config.train_subset, config.test_subset)
+        if key not in seen:
+            seen.add(key)
+            configs.append(config)
+    if configs:
+        preflight(configs, f"{grid.path}: train")
 
 
 def build_executor(args: argparse.Namespace):

@@ -126,7 +126,7 @@ def test_splits_are_seeded_disjoint_and_labelled(tmp_path):
                                            "val_size": 20}))
         other = data.prepare_data(resolve({"data_root": str(tmp_path), "train_subset": 120, "seed": 1}))
     assert full.label == "cifar10" and len(full.train) == 200 and len(full.test) == N_TEST and full.val is None
-    assert sub.label == "cifar10-subset-100"
+    assert sub.label == "cifar10-subset-100-test-30"
     assert (len(sub.train), len(sub.val), len(sub.test)) == (100, 20, 30)
     assert torch.equal(sub.train.images, again.train.images) and torch.equal(sub.test.images, again.test.images)
     assert not torch.equal(sub.train.images[:100], other.train.images[:100])

@@ -422,3 +422,111 @@ def test_a_cpu_train_step_that_cannot_fit_is_refused_as_oom_before_it_is_tried()
     finally:
         executors.mem_available = original
     assert row["status"] == "oom" and "not tried" in row["error"]
+
+
+# ------------------------------------------------------------ 6, 7, 11-13: CIFAR-10
+def cifar(tmp_path):
+    from test_data import write_cifar  # 200 training and 60 test images in the real format
+
+    write_cifar(tmp_path)
+    return str(tmp_path)
+
+
+def prepare(**settings):
+    import warnings
+
+    from bench.train import data
+    from bench.train.recipe import resolve
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tiny folder is not the official release
+        return data.prepare_data(resolve(settings))
+
+
+@pytest.mark.parametrize("field,count,held", [("train_subset", 500, 200), ("test_subset", 100, 60)])
+def test_a_folder_with_fewer_images_than_the_subset_asks_for_is_refused(tmp_path, field, count, held):
+    root = cifar(tmp_path)
+    with pytest.raises(UserError) as info:
+        prepare(data_root=root, **{field: count})
+    message = str(info.value)
+    assert f"{field}: asks for {count} images but" in message and f"holds only {held}" in message
+    assert "cifar-10-batches-py" in message
+
+
+def test_the_dataset_label_names_a_test_subset(tmp_path):
+    root = cifar(tmp_path)
+    assert prepare(data_root=root, test_subset=20).label == "cifar10-test-20"
+    assert prepare(data_root=root, train_subset=150, test_subset=40).label == "cifar10-subset-150-test-40"
+    assert prepare(data_root=root).label == "cifar10"
+
+
+def test_the_test_subset_does_not_depend_on_the_training_seed(tmp_path):
+    import torch
+
+    root = cifar(tmp_path)
+    a = prepare(data_root=root, train_subset=100, test_subset=30, seed=0)
+    b = prepare(data_root=root, train_subset=100, test_subset=30, seed=1)
+    assert torch.equal(a.test.images, b.test.images) and torch.equal(a.test.labels, b.test.labels)
+    assert not torch.equal(a.train.images, b.train.images)  # the training subset still follows the seed
+
+
+def test_missing_cifar_is_refused_before_any_cell_runs(tmp_path, capsys):
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\ndefaults: {preset: resnet20, device: cpu, speed: false, train_step: false}\n"
+                    f"matrix: {{width_multiplier: [1, 2]}}\n"
+                    f"include:\n  - {{preset: resnet20, train: {{data_root: {tmp_path / 'none'}, download: false, "
+                    f"epochs: 1}}}}\n")
+    out = tmp_path / "r.csv"
+    one_line_error(capsys, ["--grid", str(grid), "--out", str(out), "--no-progress", "--no-report"],
+                   "CIFAR-10 not found")
+    assert not out.exists()  # not even the cells that need no data ran
+
+
+def test_too_small_cifar_is_refused_before_any_cell_runs(tmp_path, capsys):
+    root = cifar(tmp_path)
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\ndefaults: {preset: resnet20, device: cpu, speed: false, train_step: false}\n"
+                    f"matrix: {{width_multiplier: [1]}}\n"
+                    f"include:\n  - {{preset: resnet20, train: {{data_root: {root}, test_subset: 1000}}}}\n")
+    out = tmp_path / "r.csv"
+    one_line_error(capsys, ["--grid", str(grid), "--out", str(out), "--no-progress"],
+                   "test_subset: asks for 1000 images but", "holds only 60")
+    assert not out.exists()
+
+
+CORRUPT = {
+    "overflow": b"\x8e\xff\xff\xff\xff\xff\xff\xff\x7f",  # made pickle raise OverflowError
+    "memory": b"\x8e\x00\x00\x00\x00\x00\x00\x10\x00",  # made pickle raise MemoryError
+    "unknown-module": b"cnosuchmodule\nthing\n.",  # made pickle raise ModuleNotFoundError
+    "random": bytes(range(256)) * 4,
+}
+
+
+@pytest.mark.parametrize("content", list(CORRUPT.values()), ids=list(CORRUPT))
+def test_a_corrupt_batch_file_is_a_one_line_error_naming_the_file(tmp_path, content):
+    from bench.train.data import read_batch
+
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(content)
+    with pytest.raises(UserError) as info:
+        read_batch(str(path))
+    message = str(info.value)
+    assert message.startswith(f"{path}: cannot read a CIFAR-10 batch") and "\n" not in message
+
+
+def test_a_batch_file_cannot_import_or_run_anything(tmp_path):
+    import pickle
+
+    from bench.train.data import read_batch
+
+    witness = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {witness}",))
+
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({"data": Evil(), "labels": []}, protocol=2))
+    with pytest.raises(UserError, match="cannot read a CIFAR-10 batch"):
+        read_batch(str(path))
+    assert not witness.exists()

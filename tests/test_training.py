@@ -300,7 +300,7 @@ def test_cifar_subset_dataset_column(tmp_path):
         warnings.simplefilter("ignore")
         result = training.train_cell(tiny_model, {**TINY, "dataset": "cifar10", "data_root": str(tmp_path),
                                                   "train_subset": 150, "test_subset": 40}, device="cpu")
-    assert result["dataset"] == "cifar10-subset-150" and result["status"] == "ok"
+    assert result["dataset"] == "cifar10-subset-150-test-40" and result["status"] == "ok"
 
 
 def test_train_cell_contract_through_measure_cell():

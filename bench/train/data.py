@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
-from bench.errors import UserError
+from bench.errors import UserError, one_line
 from bench.train.recipe import TrainConfig
 
 NUM_CLASSES = 10
@@ -46,6 +46,27 @@ ONLINE_PROBE_TIMEOUT_S = 3.0  # an offline machine must fail fast, not hang on t
 SYNTHETIC_TRAIN = 10000
 SYNTHETIC_TEST = 2000
 SYNTHETIC_DATA_SEED = 20240601
+# The test subset is drawn with this seed, never the training seed: cells that differ only in
+# `seed` must be scored on the same test images, or their accuracies are not comparable.
+TEST_SUBSET_SEED = 20240602
+
+# What a CIFAR-10 batch pickle may refer to: the numpy pieces an array is rebuilt from (numpy 1
+# and 2 spell the module differently) and the codec call that rebuilds bytes. Nothing else is importable, so a crafted file in an
+# untrusted data folder cannot run code.
+_PICKLE_GLOBALS = {
+    (module, name)
+    for prefix in ("numpy.core", "numpy._core")
+    for module, name in ((f"{prefix}.multiarray", "_reconstruct"), (f"{prefix}.multiarray", "scalar"),
+                         (f"{prefix}.numeric", "_frombuffer"))
+} | {("numpy", "ndarray"), ("numpy", "dtype"),
+     ("_codecs", "encode")}  # how a protocol-2 pickle written by Python 3 spells a bytes object
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refers to {module}.{name}, which a CIFAR-10 batch never does")
 
 
 @dataclass(frozen=True)
@@ -65,17 +86,28 @@ class TrainingData:
     train: Split
     val: Optional[Split]
     test: Split
-    label: str  # the `dataset` column: cifar10, cifar10-subset-N or synthetic
+    label: str  # the `dataset` column: cifar10[-subset-N][-test-M] or synthetic
 
 
 # ------------------------------------------------------------------- CIFAR-10
 def read_batch(path: str) -> Split:
-    """One pickled CIFAR-10 batch; dict keys may be str or bytes (Python 2 pickles)."""
+    """One pickled CIFAR-10 batch; dict keys may be str or bytes (Python 2 pickles).
+
+    Any failure, whatever a corrupt file makes the unpickler raise (MemoryError
+    and OverflowError included), is a :class:`UserError` naming the file.
+    """
     try:
-        with open(path, "rb") as f:
-            raw = pickle.load(f, encoding="latin1")
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
-        raise UserError(f"{path}: cannot read a CIFAR-10 batch: {e}") from None
+        return _read_batch(path)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a corrupt file can make pickle raise almost anything
+        raise UserError(f"{path}: cannot read a CIFAR-10 batch ({type(e).__name__}: {one_line(e, 200)}); "
+                        f"replace the file with one from the official release") from None
+
+
+def _read_batch(path: str) -> Split:
+    with open(path, "rb") as f:
+        raw = _BatchUnpickler(f, encoding="latin1").load()
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a pickled dict with 'data' and 'labels', got {type(raw).__name__}")
     batch = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in raw.items()}
@@ -233,7 +265,10 @@ def _subset(split: Split, size: Optional[int], seed: int) -> Split:
 
 
 def prepare_data(config: TrainConfig, source: str = "train settings") -> TrainingData:
-    """Train/validation/test splits for a recipe: subsets drawn with ``config.seed``.
+    """Train/validation/test splits for a recipe.
+
+    The training subset is drawn with ``config.seed``; the test subset with a
+    fixed seed of its own, so every cell and seed is scored on the same images.
 
     The validation images come out of the training images (after the subset);
     the test set is only ever used for the reported test accuracy.
@@ -243,11 +278,11 @@ def prepare_data(config: TrainConfig, source: str = "train settings") -> Trainin
         test = synthetic_split(config.test_subset or SYNTHETIC_TEST, SYNTHETIC_DATA_SEED + 1)
         full_train = None
     else:
-        full, test = load_cifar10(config.data_root, download=config.download)
+        full, full_test = load_cifar10(config.data_root, download=config.download)
+        check_sizes(config, len(full), len(full_test), source)
         full_train = len(full)
         train = _subset(full, config.train_subset, config.seed)
-        # a different stream from the training subset's, so the draws are independent
-        test = _subset(test, config.test_subset, config.seed + 7919)
+        test = _subset(full_test, config.test_subset, TEST_SUBSET_SEED)
     if config.val_size >= len(train):
         raise UserError(f"{source}: val_size: expected fewer than the {len(train)} training images, "
                         f"got {config.val_size}")
@@ -261,4 +296,25 @@ def prepare_data(config: TrainConfig, source: str = "train settings") -> Trainin
         label = "cifar10"
     else:
         label = f"cifar10-subset-{len(train)}"
+    if full_train is not None and len(test) < len(full_test):  # a 20-image accuracy must not look like a full one
+        label += f"-test-{len(test)}"
     return TrainingData(train, val, test, label)
+
+
+def check_sizes(config: TrainConfig, train_images: int, test_images: int, source: str = "train settings") -> None:
+    """Refuse subsets larger than the folder holds: the run would quietly use fewer images than it says."""
+    folder = os.path.join(config.data_root, CIFAR_FOLDER)
+    for name, asked, held in (("train_subset", config.train_subset, train_images),
+                              ("test_subset", config.test_subset, test_images)):
+        if asked is not None and asked > held:
+            raise UserError(f"{source}: {name}: asks for {asked} images but {folder} holds only {held}; "
+                            f"lower {name} or use the complete CIFAR-10 folder")
+
+
+def preflight(configs: List[TrainConfig], source: str) -> None:
+    """Load (or download) every CIFAR-10 folder the configs use and check their sizes, before any cell runs."""
+    for config in configs:
+        if config.dataset != "cifar10":
+            continue
+        train, test = load_cifar10(config.data_root, download=config.download)
+        check_sizes(config, len(train), len(test), source)
