@@ -100,7 +100,7 @@ def default_out(grid_path: str, quick: bool, shard: Optional["Shard"] = None) ->
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _attach_shard_value(list(sys.argv[1:] if argv is None else argv))
     try:
         if argv and argv[0] in SUBCOMMANDS:
             return _run_subcommand(argv[0], argv[1:])
@@ -114,6 +114,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     except BrokenPipeError:  # e.g. `benchmark.py --dry-run | head`: the reader left, not an error of ours
         sys.stderr.close()
         return 0
+
+
+def _attach_shard_value(argv: List[str]) -> List[str]:
+    """``--shard -1/2`` as ``--shard=-1/2``: argparse takes a value starting with '-' for an option and
+    would answer with its usage text, where a bad shard deserves the one-line error the others get."""
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--shard" and out[i + 1].startswith("-") and out[i + 1][1:2].isdigit():
+            out[i:i + 2] = [f"--shard={out[i + 1]}"]
+            break
+    return out
 
 
 def _run_subcommand(name: str, argv: List[str]) -> int:
@@ -181,6 +192,10 @@ def run_command(args: argparse.Namespace, argv: List[str]) -> int:
               + " ".join(shlex.quote(a) for a in ["python", *command]), file=sys.stderr)
         return e.exit_code
     if not summary.cells_run:
+        if summary.plan is not None and not summary.plan.cells:  # more shards than cells
+            print(f"shard {shard} holds no cell: the grid has {summary.plan.grid_cells} cell(s) for "
+                  f"{shard.count if shard else 1} shard(s); nothing was run and no result file was written")
+            return 0
         print(f"every cell is already in {out} (see above); nothing was run")
         return 0
     print(format_summary(summary.rows))

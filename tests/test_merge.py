@@ -90,7 +90,7 @@ def test_shards_are_disjoint_balanced_and_cover_the_grid():
     ("5/4", "K must be between 1 and N=4"),
     ("1/0", "N must be at least 1"),
     ("two/4", "expected K/N"),
-    ("1/-2", "expected K/N"),
+    ("1/-2", "N must be at least 1"),
     ("", "expected K/N"),
 ])
 def test_bad_shard_specs_are_one_line_errors(spec, message):

@@ -530,3 +530,114 @@ def test_a_batch_file_cannot_import_or_run_anything(tmp_path):
     with pytest.raises(UserError, match="cannot read a CIFAR-10 batch"):
         read_batch(str(path))
     assert not witness.exists()
+
+
+# ------------------------------------------------------------------ 14-16: training
+def test_batchnorm_recalibration_is_the_true_mean_over_uneven_batches():
+    import torch
+    from torch import nn
+
+    from bench.train import training
+
+    bn = nn.BatchNorm2d(1)
+    model = nn.Sequential(bn)
+    # sorted data: 100 images of 0 then 10 of 1; the true mean over the 110 images is 10/110
+    batches = [(torch.zeros(100, 1, 2, 2), None), (torch.ones(10, 1, 2, 2), None)]
+    assert training.recalibrate_batchnorm(model, batches, 110) == 110
+    assert bn.running_mean.item() == pytest.approx(10 / 110)  # equal batch weights gave 0.5
+    assert bn.momentum == 0.1
+
+
+def test_momentum_zero_with_nesterov_is_refused_naming_both_fields():
+    from bench.train.recipe import resolve
+
+    with pytest.raises(ValueError) as info:
+        resolve({"momentum": 0})
+    assert str(info.value).startswith("nesterov: ") and "momentum: 0" in str(info.value)
+    assert resolve({"momentum": 0, "nesterov": False}).momentum == 0
+    assert resolve({"momentum": 0, "optimizer": "adam"}).optimizer == "adam"
+
+
+def test_a_nan_model_is_never_evaluated_even_between_divergence_checks(monkeypatch):
+    import torch
+    from torch import nn
+
+    from bench.train import training
+
+    class TurnsNaN(nn.Module):
+        """Finite for the first training step, NaN from the second on."""
+
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 10)
+            self.steps = 0
+
+        def forward(self, x):
+            if self.training:
+                self.steps += 1
+            out = self.fc(x.mean((2, 3)))
+            return out * float("nan") if self.steps >= 2 else out
+
+    # as on a GPU: the loss is read back only every 50 steps, more rarely than the evaluations
+    monkeypatch.setattr(training, "CPU_DIVERGENCE_CHECK_STEPS", 50)
+    evaluated = []
+    settings = {"dataset": "synthetic", "train_subset": 200, "test_subset": 100, "epochs": 2, "batch_size": 50,
+                "eval_every": 0.5, "bn_recalibration": 0}
+    result = training.train_cell(TurnsNaN, settings, device="cpu", on_eval=lambda seed, p: evaluated.append(p))
+    assert result["status"] == "diverged" and "step 2 of 8" in result["error"]
+    assert [p.step for p in evaluated] == []  # the first evaluation (step 2) came after the NaN
+
+
+# --------------------------------------------------------------- 17-22: messages
+@pytest.fixture
+def four_cells(tmp_path):
+    path = tmp_path / "four.yaml"
+    path.write_text("name: four\ndefaults: {preset: resnet20, device: cpu, speed: false, train_step: false}\n"
+                    "matrix: {width_multiplier: [1, 1.5, 2, 2.5]}\n")
+    return str(path)
+
+
+def test_an_empty_shard_says_so_instead_of_every_cell_being_done(tmp_path, four_cells, capsys):
+    out = tmp_path / "shard8.csv"
+    assert main(["--grid", four_cells, "--out", str(out), "--shard", "8/8", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "shard 8/8 holds no cell: the grid has 4 cell(s) for 8 shard(s)" in printed
+    assert "already" not in printed and not out.exists()
+
+
+@pytest.mark.parametrize("spec", ["-1/2", "-3/-2"])
+def test_a_negative_shard_gets_the_one_line_error_not_the_usage_text(four_cells, capsys, spec):
+    err = one_line_error(capsys, ["--grid", four_cells, "--shard", spec], f"--shard {spec}:")
+    assert "usage:" not in err
+
+
+def test_a_corrupt_sidecar_on_resume_is_kept_aside_with_one_clear_warning(tmp_path):
+    out = tmp_path / "r.csv"
+    run(tiny_grid(widths=(1,)), out)
+    side = tmp_path / "r.json"
+    side.write_text("{ not json")
+    _, messages = run(tiny_grid(widths=(1, 2)), out)
+    warnings = [m for m in messages if m.startswith("warning")]
+    assert len(warnings) == 1 and "unreadable sidecar" in warnings[0] and "missing" not in warnings[0]
+    assert (tmp_path / "r.json.corrupt").read_text() == "{ not json"
+    assert json.loads(side.read_text())["status"] == "finished"
+
+
+def test_merging_a_folder_says_it_is_a_folder(tmp_path, capsys):
+    one_line_error(capsys, ["merge", str(tmp_path), "--out", str(tmp_path / "m.csv")],
+                   f"{tmp_path}: is a folder", "*.csv")
+
+
+def test_a_timeout_row_keeps_the_batch_size_and_counts_it_knows():
+    from models import model_complexity
+
+    from bench.run.rows import failure_rows
+
+    raw = {"name": "t", "defaults": {"preset": "resnet20", "device": "cpu", "batch_sizes": [8]},
+           "matrix": {"width_multiplier": [1]}}
+    cell = expand_grid(raw, "t.yaml").cells[0]
+    row = failure_rows(cell, "timeout", "did not finish within --timeout 5 s")[0]
+    counts = model_complexity(cell.model)
+    assert (row["batch_size"], row["requested_batch_size"]) == (8, 8)
+    assert (row["params"], row["macs"], row["activations"]) == (counts.params, counts.macs, counts.acts)
+    assert row["status"] == "timeout"

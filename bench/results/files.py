@@ -337,18 +337,21 @@ def write_json_atomic(path: str, data: Dict[str, Any]) -> None:
 def check_writable(path: str, what: str = "--out") -> None:
     """Refuse, before any work, an output that cannot be written: one line naming the path and the OS error.
 
-    Creates the parent folder if needed (as writing would), then creates and
-    removes a probe file there, which catches a read-only filesystem, a
-    missing permission, a full disk and pseudo-filesystems such as /proc.
+    Creates and removes a one-byte probe file in the output's folder (or, when
+    that does not exist yet, in the nearest folder above it, where it would be
+    created), which catches a read-only filesystem, a missing permission, a
+    full disk and pseudo-filesystems such as /proc. Nothing is left behind.
     """
     parent = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise UserError(f"{what} {path}: is a folder; expected a file path")
-    if os.path.exists(parent) and not os.path.isdir(parent):
-        raise UserError(f"{what} {path}: {parent} is not a folder")
+    existing = parent
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f"{what} {path}: {existing} is not a folder")
     try:
-        os.makedirs(parent, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=parent)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=existing)
         try:
             os.write(fd, b"x")  # an empty file fits on a full disk; one byte does not
             os.fsync(fd)
@@ -356,7 +359,7 @@ def check_writable(path: str, what: str = "--out") -> None:
             os.close(fd)
             os.unlink(probe)
     except OSError as e:
-        raise UserError(f"{what} {path}: cannot write in {parent}: {os_error_text(e)}") from None
+        raise UserError(f"{what} {path}: cannot write in {existing}: {os_error_text(e)}") from None
 
 
 def check_folder_writable(folder: str, what: str) -> None:

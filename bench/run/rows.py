@@ -6,6 +6,7 @@ from typing import Any, Dict, List, Optional
 from models import ModelConfig
 from models.summary import summarize
 
+from bench.errors import one_line
 from bench.grid import Cell
 from bench.results.schema import empty_row
 
@@ -56,8 +57,23 @@ def cell_columns(cell: Cell, device_name: Optional[str] = None) -> Dict[str, Any
 
 
 def failure_rows(cell: Cell, status: str, message: str, device_name: Optional[str] = None) -> List[Dict[str, Any]]:
-    """One row recording why a cell produced no measurements."""
+    """One row recording why a cell produced no measurements.
+
+    What is known without measuring is filled in: the analytic counts, and
+    the batch size when the cell asked for only one, so a failed cell still
+    sits in the right place in a table or plot.
+    """
+    from models import model_complexity
+
     row = cell_columns(cell, device_name)
     row["status"] = status
-    row["error"] = " ".join(str(message).split())[:500]  # one line, bounded
+    row["error"] = one_line(message, 500)  # one line, bounded
+    try:
+        counts = model_complexity(cell.model)
+        row.update(params=counts.params, macs=counts.macs, activations=counts.acts)
+    except Exception:  # noqa: BLE001 - a config the counter cannot handle: the row records the failure anyway
+        pass
+    batches = cell.settings.get("batch_sizes") or []
+    if len(batches) == 1:
+        row.update(batch_size=batches[0], requested_batch_size=batches[0])
     return [row]

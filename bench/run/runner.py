@@ -396,11 +396,15 @@ def _start_sidecar(csv_path: str, grid: Grid, segment: Dict[str, Any], executor:
     """
     previous: Optional[Dict[str, Any]] = None
     has_rows = bool(plan.done or plan.skipped or plan.retry or plan.foreign)
+    unreadable = False
     if has_rows:
         try:
             previous = read_sidecar(csv_path)
         except UserError as e:
-            log(f"warning: {e}; starting a new one (the earlier runs' environment is lost)")
+            unreadable = True
+            backup = _back_up(sidecar_path(csv_path))
+            kept = f"kept as {backup}" if backup else "it could not be kept"
+            log(f"warning: {e}; {kept}, starting a new one (the earlier runs' environment is lost)")
     runs: List[Dict[str, Any]] = []
     cells: Dict[str, Any] = {}
     sidecar = Sidecar(sidecar_path(csv_path), previous) if previous else None
@@ -417,7 +421,7 @@ def _start_sidecar(csv_path: str, grid: Grid, segment: Dict[str, Any], executor:
         cells = dict(previous.get("cells") or {})
         if not cells:
             cells = {c["cell_id"]: c for c in (previous.get("grid") or {}).get("cells", [])}
-    elif has_rows:
+    elif has_rows and not unreadable:
         log(f"warning: {sidecar_path(csv_path)} is missing; the earlier rows' environment is unknown")
     cells.update({c.cell_id: c.to_dict() for c in grid.cells})
     runs.append(segment)
@@ -433,6 +437,19 @@ def _start_sidecar(csv_path: str, grid: Grid, segment: Dict[str, Any], executor:
         "runs": runs,
         "cells": cells,
     }
+
+
+def _back_up(path: str) -> Optional[str]:
+    """Move an unreadable sidecar aside (NAME.json.corrupt, then .corrupt-2, ...) rather than overwrite it."""
+    for n in range(1, 100):
+        backup = f"{path}.corrupt" + ("" if n == 1 else f"-{n}")
+        if not os.path.exists(backup):
+            try:
+                os.replace(path, backup)
+            except OSError:
+                return None
+            return backup
+    return None
 
 
 def _progress_bar(total: int, enabled: bool):

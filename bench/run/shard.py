@@ -22,7 +22,7 @@ from bench.errors import UserError
 
 T = TypeVar("T")
 
-_SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+_SPEC = re.compile(r"^\s*(-?\d+)\s*/\s*(-?\d+)\s*$")  # signed, so -1/2 gets the range message
 
 
 @dataclass(frozen=True)

@@ -206,6 +206,10 @@ def resolve(overrides: Optional[Dict[str, Any]]) -> TrainConfig:
         except ValueError as e:
             raise ValueError(f"{key}: {e}") from None
     config = TrainConfig(**values)
+    if config.optimizer == "sgd" and config.nesterov and config.momentum == 0:
+        # torch refuses this only when the optimiser is built, i.e. in the middle of a sweep
+        raise ValueError("nesterov: true needs momentum above 0, got momentum: 0; "
+                         "set nesterov: false or a positive momentum")
     if config.train_subset is not None and config.val_size >= config.train_subset:
         raise ValueError(f"val_size: expected fewer than train_subset ({config.train_subset}) images, "
                          f"got {config.val_size}")

@@ -34,8 +34,10 @@ from bench.errors import UserError
 from bench.measure import cpu
 from bench.train.recipe import MAX_WARMUP_FRACTION, TrainConfig, for_device, resolve
 
-# On a GPU, reading the loss back every step would stall the pipeline; check this often instead.
+# On a GPU, reading the loss back every step would stall the pipeline; check this often instead
+# (and always before an evaluation, so a NaN model is never evaluated). On CPU, every step.
 CUDA_DIVERGENCE_CHECK_STEPS = 50
+CPU_DIVERGENCE_CHECK_STEPS = 1
 
 
 # ------------------------------------------------------------------ recipe parts
@@ -192,7 +194,11 @@ def evaluate(model: nn.Module, batches: BatchPipeline, tta_flip: bool = False,
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, batches: BatchPipeline, max_images: int,
                           dtype: Optional[torch.dtype] = None) -> int:
-    """Re-estimate every BatchNorm's running mean/var as the plain average over ``max_images`` images.
+    """Re-estimate every BatchNorm's running mean/var as the average over ``max_images`` images.
+
+    Each batch's statistics count in proportion to its images, so the mean is
+    the true mean over the images used whatever the batch sizes (the variance
+    is the size-weighted average of the batches' variances).
 
     "Precise BN" (Wu & Johnson, 2021): the running averages (momentum 0.1)
     still remember the initialisation after a short schedule, which ruins
@@ -206,7 +212,6 @@ def recalibrate_batchnorm(model: nn.Module, batches: BatchPipeline, max_images: 
     was_training = model.training
     for m in norms:
         m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches below
     model.train()
     used = 0
     ctx = contextlib.nullcontext() if dtype is None else torch.autocast(batches.images.device.type, dtype=dtype)
@@ -215,6 +220,10 @@ def recalibrate_batchnorm(model: nn.Module, batches: BatchPipeline, max_images: 
             x = x[:max_images - used]
             if x.shape[0] < 2:  # BN needs two images for a variance
                 break
+            # Weight each batch by its size, so a short last batch counts for its images only (momentum
+            # None would weight every batch alike): new = old + b / (used + b) * (batch - old).
+            for m in norms:
+                m.momentum = x.shape[0] / (used + x.shape[0])
             model(x)
             used += x.shape[0]
             if used >= max_images:
@@ -319,7 +328,7 @@ def train_seed(model_factory: Callable[[], nn.Module], data: DeviceData, config:
         eval_steps.add(total)
     result = SeedResult(seed=seed, train_time_s=0.0, images=0)
     clock = TrainClock(device)
-    check_every = CUDA_DIVERGENCE_CHECK_STEPS if device == "cuda" else 1
+    check_every = CUDA_DIVERGENCE_CHECK_STEPS if device == "cuda" else CPU_DIVERGENCE_CHECK_STEPS
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     epoch_loss, epoch_start, wall_start = torch.zeros((), device=device), 0, time.perf_counter()
     clock.start()
@@ -329,7 +338,7 @@ def train_seed(model_factory: Callable[[], nn.Module], data: DeviceData, config:
             result.images += x.shape[0]
             nonfinite |= ~torch.isfinite(loss)
             step = trainer.steps_done
-            if (step % check_every == 0 or step == total) and bool(nonfinite):
+            if (step % check_every == 0 or step == total or step in eval_steps) and bool(nonfinite):
                 result.train_time_s = clock.stop()
                 result.diverged = (f"seed {seed}: loss is not finite ({loss.item():g}) by step {step} of {total} "
                                    f"(epoch {step / spe:.2f}); lower lr or check the model")
