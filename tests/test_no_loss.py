@@ -12,14 +12,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
 from bench.cli import main
 from bench.errors import UserError
 from bench.grid import expand_grid
-from bench.results.files import OutputLock, read_lines, sidecar_path
+from bench.results.files import OutputLock, read_lines
 from bench.run import started
 from bench.run.executors import SerialExecutor
 from bench.run.rows import cell_columns
@@ -559,7 +558,6 @@ def test_momentum_zero_with_nesterov_is_refused_naming_both_fields():
 
 
 def test_a_nan_model_is_never_evaluated_even_between_divergence_checks(monkeypatch):
-    import torch
     from torch import nn
 
     from bench.train import training

@@ -51,8 +51,8 @@ SYNTHETIC_DATA_SEED = 20240601
 TEST_SUBSET_SEED = 20240602
 
 # What a CIFAR-10 batch pickle may refer to: the numpy pieces an array is rebuilt from (numpy 1
-# and 2 spell the module differently) and the codec call that rebuilds bytes. Nothing else is importable, so a crafted file in an
-# untrusted data folder cannot run code.
+# and 2 spell the module differently) and the codec call that rebuilds bytes. Nothing else is
+# importable, so a crafted file in an untrusted data folder cannot run code.
 _PICKLE_GLOBALS = {
     (module, name)
     for prefix in ("numpy.core", "numpy._core")
