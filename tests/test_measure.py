@@ -117,7 +117,8 @@ def test_other_errors_become_status_rows_and_the_sweep_goes_on():
     (row,) = out[1]
     assert row["status"] == "error" and row["cell_id"] == cells[1].cell_id
     assert row["error"] == "RuntimeError: cuDNN error: CUDNN_STATUS_INTERNAL_ERROR more detail"
-    assert row["variant"] == "resnet20" and row["params"] is None
+    # the analytic counts are known without measuring, so a failed cell still carries them (issue 12)
+    assert row["variant"] == "resnet20" and row["params"] > 0 and row["macs"] > 0
 
 
 def test_oom_raised_outside_the_batch_loop_is_an_oom_row():
