@@ -3,6 +3,8 @@
 The cells here are measured by a small function that returns well-formed
 rows without timing anything, so each test is about the runner, not torch.
 """
+import csv
+import io
 import json
 import os
 import signal
@@ -283,3 +285,29 @@ def test_thousand_cells_expand_and_resume_fast(tmp_path):
     print(f"\n1000 cells: expand {expand_s * 1e3:.0f} ms, plan {plan_s * 1e3:.0f} ms, "
           f"resumed run {resume_s * 1e3:.0f} ms")
     assert expand_s < 2.0 and plan_s < 1.0 and resume_s < 1.0
+
+
+def test_a_result_file_from_before_new_columns_resumes_with_its_values_kept(tmp_path):
+    out = tmp_path / "r.csv"
+    run(tiny_grid(), out, Recorder())
+    header, *lines = out.read_text().splitlines()
+    columns = header.split(",")
+    # The same file as an older version wrote it: without two of today's columns.
+    dropped = [columns.index("latency_sys_share"), columns.index("train_precision")]
+
+    def without(line):
+        values = next(csv.reader([line]))
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="").writerow([v for i, v in enumerate(values) if i not in dropped])
+        return buf.getvalue()
+    old_text = "\n".join([without(header)] + [without(line) for line in lines]) + "\n"
+    out.write_text(old_text)
+    before = list(csv.DictReader(io.StringIO(old_text)))
+    old_cells = {r["cell_id"] for r in before}
+    run(tiny_grid(widths=(1, 2, 3)), out, Recorder())
+    rows = list(csv.DictReader(out.open()))
+    assert next(csv.reader(out.open())) == columns
+    kept = [r for r in rows if r["cell_id"] in old_cells]
+    assert kept and [{k: r[k] for k in old} for r, old in zip(kept, before)] == before
+    assert all(r["latency_sys_share"] == "" for r in kept)
+    assert len({r["cell_id"] for r in rows}) == len(old_cells) + 1  # width 3 added, the rest resumed

@@ -259,8 +259,10 @@ class ResultWriter:
         self.columns = list(columns)
         header = read_header(csv_path)
         if header is not None and header != self.columns:
-            raise UserError(f"{csv_path}: existing file has different columns than this version writes; "
-                            f"choose another --out")
+            if not set(header) <= set(self.columns) or not set(RESULT_IDENTITY) <= set(header):
+                raise UserError(f"{csv_path}: existing file has different columns than this version writes "
+                                f"and is not an older result file of this harness; choose another --out")
+            upgrade_header(csv_path, self.columns)
         self._needs_header = header is None
 
     def append(self, rows: List[Dict[str, Any]]) -> None:
@@ -306,6 +308,30 @@ class ResultWriter:
         new = rows_to_csv_text(rows, self.columns).encode("utf-8")
         write_bytes_atomic(self.path, b"".join([parsed.header_raw, *kept, new]))
         self._needs_header = False
+
+
+# Columns every version of the result format has written: a file without them is not an older
+# result file of this harness, and is never rewritten.
+RESULT_IDENTITY = ("run_id", "cell_id", "variant", "device", "status", "params", "macs")
+
+
+def upgrade_header(csv_path: str, columns: Sequence[str]) -> None:
+    """Rewrite a file written by an older version (its columns a subset of ``columns``) in today's columns.
+
+    Resuming a run across a release that added columns must not need a new --out: every value is kept
+    under its name and the new columns stay empty. The caller holds the output's lock; the rewrite is
+    atomic, so a kill leaves the old file or the new one.
+    """
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        body = list(reader)
+    for number, values in enumerate(body, start=2):
+        if len(values) != len(header):
+            raise UserError(f"{csv_path}: line {number} has {len(values)} fields where its header has "
+                            f"{len(header)}; cannot add this version's new columns (choose another --out)")
+    rows = [dict(zip(header, values)) for values in body]
+    write_bytes_atomic(csv_path, rows_to_csv_text(rows, columns, header=True).encode("utf-8"))
 
 
 def write_bytes_atomic(path: str, data: bytes) -> None:
