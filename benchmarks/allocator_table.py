@@ -47,15 +47,24 @@ def child(entry_json: str) -> int:
     return 0
 
 
-def measure_in_fresh_process(entry: Dict[str, object]) -> Dict[str, object]:
-    env = allocator.child_env(str(entry["cpu_allocator"]))
+def run_child(module: str, payload: object, setting: str) -> Dict[str, object]:
+    """Run ``python -m module --child PAYLOAD`` in a fresh process set up for allocator ``setting``.
+
+    The allocator is a property of the process, so each measurement needs its own; the child prints one JSON
+    line, its result, last on stdout."""
+    env = allocator.child_env(setting)
     env["PYTHONPATH"] = os.pathsep.join([ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    out = subprocess.run([sys.executable, "-m", "benchmarks.allocator_table", "--child", json.dumps(entry)],
+    out = subprocess.run([sys.executable, "-m", module, "--child", json.dumps(payload)],
                          capture_output=True, text=True, env=env, cwd=ROOT)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode != 0 or not lines:
-        raise SystemExit(f"allocator_table: child failed ({out.returncode}): {out.stderr.strip()[-300:]}")
+        name = module.rsplit(".", 1)[-1]
+        raise SystemExit(f"{name}: child failed ({out.returncode}): {out.stderr.strip()[-300:]}")
     return json.loads(lines[-1])
+
+
+def measure_in_fresh_process(entry: Dict[str, object]) -> Dict[str, object]:
+    return run_child("benchmarks.allocator_table", entry, str(entry["cpu_allocator"]))
 
 
 def main(argv: Optional[List[str]] = None) -> int:

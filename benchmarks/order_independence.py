@@ -19,13 +19,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 from typing import Dict, List, Optional
 
 from bench.measure import allocator
 
-from benchmarks.allocator_table import ROOT, VARIANTS, cell_entry
+from benchmarks.allocator_table import VARIANTS, cell_entry, run_child
 
 
 def child(entries_json: str) -> int:
@@ -43,14 +42,7 @@ def child(entries_json: str) -> int:
 
 
 def run_fresh(entries: List[Dict[str, object]], setting: str) -> Dict[str, object]:
-    env = allocator.child_env(setting)
-    env["PYTHONPATH"] = os.pathsep.join([ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    out = subprocess.run([sys.executable, "-m", "benchmarks.order_independence", "--child", json.dumps(entries)],
-                         capture_output=True, text=True, env=env, cwd=ROOT)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    if out.returncode != 0 or not lines:
-        raise SystemExit(f"order_independence: child failed ({out.returncode}): {out.stderr.strip()[-300:]}")
-    return json.loads(lines[-1])
+    return run_child("benchmarks.order_independence", entries, setting)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
