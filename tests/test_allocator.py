@@ -86,6 +86,7 @@ def test_system_is_refused_where_glibc_was_started_with_tuned_thresholds():
 
 LOOP = """
     import os
+    import resource
     import torch
     from bench.measure import allocator
     torch.set_num_threads(1)
@@ -95,24 +96,33 @@ LOOP = """
     def forward():
         return ((x * 2) + 1).sum()
 
-    for _ in range(3):
+    # glibc's heap settles after a few passes (it grows by whole buffers in
+    # the first 5-7 here): warm up well past that before counting
+    for _ in range(12):
         forward()
-    before = os.times()
+    before, faults = os.times(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(30):
         forward()
-    after = os.times()
+    after, faults = os.times(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     user, system = after.user - before.user, after.system - before.system
-    print(system / (user + system))
+    print(faults, system / max(user + system, 1e-9))
 """
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc's allocator is what tuned adjusts")
-def test_tuned_keeps_32_mib_buffers_in_the_process_so_the_loop_spends_little_time_in_the_kernel():
+def test_tuned_keeps_32_mib_buffers_in_the_process_so_the_loop_no_longer_page_faults():
+    # Page faults, not the kernel's share of time, are asserted: the count is
+    # the mechanism itself and does not move with the load on a shared machine.
     tuned = run_python(LOOP.format(setting="tuned"))
     system = run_python(LOOP.format(setting="system"))
-    name, tuned_share = tuned.stdout.split()
+    name, tuned_faults, tuned_share = tuned.stdout.split()
+    system_name, system_faults, system_share = system.stdout.split()
     assert name in ("glibc-tuned", "glibc-tuned-32mib"), tuned.stderr
-    assert system.stdout.split()[0] == "glibc", system.stderr
-    assert float(tuned_share) < 0.1
-    # glibc's defaults mmap and unmap each 32 MiB temporary: most of the loop is page faults
-    assert float(system.stdout.split()[1]) > float(tuned_share)
+    assert system_name == "glibc", system.stderr
+    if name == "glibc-tuned-32mib":
+        pytest.skip("this glibc caps the mmap threshold at 32 MiB, so a 32 MiB buffer is still mmapped")
+    shares = f"kernel share of time: tuned {float(tuned_share):.2f}, system {float(system_share):.2f}"
+    # under one fault per pass: the buffers stay mapped between calls
+    assert int(tuned_faults) < 30, shares
+    # glibc's defaults mmap and unmap each 32 MiB temporary: every pass faults its pages in again
+    assert int(system_faults) >= 30 * 2, shares
