@@ -27,6 +27,8 @@ import os
 import resource
 from typing import Callable, Dict, Optional
 
+from bench.measure.kineto import quiet_profiler
+
 MIB = 1024 * 1024
 
 
@@ -120,7 +122,8 @@ def cpu_tensor_peak_growth_mb(fn: Callable[[], object], iterations: int = 2) -> 
     from torch.profiler import ProfilerActivity, profile
 
     gc.collect()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with quiet_profiler(torch.cuda.is_available()), \
+            profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         for _ in range(iterations):
             fn()
     cpu = torch._C._autograd.DeviceType.CPU

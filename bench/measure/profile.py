@@ -34,6 +34,7 @@ from torch import nn
 from models import ModelConfig, model_complexity
 from models import complexity as analytic
 
+from bench.measure.kineto import quiet_profiler
 from bench.measure.timing import make_timer
 
 SCOPE = "prof::"
@@ -395,7 +396,7 @@ def profile_phases(fn: Callable[[], object], model: nn.Module, device: str,
     with Scopes(model):
         fn()  # one call with the hooks on before profiling: first-call costs stay out
         timer.synchronize()
-        with _profiler(device) as prof:
+        with quiet_profiler(torch.cuda.is_available()), _profiler(device) as prof:
             profiled = [timer.time_block(fn, 1) for _ in range(iterations)]
     plain += [timer.time_block(fn, 1) for _ in range(OVERHEAD_ITERATIONS)]
     overhead = statistics.median(profiled) / statistics.median(plain) - 1
