@@ -1,0 +1,100 @@
+"""Two workloads timed side by side: interleaved blocks and the ratio of their medians, with its uncertainty.
+
+Why: on a shared machine the speed drifts over minutes (the study's C=32
+cell read 3.9 ms in the first quarter of its batch-1 loop and 6.3 ms in the
+third). Two cells timed one after the other then differ by the drift as
+well as by the models. Timing A and B in alternating short blocks puts both
+under the same conditions, round by round; the per-round ratio B/A cancels
+what the rounds share, and the spread of those ratios says how far the
+comparison can be trusted. The order within a round alternates (AB, BA, AB,
+...), so a drift inside a round favours neither side.
+
+The confidence interval of the median ratio comes from order statistics
+(a sign-test interval): it assumes nothing about the ratios' distribution,
+only that rounds are independent draws.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple
+
+from bench.measure.timing import Timer
+
+
+@dataclass(frozen=True)
+class PairedRatio:
+    """Round-by-round times (ms per call) of A and B and the ratio B/A."""
+
+    a_ms: List[float]  # per round: median of A's calls in that round
+    b_ms: List[float]
+    confidence: float
+
+    @property
+    def ratios(self) -> List[float]:
+        return [b / a for a, b in zip(self.a_ms, self.b_ms)]
+
+    @property
+    def ratio(self) -> float:
+        """Median over rounds of B/A: B takes this many times A's time."""
+        return statistics.median(self.ratios)
+
+    @property
+    def interval(self) -> Optional[Tuple[float, float]]:
+        """The ``confidence`` interval of the median ratio, or None with too few rounds for it."""
+        return median_interval(self.ratios, self.confidence)
+
+    @property
+    def significant(self) -> bool:
+        """True when the interval excludes 1: B and A differ beyond the round-to-round noise."""
+        interval = self.interval
+        return interval is not None and (interval[0] > 1 or interval[1] < 1)
+
+    def describe(self, name_a: str = "A", name_b: str = "B") -> str:
+        interval = self.interval
+        spread = (f"{self.confidence:.0%} CI {interval[0]:.3f}-{interval[1]:.3f}" if interval
+                  else f"too few rounds ({len(self.ratios)}) for a {self.confidence:.0%} interval")
+        verdict = "differs" if self.significant else "within noise"
+        return (f"{name_b} / {name_a} = {self.ratio:.3f} ({spread}, {len(self.ratios)} rounds; {verdict}); "
+                f"medians {statistics.median(self.a_ms):.3f} vs {statistics.median(self.b_ms):.3f} ms")
+
+
+def median_interval(values: List[float], confidence: float = 0.95) -> Optional[Tuple[float, float]]:
+    """Distribution-free interval for the median: the k-th smallest and k-th largest of ``values``.
+
+    k is the largest rank with P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2,
+    so the interval covers the true median with at least ``confidence``.
+    None when n is too small for any such k (n < 6 at 95%).
+    """
+    n = len(values)
+    alpha = (1 - confidence) / 2
+    below = 0.0  # P(Binomial(n, 1/2) < k), for k = 1, 2, ...
+    k = 0
+    while k < n // 2:
+        below += math.comb(n, k) / 2 ** n
+        if below > alpha:
+            break
+        k += 1
+    if k == 0:
+        return None
+    ordered = sorted(values)
+    return ordered[k - 1], ordered[n - k]
+
+
+def time_interleaved(fn_a: Callable[[], object], fn_b: Callable[[], object], timer: Timer, rounds: int,
+                     calls: int, warmup: int = 3, confidence: float = 0.95) -> PairedRatio:
+    """``rounds`` rounds of ``calls`` timed calls of each, in alternating order; see the module doc."""
+    if rounds < 1 or calls < 1:
+        raise ValueError(f"rounds and calls must be >= 1, got {rounds} and {calls}")
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    timer.synchronize()
+    a_ms: List[float] = []
+    b_ms: List[float] = []
+    for index in range(rounds):
+        order = ((fn_a, a_ms), (fn_b, b_ms)) if index % 2 == 0 else ((fn_b, b_ms), (fn_a, a_ms))
+        for fn, out in order:
+            out.append(statistics.median(timer.time_block(fn, 1) for _ in range(calls)))
+    return PairedRatio(a_ms, b_ms, confidence)
