@@ -129,6 +129,36 @@ def test_a_loop_too_short_to_register_cpu_time_has_no_system_share():
     assert timed_loop(lambda: None, PerfCounterTimer(), warmup=0, repeats=2, cpu_times=lambda: same).sys_share is None
 
 
+def test_the_loop_says_what_share_of_the_machine_other_processes_took_meanwhile():
+    from types import SimpleNamespace
+
+    readings = iter([SimpleNamespace(user=10.0, system=1.0), SimpleNamespace(user=10.8, system=1.0)])
+    machine = iter([(100.0, 400.0), (101.6, 402.0)])  # 2 cores for 1 s: 2 CPU-s, 1.6 of them busy
+    loop = timed_loop(lambda: None, PerfCounterTimer(), warmup=0, repeats=3, cpu_times=lambda: next(readings),
+                      machine_times=lambda: next(machine))
+    # the loop's own process used 0.8 CPU-s: others took the other 0.8 of 2
+    assert loop.others_share == pytest.approx(0.4)
+
+
+def test_without_proc_stat_there_is_no_others_share():
+    loop = timed_loop(lambda: None, PerfCounterTimer(), warmup=0, repeats=2, machine_times=lambda: None)
+    assert loop.others_share is None
+
+
+def test_machine_cpu_seconds_count_steal_as_busy_and_iowait_as_idle(tmp_path):
+    import os
+
+    from bench.measure.timing import machine_cpu_seconds
+
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  100 0 50 800 30 5 5 10 0 0\ncpu0 50 0 25 400 15 2 3 5 0 0\n")
+    tick = os.sysconf("SC_CLK_TCK")
+    busy, total = machine_cpu_seconds(str(stat))
+    assert busy == pytest.approx(170 / tick) and total == pytest.approx(1000 / tick)
+    assert machine_cpu_seconds(str(tmp_path / "absent")) is None
+
+
 def test_stopwatch_on_a_gpu_adds_the_event_time_of_each_interval():
     class Event:
         clock = [0.0]

@@ -17,7 +17,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, List, Optional, Protocol, Union
+from typing import Any, Callable, Iterator, List, Optional, Protocol, Tuple, Union
 
 from bench.measure.stats import relative_iqr
 
@@ -120,19 +120,59 @@ def make_timer(device: str) -> Timer:
 SYS_SHARE_LIMIT = 0.10
 
 
+# Above this share of the machine's CPU time taken by other processes (or
+# stolen by the hypervisor) during a timed loop, its samples timed contention.
+OTHERS_SHARE_LIMIT = 0.10
+
+
+def machine_cpu_seconds(path: str = "/proc/stat") -> Optional[Tuple[float, float]]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores; None where /proc/stat is absent.
+
+    Busy is user + nice + system + irq + softirq + steal: steal is time the
+    hypervisor gave this VM's cores to someone else, so it counts as taken.
+    Guest time is already inside user and nice.
+    """
+    try:
+        with open(path) as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    busy = user + nice + system + irq + softirq + steal
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    return busy / tick, (busy + idle + iowait) / tick
+
+
 @dataclass
 class TimedLoop:
-    """A timed loop's per-iteration samples (ms) and the process CPU time it took, split."""
+    """A timed loop's per-iteration samples (ms), the process CPU time it took, split, and the machine's."""
 
     samples: List[float]
     user_s: float
     sys_s: float
+    machine_busy_s: Optional[float] = None  # CPU seconds used on the whole machine meanwhile (all processes)
+    machine_total_s: Optional[float] = None  # CPU seconds the machine had meanwhile (cores x wall time)
 
     @property
     def sys_share(self) -> Optional[float]:
         """System / (user + system) CPU time of the whole process over the timed iterations."""
         total = self.user_s + self.sys_s
         return self.sys_s / total if total > 0 else None
+
+    @property
+    def others_share(self) -> Optional[float]:
+        """Share of the machine's CPU time that other processes (or the hypervisor) took during the loop.
+
+        On a 2-core machine, one other busy thread takes 0.5: the timed
+        threads then wait for a core, and torch's intra-op barriers can cost
+        far more than the work (a batch-1 forward read 994 ms for 3 ms).
+        """
+        if self.machine_busy_s is None or not self.machine_total_s:
+            return None
+        others = self.machine_busy_s - (self.user_s + self.sys_s)
+        return min(1.0, max(0.0, others / self.machine_total_s))
 
 
 def collect_samples(fn: Callable[[], object], timer: Timer, warmup: int, repeats: Union[int, str],
@@ -145,7 +185,8 @@ def collect_samples(fn: Callable[[], object], timer: Timer, warmup: int, repeats
 def timed_loop(fn: Callable[[], object], timer: Timer, warmup: int, repeats: Union[int, str],
                max_time_s: float = 2.0, min_block_ms: float = 0.0,
                clock: Callable[[], float] = time.perf_counter, min_time_s: float = 0.0,
-               cpu_times: Callable[[], "os.times_result"] = os.times) -> TimedLoop:
+               cpu_times: Callable[[], "os.times_result"] = os.times,
+               machine_times: Callable[[], Optional[Tuple[float, float]]] = machine_cpu_seconds) -> TimedLoop:
     """Per-iteration times in ms, after ``warmup`` discarded iterations, with the CPU time split.
 
     ``repeats`` is a fixed count, or ``"auto"``: sample until IQR/median is
@@ -156,7 +197,8 @@ def timed_loop(fn: Callable[[], object], timer: Timer, warmup: int, repeats: Uni
     each sample is the block's mean, so the timer's own cost stays negligible.
     """
     with _gc_paused():
-        return _sample(fn, timer, warmup, repeats, max_time_s, min_block_ms, clock, min_time_s, cpu_times)
+        return _sample(fn, timer, warmup, repeats, max_time_s, min_block_ms, clock, min_time_s, cpu_times,
+                       machine_times)
 
 
 @contextlib.contextmanager
@@ -178,7 +220,8 @@ def _gc_paused() -> Iterator[None]:
 
 def _sample(fn: Callable[[], object], timer: Timer, warmup: int, repeats: Union[int, str], max_time_s: float,
             min_block_ms: float, clock: Callable[[], float], min_time_s: float,
-            cpu_times: Callable[[], "os.times_result"]) -> TimedLoop:
+            cpu_times: Callable[[], "os.times_result"],
+            machine_times: Callable[[], Optional[Tuple[float, float]]]) -> TimedLoop:
     for _ in range(warmup):
         fn()
     timer.synchronize()
@@ -193,7 +236,7 @@ def _sample(fn: Callable[[], object], timer: Timer, warmup: int, repeats: Union[
     started = clock()
     # os.times counts every thread of the process (torch's intra-op pool too);
     # warm-up and the block-size probe stay outside, like the samples.
-    before = cpu_times()
+    before, machine_before = cpu_times(), machine_times()
     while len(samples) < limit:
         samples.append(timer.time_block(fn, block) / block)
         if adaptive and len(samples) >= AUTO_MIN_SAMPLES:
@@ -201,5 +244,8 @@ def _sample(fn: Callable[[], object], timer: Timer, warmup: int, repeats: Union[
             stable = relative_iqr(samples) < AUTO_TARGET_RELATIVE_IQR and elapsed >= min_time_s
             if stable or elapsed > max_time_s:
                 break
-    after = cpu_times()
-    return TimedLoop(samples, after.user - before.user, after.system - before.system)
+    after, machine_after = cpu_times(), machine_times()
+    busy = total = None
+    if machine_before is not None and machine_after is not None:
+        busy, total = machine_after[0] - machine_before[0], machine_after[1] - machine_before[1]
+    return TimedLoop(samples, after.user - before.user, after.system - before.system, busy, total)
