@@ -59,9 +59,9 @@ def imports(path: pathlib.Path) -> Iterator[Tuple[int, str]]:
                 anchor = package.split(".")
                 anchor = anchor[: len(anchor) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
-            names = [base + "." + a.name for a in node.names] if not node.module or node.level else []
+            names = [base + "." + a.name for a in node.names]
             yield node.lineno, base
-            for name in names:  # `from bench.run import cell` imports bench.run.cell
+            for name in names:  # `from bench import grid` imports bench.grid, not just the package
                 yield node.lineno, name
 
 
