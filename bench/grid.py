@@ -22,13 +22,14 @@ import itertools
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
 from models import MODEL_FIELDS, ModelConfig, get_preset, model_complexity, preset_fields
 from models.iso import match_bottleneck_width
 
+from bench.checks import Check, auto, boolean, choice, integer, number, optional
 from bench.train import recipe
 from bench.errors import GridError
 from bench.space import SampleReport, draw_samples, parse_space
@@ -37,45 +38,18 @@ TOP_LEVEL_KEYS = ("name", "description", "defaults", "matrix", "include", "exclu
 
 
 # ----------------------------------------------------------------- field types
-def _int(minimum: int = 1) -> Callable[[Any], int]:
-    def check(v):
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise ValueError(f"expected an integer >= {minimum}, got {v!r}")
-        return v
-    return check
-
-
-def _number(v):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-        raise ValueError(f"expected a positive number, got {v!r}")
-    return v
-
-
-def _bool(v):
-    if not isinstance(v, bool):
-        raise ValueError(f"expected true or false, got {v!r}")
-    return v
-
-
-def _choice(*allowed):
-    def check(v):
-        if v not in allowed:
-            raise ValueError(f"expected one of {', '.join(map(str, allowed))}, got {v!r}")
-        return v
-    return check
-
-
-def _optional(check):
-    return lambda v: None if v is None else check(v)
+# The generic checks (integer, number, choice, ...) live in bench/checks.py,
+# shared with the training recipe; the ones below know about grids.
+_positive = number(0, low_open=True)
 
 
 def _int_list(v):
-    if not isinstance(v, list) or not v:
-        raise ValueError(f"expected a non-empty list of positive integers, got {v!r}")
-    for x in v:
-        if isinstance(x, bool) or not isinstance(x, int) or x < 1:
-            raise ValueError(f"expected a non-empty list of positive integers, got {v!r}")
-    return list(v)
+    if isinstance(v, list) and v:
+        try:
+            return [integer(1)(x) for x in v]
+        except ValueError:
+            pass  # the whole list is named below, not just the bad element
+    raise ValueError(f"expected a non-empty list of positive integers, got {v!r}")
 
 
 def _preset(v):
@@ -86,12 +60,6 @@ def _preset(v):
     except KeyError as e:
         raise ValueError(e.args[0]) from None
     return v
-
-
-def _width(v):
-    if v == "auto":
-        return v
-    return _int()(v)
 
 
 _MATCH_FORMS = "{preset: NAME}, {value: NUMBER} or model fields of the reference (e.g. {cardinality: 1})"
@@ -114,16 +82,10 @@ def _match(v):
     if "preset" in v:
         _preset(v["preset"])
     if "value" in v:
-        _number(v["value"])
+        _positive(v["value"])
     metric = v.get("metric", "macs")
-    _choice("macs", "params")(metric)
+    choice("macs", "params")(metric)
     return {**v, "metric": metric}
-
-
-def _repeats(v):
-    if v == "auto":
-        return v
-    return _int()(v)
 
 
 def _train(v):
@@ -137,15 +99,9 @@ def _train(v):
     return dict(v)
 
 
-def _pretrained(v):
-    if v in (True, False, "if_available"):
-        return v
-    raise ValueError(f"expected true, false or if_available, got {v!r}")
-
-
 @dataclass(frozen=True)
 class Field:
-    check: Callable[[Any], Any]
+    check: Check
     default: Any
     help: str
     # A setting added after result files already existed leaves cell ids alone
@@ -156,41 +112,42 @@ class Field:
 
 # Model fields default to None: the preset (or ModelConfig) supplies the value.
 MODEL_SETTINGS: Dict[str, Field] = {
-    "preset": Field(_optional(_preset), None, "named model from the registry"),
-    "block": Field(_optional(_choice("basic", "bottleneck")), None, "basic | bottleneck"),
-    "depth": Field(_optional(_int()), None, "network depth (18..152 imagenet; 6n+2 / 9n+2 cifar)"),
-    "blocks": Field(_optional(_int_list), None, "explicit blocks per stage"),
-    "cardinality": Field(_optional(_int()), None, "groups of the 3x3 conv"),
-    "bottleneck_width": Field(_optional(_width), None, "width per group d, or auto (needs match)"),
-    "match": Field(_optional(_match), None, "iso-complexity target for bottleneck_width: auto"),
-    "width_multiplier": Field(_optional(_number), None, "multiplier on stage widths"),
-    "stem": Field(_optional(_choice("imagenet", "cifar")), None, "imagenet | cifar"),
-    "layout": Field(_optional(_choice("imagenet", "cifar")), None, "stage layout (default: the stem)"),
-    "stem_width": Field(_optional(_int()), None, "stem output channels"),
-    "num_classes": Field(_optional(_int()), None, "classifier outputs"),
-    "input_size": Field(_optional(_int()), None, "input height = width, px"),
-    "pretrained": Field(_pretrained, False, "load torchvision weights: true | false | if_available"),
-    "freeze_backbone": Field(_bool, False, "train only the classifier"),
+    "preset": Field(optional(_preset), None, "named model from the registry"),
+    "block": Field(optional(choice("basic", "bottleneck")), None, "basic | bottleneck"),
+    "depth": Field(optional(integer(1)), None, "network depth (18..152 imagenet; 6n+2 / 9n+2 cifar)"),
+    "blocks": Field(optional(_int_list), None, "explicit blocks per stage"),
+    "cardinality": Field(optional(integer(1)), None, "groups of the 3x3 conv"),
+    "bottleneck_width": Field(optional(auto(integer(1))), None, "width per group d, or auto (needs match)"),
+    "match": Field(optional(_match), None, "iso-complexity target for bottleneck_width: auto"),
+    "width_multiplier": Field(optional(_positive), None, "multiplier on stage widths"),
+    "stem": Field(optional(choice("imagenet", "cifar")), None, "imagenet | cifar"),
+    "layout": Field(optional(choice("imagenet", "cifar")), None, "stage layout (default: the stem)"),
+    "stem_width": Field(optional(integer(1)), None, "stem output channels"),
+    "num_classes": Field(optional(integer(1)), None, "classifier outputs"),
+    "input_size": Field(optional(integer(1)), None, "input height = width, px"),
+    "pretrained": Field(choice(True, False, "if_available"), False,
+                        "load torchvision weights: true | false | if_available"),
+    "freeze_backbone": Field(boolean, False, "train only the classifier"),
 }
 
 MEASURE_SETTINGS: Dict[str, Field] = {
-    "device": Field(_choice("auto", "cpu", "cuda"), "auto", "auto | cpu | cuda"),
+    "device": Field(choice("auto", "cpu", "cuda"), "auto", "auto | cpu | cuda"),
     "batch_sizes": Field(_int_list, [1, 32], "batch sizes to time (throughput curve)"),
-    "precision": Field(_choice("fp32", "bf16", "fp16"), "fp32", "fp32 | bf16 | fp16 (autocast)"),
-    "tf32": Field(_bool, False, "allow TF32 for fp32 on GPU"),
-    "memory_format": Field(_choice("contiguous", "channels_last"), "contiguous", "tensor layout"),
-    "compile": Field(_bool, False, "torch.compile the model (compile time reported apart)"),
-    "warmup": Field(_int(0), 5, "untimed iterations before timing"),
-    "repeats": Field(_repeats, "auto", "timed iterations, or auto (until stable or max_time_s)"),
-    "max_time_s": Field(_number, 2.0, "time budget per timed loop for repeats: auto, s"),
-    "threads": Field(_optional(_int()), None, "CPU threads (default: torch's)"),
-    "speed": Field(_bool, True, "measure inference latency/throughput"),
-    "train_step": Field(_bool, True, "measure the training-step time"),
-    "oom_backoff": Field(_bool, True, "retry smaller batches after running out of GPU memory"),
+    "precision": Field(choice("fp32", "bf16", "fp16"), "fp32", "fp32 | bf16 | fp16 (autocast)"),
+    "tf32": Field(boolean, False, "allow TF32 for fp32 on GPU"),
+    "memory_format": Field(choice("contiguous", "channels_last"), "contiguous", "tensor layout"),
+    "compile": Field(boolean, False, "torch.compile the model (compile time reported apart)"),
+    "warmup": Field(integer(0), 5, "untimed iterations before timing"),
+    "repeats": Field(auto(integer(1)), "auto", "timed iterations, or auto (until stable or max_time_s)"),
+    "max_time_s": Field(_positive, 2.0, "time budget per timed loop for repeats: auto, s"),
+    "threads": Field(optional(integer(1)), None, "CPU threads (default: torch's)"),
+    "speed": Field(boolean, True, "measure inference latency/throughput"),
+    "train_step": Field(boolean, True, "measure the training-step time"),
+    "oom_backoff": Field(boolean, True, "retry smaller batches after running out of GPU memory"),
     "train": Field(_train, None, "training settings (see bench/recipe.py), or null for none"),
-    "profile": Field(_bool, False, "profile extra untimed iterations: time by stage and operator class "
+    "profile": Field(boolean, False, "profile extra untimed iterations: time by stage and operator class "
                      "(RUN.profile.csv)", added_later=True),
-    "cpu_allocator": Field(_choice("tuned", "system"), "tuned", "CPU heap allocator: tuned (large buffers stay in "
+    "cpu_allocator": Field(choice("tuned", "system"), "tuned", "CPU heap allocator: tuned (large buffers stay in "
                            "the process; jemalloc/tcmalloc if preloaded) | system (glibc defaults); one per process",
                            added_later=True),
 }
@@ -337,9 +294,10 @@ def _quick_block(raw: Any, path: str) -> Tuple[Dict[str, Any], Optional[int]]:
     """The quick: section's settings, and its ``cells: N`` (run only the first N cells under --quick)."""
     if isinstance(raw, dict) and "cells" in raw:
         raw = dict(raw)
-        n = raw.pop("cells")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise GridError(path, "quick.cells", f"expected an integer >= 1 (cells run under --quick), got {n!r}")
+        try:
+            n = integer(1)(raw.pop("cells"))
+        except ValueError as e:
+            raise GridError(path, "quick.cells", f"{e} (the number of cells run under --quick)") from None
         return _settings_block(raw, path, "quick"), n
     return _settings_block(raw, path, "quick"), None
 

@@ -26,7 +26,9 @@ RANK: Dict[str, float] = {
     "bench.results": 3,
     "bench.measure": 2,
     "models": 1,
-    "bench.errors": 0,
+    # The floor: user errors and the value checks every layer shares. They import
+    # nothing from the harness, not even each other, so anything may use them.
+    "bench.errors": 0, "bench.checks": 0,
 }
 # Analysis reads result files: no torch, and nothing that measures or trains.
 ANALYSIS_FORBIDDEN = ("torch", "torchvision", "fvcore", "models", "bench.measure", "bench.train", "bench.run",
@@ -114,3 +116,17 @@ def test_the_checker_catches_models_importing_the_harness(monkeypatch):
     monkeypatch.setattr(pathlib.Path, "read_text",
                         lambda self, *a, **k: "from bench.grid import Cell\n" if self == fake else original(self, *a, **k))
     assert "is not below models" in violations()[0]
+
+
+@pytest.mark.parametrize("source", ["from bench.grid import Cell\n", "import models\n", "from bench import errors\n"])
+def test_the_checker_catches_the_shared_checks_importing_anything_of_the_harness(monkeypatch, source):
+    fake = ROOT / "bench" / "checks.py"
+    monkeypatch.setattr(f"{__name__}.sources", lambda: [fake])
+    original = pathlib.Path.read_text
+    monkeypatch.setattr(pathlib.Path, "read_text", lambda self, *a, **k: source if self == fake else original(self, *a, **k))
+    assert "is not below bench.checks" in violations()[0]
+
+
+def test_the_grid_and_the_recipe_take_their_value_checks_from_the_floor():
+    for user in ("bench/grid.py", "bench/train/recipe.py"):
+        assert "bench.checks" in {target for _, target in imports(ROOT / user)}, user

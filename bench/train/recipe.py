@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple, TypeVar, Union
+from typing import Any, Dict, Optional, Tuple, TypeVar, Union
+
+from bench.checks import Check, auto, boolean, choice, integer, is_number, number, optional
 
 Normalize = Tuple[Tuple[float, float, float], Tuple[float, float, float]]
 T = TypeVar("T")
@@ -72,57 +74,12 @@ MAX_WARMUP_FRACTION = 0.3
 
 
 # ------------------------------------------------------------------ checkers
-def _is_number(v: Any) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-
-
-def _int(minimum: int) -> Callable[[Any], int]:
-    def check(v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise ValueError(f"expected an integer >= {minimum}, got {v!r}")
-        return v
-    return check
-
-
-def _number(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False,
-            ) -> Callable[[Any], float]:
-    lo, hi = ("(" if low_open else "["), (")" if high_open or high == math.inf else "]")
-
-    def check(v: Any) -> float:
-        ok = _is_number(v) and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-        if not ok:
-            raise ValueError(f"expected a number in {lo}{low}, {high}{hi}, got {v!r}")
-        return float(v)
-    return check
-
-
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ValueError(f"expected true or false, got {v!r}")
-    return v
-
-
-def _choice(*allowed: Any) -> Callable[[Any], Any]:
-    def check(v: Any) -> Any:
-        if isinstance(v, bool) or v not in allowed:
-            raise ValueError(f"expected one of {', '.join(map(str, allowed))}, got {v!r}")
-        return v
-    return check
-
-
-def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda v: None if v is None else check(v)
-
-
-def _auto(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def checked(v: Any) -> Any:
-        if v == "auto" and isinstance(v, str):
-            return v
-        try:
-            return check(v)
-        except ValueError as e:
-            raise ValueError(str(e).replace("expected ", "expected auto or ", 1)) from None
-    return checked
+# The generic checks live in bench/checks.py, shared with the grid loader;
+# the ones below know about recipes.
+def _real(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False) -> Check:
+    """:func:`bench.checks.number`, kept as a float: TrainConfig's float fields hold floats (``epochs: 2`` is 2.0)."""
+    check = number(low, high, low_open, high_open)
+    return lambda v: float(check(v))
 
 
 def _path(v: Any) -> str:
@@ -143,7 +100,7 @@ def _normalize(v: Any) -> Normalize:
         raise ValueError(expected)
     out = []
     for part in v:
-        if not isinstance(part, (list, tuple)) or len(part) != 3 or not all(_is_number(x) for x in part):
+        if not isinstance(part, (list, tuple)) or len(part) != 3 or not all(is_number(x) for x in part):
             raise ValueError(expected)
         out.append(tuple(float(x) for x in part))
     if not all(s > 0 for s in out[1]):
@@ -151,38 +108,38 @@ def _normalize(v: Any) -> Normalize:
     return (out[0], out[1])  # type: ignore[return-value]
 
 
-_CHECKS: Dict[str, Callable[[Any], Any]] = {
-    "dataset": _choice("cifar10", "synthetic"),
+_CHECKS: Dict[str, Check] = {
+    "dataset": choice("cifar10", "synthetic"),
     "data_root": _path,
-    "download": _bool,
-    "train_subset": _optional(_int(1)),
-    "test_subset": _optional(_int(1)),
-    "val_size": _int(0),
-    "epochs": _number(0, low_open=True),
-    "batch_size": _auto(_int(1)),
-    "optimizer": _choice("sgd", "adam"),
-    "lr": _auto(_number(0, low_open=True)),
-    "momentum": _number(0, 1, high_open=True),
-    "nesterov": _bool,
-    "weight_decay": _number(0),
-    "label_smoothing": _number(0, 1, high_open=True),
-    "warmup_epochs": _number(0),
-    "schedule": _choice("linear", "cosine", "constant"),
-    "ema": _optional(_number(0, 1, low_open=True, high_open=True)),
-    "tta_flip": _auto(_bool),
-    "bn_recalibration": _int(0),
-    "crop_padding": _auto(_int(0)),
-    "flip": _bool,
+    "download": boolean,
+    "train_subset": optional(integer(1)),
+    "test_subset": optional(integer(1)),
+    "val_size": integer(0),
+    "epochs": _real(0, low_open=True),
+    "batch_size": auto(integer(1)),
+    "optimizer": choice("sgd", "adam"),
+    "lr": auto(_real(0, low_open=True)),
+    "momentum": _real(0, 1, high_open=True),
+    "nesterov": boolean,
+    "weight_decay": _real(0),
+    "label_smoothing": _real(0, 1, high_open=True),
+    "warmup_epochs": _real(0),
+    "schedule": choice("linear", "cosine", "constant"),
+    "ema": optional(_real(0, 1, low_open=True, high_open=True)),
+    "tta_flip": auto(boolean),
+    "bn_recalibration": integer(0),
+    "crop_padding": auto(integer(0)),
+    "flip": boolean,
     "normalize": _normalize,
-    "resize": _optional(_int(8)),
-    "precision": _choice("auto", "fp32", "bf16", "fp16"),
+    "resize": optional(integer(8)),
+    "precision": choice("auto", "fp32", "bf16", "fp16"),
     "channels_last": _channels_last,
-    "eval_batch_size": _int(1),
-    "repeats": _int(1),
-    "seed": _int(0),
-    "target_acc": _optional(_number(0, 1, low_open=True)),
-    "eval_every": _number(0, low_open=True),
-    "deterministic": _bool,
+    "eval_batch_size": integer(1),
+    "repeats": integer(1),
+    "seed": integer(0),
+    "target_acc": optional(_real(0, 1, low_open=True)),
+    "eval_every": _real(0, low_open=True),
+    "deterministic": boolean,
 }
 assert set(_CHECKS) == set(TRAIN_FIELDS), "every TrainConfig field needs a checker"
 
@@ -269,7 +226,7 @@ def quick_overrides(train: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     train = train or {}
     out = dict(QUICK_RECIPE)
     for key in ("train_subset", "test_subset", "epochs"):  # shrink, never grow (grids/quick.yaml: 1,000 images)
-        if _is_number(train.get(key)) and train[key] < out[key]:
+        if is_number(train.get(key)) and train[key] < out[key]:
             out[key] = train[key]
     if train.get("optimizer", "sgd") == "sgd":
         out["lr"] = QUICK_SGD_LR

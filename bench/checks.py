@@ -1,0 +1,106 @@
+"""Checks for values a user writes: the settings of a grid and of a training recipe.
+
+A check takes a value as YAML parsed it and returns the value to keep, or
+raises ``ValueError("expected ..., got <value>")``; the caller prefixes the key
+path (``matrix.cardinality[1]: ``, ``train: lr: ``) and turns it into a
+:class:`bench.errors.GridError` or a one-line user error.
+
+The grid loader and the recipe share these so that one value means one thing
+in both places. Two rules hold throughout, because Python's ``True == 1``
+would otherwise let a YAML ``true`` pass as the integer 1 (and ``1`` as
+``true``):
+
+* a bool is never a number or an integer;
+* a bool matches a choice only when a bool is itself among the choices.
+
+This module sits at the bottom layer (beside :mod:`bench.errors`) and imports
+nothing from the harness, so every layer may use it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+Check = Callable[[Any], Any]
+
+
+def is_number(v: Any) -> bool:
+    """Whether ``v`` is a finite int or float (not a bool: YAML's ``true`` is not 1)."""
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def integer(minimum: int) -> Check:
+    """An int of at least ``minimum``.
+
+    Floats are refused even when whole (``2.0``): counts and sizes are written
+    as integers, and a float would reach the cell id's hash as ``2.0``, not ``2``.
+    """
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise ValueError(f"expected an integer >= {minimum}, got {v!r}")
+        return v
+    return check
+
+
+def number(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False) -> Check:
+    """A finite int or float between ``low`` and ``high``; ``*_open`` leaves that bound out.
+
+    The value comes back as written (an int stays an int), so a check never
+    changes what is hashed into a cell id; a caller that wants floats converts.
+    """
+    if high == math.inf:
+        expected = f"a number {'>' if low_open else '>='} {low:g}"
+    else:
+        expected = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def check(v: Any) -> Any:
+        inside = is_number(v) and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+        if not inside:
+            raise ValueError(f"expected {expected}, got {v!r}")
+        return v
+    return check
+
+
+def boolean(v: Any) -> bool:
+    """``true`` or ``false``; 0, 1 and strings such as ``"yes"`` are refused."""
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {v!r}")
+    return v
+
+
+def choice(*allowed: Any) -> Check:
+    """One of ``allowed``, compared by value and by bool-ness (``True`` is not ``1``, ``0`` is not ``False``)."""
+    shown = ", ".join(_as_written(a) for a in allowed)
+
+    def check(v: Any) -> Any:
+        if not any(v == a and isinstance(v, bool) == isinstance(a, bool) for a in allowed):
+            raise ValueError(f"expected one of {shown}, got {v!r}")
+        return v
+    return check
+
+
+def optional(check: Check) -> Check:
+    """``check``, or ``None`` (YAML's ``null``: "not set, use the default")."""
+    return lambda v: None if v is None else check(v)
+
+
+def auto(check: Check) -> Check:
+    """The string ``auto`` (resolved later, per device), or a value ``check`` accepts.
+
+    A refusal names ``auto`` as an option: ``expected auto or an integer >= 1``.
+    """
+    def checked(v: Any) -> Any:
+        if isinstance(v, str) and v == "auto":
+            return v
+        try:
+            return check(v)
+        except ValueError as e:
+            raise ValueError(str(e).replace("expected ", "expected auto or ", 1)) from None
+    return checked
+
+
+def _as_written(value: Any) -> str:
+    """A choice as the user writes it in YAML: ``true``/``false``, not Python's ``True``/``False``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
