@@ -18,6 +18,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from bench.errors import one_line
 from bench.results.fingerprint import fingerprint
 from bench.results.schema import STATUS_OK
 from bench.results.sidecar import Sidecar
@@ -52,6 +53,8 @@ DEFAULT_ACC_FLOOR = 0.005  # 0.5 percentage points: below this, a drop is not wo
 # Accuracies are fractions of whole images: differences below this are float rounding, not data
 # (0.800 - 0.795 is -0.0050000000000000044, which must not count as "more than" a 0.005 floor).
 ACC_TOLERANCE = 1e-9
+# A failed cell's error in a verdict note is cut here: the note is one cell of the comparison table.
+ERROR_NOTE_CHARS = 120
 
 # Columns that identify a row besides its batch size. cell_id already hashes
 # the settings; the explicit columns guard against files whose ids collide
@@ -486,13 +489,13 @@ def _compare_rows(label: str, batch: str, b: Mapping[str, Any], c: Mapping[str, 
                   current: ResultFile, options: Options) -> List[VerdictLine]:
     b_status, c_status = b.get("status"), c.get("status")
     if b_status == STATUS_OK and c_status != STATUS_OK:
-        return [VerdictLine(label, "status", batch, b_status, c_status, REGRESSED, note=one_line(c.get("error")))]
+        return [VerdictLine(label, "status", batch, b_status, c_status, REGRESSED, note=_error_note(c))]
     if b_status != STATUS_OK and c_status == STATUS_OK:
         return [VerdictLine(label, "status", batch, b_status, c_status, IMPROVED, gating=False,
                      note="failed in the baseline: nothing to compare")]
     if b_status != STATUS_OK:
         return [VerdictLine(label, "status", batch, b_status, c_status, INCOMPARABLE, gating=False,
-                     note="failed in both: " + one_line(c.get("error")))]
+                     note="failed in both: " + _error_note(c))]
     env_reason = fingerprint_difference(baseline.environment_fingerprint(b), current.environment_fingerprint(c))
     lines = []
     for m in TIMING_METRICS:
@@ -583,5 +586,6 @@ def int_text(value: Any) -> str:
         return str(value)
 
 
-def one_line(text: Any) -> str:
-    return " ".join(str(text or "").split())[:120]
+def _error_note(row: Mapping[str, Any]) -> str:
+    """A failed row's error for a verdict's note: one line, short enough for a table cell (none: empty)."""
+    return one_line(row.get("error") or "", ERROR_NOTE_CHARS)
