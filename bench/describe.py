@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from models import ModelConfig, get_preset, list_presets
 from models.registry import unknown_preset_message
-from models.summary import ArchitectureSummary, summarize
+from models.summary import ArchitectureSummary, architecture_summary
 
 from bench.errors import UserError
 
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     for title, config in models_to_describe(args.target, args.input_size):
-        print(format_architecture(summarize(config), title))
+        print(format_architecture(architecture_summary(config), title))
         print()
     return 0
 

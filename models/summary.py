@@ -60,7 +60,7 @@ def _level(stride: int) -> str:
     return f"C{stride.bit_length() - 1}" if stride & (stride - 1) == 0 else "-"
 
 
-def summarize(config: ModelConfig) -> ArchitectureSummary:
+def architecture_summary(config: ModelConfig) -> ArchitectureSummary:
     """The per-stage summary of ``config`` at its ``input_size``."""
     stem_cost, stage_list, head = stage_costs(config)
     stem_resolution = stem(config)[1]

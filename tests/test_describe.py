@@ -8,7 +8,7 @@ import torchvision
 from bench.cli import main
 from bench.run.rows import architecture_columns
 from models import ModelConfig, build_model, get_preset
-from models.summary import summarize
+from models.summary import architecture_summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,7 +44,7 @@ def _id(config):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=_id)
 def test_summary_matches_the_built_model(config):
-    summary = summarize(config)
+    summary = architecture_summary(config)
     model = build_model(config)
     observed = _observed(model, config.input_size)
     assert [r.name for r in summary.rows] == list(observed)
@@ -74,7 +74,7 @@ def test_summary_matches_the_built_model(config):
 def test_resnext50_stages_agree_with_torchvisions_own_network():
     # An independent reference: torchvision's model, not ours.
     theirs = _observed(torchvision.models.resnext50_32x4d(), 64)
-    summary = summarize(get_preset("resnext50_32x4d", input_size=64))
+    summary = architecture_summary(get_preset("resnext50_32x4d", input_size=64))
     assert {r.name: (r.channels, r.resolution, r.resolution) for r in summary.rows} == theirs
 
 
@@ -154,7 +154,7 @@ def test_torchvisions_fpn_backbone_sees_the_same_features_as_on_torchvisions_mod
         theirs.bn1.weight.uniform_(-1, 1)  # negative scales: the stem's op order matters
     ours = build_model(get_preset("resnet18")).eval()
     ours.load_state_dict(theirs.state_dict())
-    channels = [r.channels for r in summarize(get_preset("resnet18")).stages]
+    channels = [r.channels for r in architecture_summary(get_preset("resnet18")).stages]
     layers = {f"layer{i}": str(i - 1) for i in range(1, 5)}
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():

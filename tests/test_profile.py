@@ -19,7 +19,7 @@ from bench.results.profile_schema import OP_CLASSES, PROFILE_COLUMNS, PROFILE_RO
 from bench.run.executors import SerialExecutor
 from bench.run.runner import run_grid
 from models import build_model, get_preset, model_complexity
-from models.summary import summarize
+from models.summary import architecture_summary
 
 
 # ------------------------------------------------------------- MAC attribution
@@ -44,7 +44,7 @@ def test_per_class_macs_add_up_exactly_to_the_models_macs_and_per_stage_to_its_s
     by_key = P.costs_by_key(costs, batch=2)
     inference = {k: v["macs"] for k, v in by_key.items() if k[0] == "inference"}
     assert sum(inference.values()) == model_complexity(config).macs
-    for row in summarize(config).rows:
+    for row in architecture_summary(config).rows:
         assert sum(v for k, v in inference.items() if k[1] == row.name) == row.macs, row.name
     classes = {k[2] for k, v in inference.items() if v}
     assert ("grouped conv 3x3" in classes) == (config.cardinality > 1)

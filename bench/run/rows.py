@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from models import ModelConfig
-from models.summary import summarize
+from models.summary import architecture_summary
 
 from bench.errors import one_line
 from bench.grid import Cell
@@ -13,7 +13,7 @@ from bench.results.schema import empty_row
 
 def architecture_columns(config: ModelConfig) -> Dict[str, Any]:
     """Per-stage channels and strides: what a detection neck (an FPN over C2..C5) needs."""
-    stages = summarize(config).stages
+    stages = architecture_summary(config).stages
     return {
         "stage_channels": "-".join(str(s.channels) for s in stages),
         "stage_strides": "-".join(str(s.stride) for s in stages),
