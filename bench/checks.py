@@ -29,17 +29,23 @@ def is_number(v: Any) -> bool:
     return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
 
 
+def _accepting(accepts: Callable[[Any], bool], expected: str) -> Check:
+    """A check that keeps the values ``accepts`` allows, as written, and otherwise says what was ``expected``."""
+    def check(v: Any) -> Any:
+        if not accepts(v):
+            raise ValueError(f"expected {expected}, got {v!r}")
+        return v
+    return check
+
+
 def integer(minimum: int) -> Check:
     """An int of at least ``minimum``.
 
     Floats are refused even when whole (``2.0``): counts and sizes are written
     as integers, and a float would reach the cell id's hash as ``2.0``, not ``2``.
     """
-    def check(v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise ValueError(f"expected an integer >= {minimum}, got {v!r}")
-        return v
-    return check
+    return _accepting(lambda v: not isinstance(v, bool) and isinstance(v, int) and v >= minimum,
+                      f"an integer >= {minimum}")
 
 
 def number(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False) -> Check:
@@ -52,31 +58,18 @@ def number(low: float, high: float = math.inf, low_open: bool = False, high_open
         expected = f"a number {'>' if low_open else '>='} {low:g}"
     else:
         expected = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-
-    def check(v: Any) -> Any:
-        inside = is_number(v) and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-        if not inside:
-            raise ValueError(f"expected {expected}, got {v!r}")
-        return v
-    return check
+    return _accepting(lambda v: is_number(v) and (v > low if low_open else v >= low)
+                      and (v < high if high_open else v <= high), expected)
 
 
-def boolean(v: Any) -> bool:
-    """``true`` or ``false``; 0, 1 and strings such as ``"yes"`` are refused."""
-    if not isinstance(v, bool):
-        raise ValueError(f"expected true or false, got {v!r}")
-    return v
+# true or false; 0, 1 and strings such as "yes" are refused.
+boolean: Check = _accepting(lambda v: isinstance(v, bool), "true or false")
 
 
 def choice(*allowed: Any) -> Check:
     """One of ``allowed``, compared by value and by bool-ness (``True`` is not ``1``, ``0`` is not ``False``)."""
-    shown = ", ".join(_as_written(a) for a in allowed)
-
-    def check(v: Any) -> Any:
-        if not any(v == a and isinstance(v, bool) == isinstance(a, bool) for a in allowed):
-            raise ValueError(f"expected one of {shown}, got {v!r}")
-        return v
-    return check
+    return _accepting(lambda v: any(v == a and isinstance(v, bool) == isinstance(a, bool) for a in allowed),
+                      "one of " + ", ".join(_as_written(a) for a in allowed))
 
 
 def optional(check: Check) -> Check:

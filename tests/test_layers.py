@@ -95,36 +95,32 @@ def test_no_import_runs_upward_or_sideways():
     assert violations() == []
 
 
+def probe(monkeypatch, module: str, source: str) -> List[str]:
+    """The violations found if ``module`` (a path under the root) held just ``source``."""
+    fake = ROOT / module
+    monkeypatch.setattr(f"{__name__}.sources", lambda: [fake])
+    original = pathlib.Path.read_text
+    monkeypatch.setattr(pathlib.Path, "read_text", lambda self, *a, **k: source if self == fake else original(self, *a, **k))
+    return violations()
+
+
 @pytest.mark.parametrize("source, expected", [
     ("from bench.run.runner import run_grid\n", "analysis reads result files only"),
     ("import torch\n", "analysis reads result files only"),
     ("from bench.analysis import reports\n", None),
 ])
-def test_the_checker_catches_an_analysis_module_importing_below_files(tmp_path, monkeypatch, source, expected):
-    fake = ROOT / "bench" / "analysis" / "_layer_probe.py"
-    monkeypatch.setattr(f"{__name__}.sources", lambda: [fake])
-    original = pathlib.Path.read_text
-    monkeypatch.setattr(pathlib.Path, "read_text", lambda self, *a, **k: source if self == fake else original(self, *a, **k))
-    found = violations()
+def test_the_checker_catches_an_analysis_module_importing_below_files(monkeypatch, source, expected):
+    found = probe(monkeypatch, "bench/analysis/_layer_probe.py", source)
     assert (expected in found[0]) if expected else found == []
 
 
 def test_the_checker_catches_models_importing_the_harness(monkeypatch):
-    fake = ROOT / "models" / "_layer_probe.py"
-    monkeypatch.setattr(f"{__name__}.sources", lambda: [fake])
-    original = pathlib.Path.read_text
-    monkeypatch.setattr(pathlib.Path, "read_text",
-                        lambda self, *a, **k: "from bench.grid import Cell\n" if self == fake else original(self, *a, **k))
-    assert "is not below models" in violations()[0]
+    assert "is not below models" in probe(monkeypatch, "models/_layer_probe.py", "from bench.grid import Cell\n")[0]
 
 
 @pytest.mark.parametrize("source", ["from bench.grid import Cell\n", "import models\n", "from bench import errors\n"])
 def test_the_checker_catches_the_shared_checks_importing_anything_of_the_harness(monkeypatch, source):
-    fake = ROOT / "bench" / "checks.py"
-    monkeypatch.setattr(f"{__name__}.sources", lambda: [fake])
-    original = pathlib.Path.read_text
-    monkeypatch.setattr(pathlib.Path, "read_text", lambda self, *a, **k: source if self == fake else original(self, *a, **k))
-    assert "is not below bench.checks" in violations()[0]
+    assert "is not below bench.checks" in probe(monkeypatch, "bench/checks.py", source)[0]
 
 
 def test_the_grid_and_the_recipe_take_their_value_checks_from_the_floor():
