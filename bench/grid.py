@@ -144,7 +144,7 @@ MEASURE_SETTINGS: Dict[str, Field] = {
     "speed": Field(boolean, True, "measure inference latency/throughput"),
     "train_step": Field(boolean, True, "measure the training-step time"),
     "oom_backoff": Field(boolean, True, "retry smaller batches after running out of GPU memory"),
-    "train": Field(_train, None, "training settings (see bench/recipe.py), or null for none"),
+    "train": Field(_train, None, "training settings (see bench/train/recipe.py), or null for none"),
     "profile": Field(boolean, False, "profile extra untimed iterations: time by stage and operator class "
                      "(RUN.profile.csv)", added_later=True),
     "cpu_allocator": Field(choice("tuned", "system"), "tuned", "CPU heap allocator: tuned (large buffers stay in "
