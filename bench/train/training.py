@@ -20,7 +20,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 
 import torch
 from torch import nn
@@ -116,10 +116,6 @@ class WeightEma:
             torch._foreach_lerp_([e for e, _ in self._float], [s for _, s in self._float], 1.0 - d)
         for e, s in self._other:
             e.copy_(s)
-
-
-# The training clock is the timing module's stopwatch (CUDA events on a GPU).
-TrainClock = Stopwatch
 
 
 class Trainer:
@@ -298,80 +294,126 @@ def train_seed(model_factory: Callable[[], nn.Module], data: DeviceData, config:
     the test set is evaluated every ``eval_every`` epochs, off the clock.
     """
     config = for_device(config, device)  # callers that skip train_cell may pass auto fields
-    torch.manual_seed(seed)
-    memory_format = torch.channels_last if use_channels_last(config.channels_last, device) \
-        else torch.contiguous_format
-    model = model_factory().to(device=device, memory_format=memory_format)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    common = dict(mean=config.normalize[0], std=config.normalize[1], size=config.resize,
-                  memory_format=memory_format)
-    train_batches = BatchPipeline(data.train.images, data.train.labels, config.batch_size, train=True,
-                                  generator=generator, crop_padding=config.crop_padding, flip=config.flip, **common)
-    spe = train_batches.steps_per_epoch
-    total = max(1, round(config.epochs * spe))
-    trainer = Trainer(model, config, device, total, spe)
+    return _SeedRun(model_factory, data, config, device, seed, on_eval, on_epoch).train()
 
-    calibration = BatchPipeline(data.train.images, data.train.labels, train_batches.batch_size, train=False,
-                                **common)
 
-    def test_accuracy() -> float:
-        recalibrate_batchnorm(trainer.eval_model, calibration, config.bn_recalibration, trainer.dtype)
-        batches = BatchPipeline(data.test.images, data.test.labels, config.eval_batch_size, train=False, **common)
-        return evaluate(trainer.eval_model, batches, config.tta_flip, trainer.dtype)
+def _evaluation_steps(config: TrainConfig, steps_per_epoch: int, total: int) -> Set[int]:
+    """The steps after which the test set is evaluated: every ``eval_every`` epochs, and the last one."""
+    steps = set()
+    k = 1
+    while round(k * config.eval_every * steps_per_epoch) < total:
+        steps.add(round(k * config.eval_every * steps_per_epoch))
+        k += 1
+    steps.add(total)
+    return steps
 
-    eval_steps = set()
-    if config.target_acc is not None or on_eval is not None:
-        k = 1
-        while round(k * config.eval_every * spe) < total:
-            eval_steps.add(round(k * config.eval_every * spe))
-            k += 1
-        eval_steps.add(total)
-    result = SeedResult(seed=seed, train_time_s=0.0, images=0)
-    clock = TrainClock(device)
-    check_every = CUDA_DIVERGENCE_CHECK_STEPS if device == "cuda" else CPU_DIVERGENCE_CHECK_STEPS
-    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-    epoch_loss, epoch_start, wall_start = torch.zeros((), device=device), 0, time.perf_counter()
-    clock.start()
-    while trainer.steps_done < total:
-        for x, y in train_batches:
-            loss = trainer.step(x, y)
-            result.images += x.shape[0]
-            nonfinite |= ~torch.isfinite(loss)
-            step = trainer.steps_done
-            if (step % check_every == 0 or step == total or step in eval_steps) and bool(nonfinite):
-                result.train_time_s = clock.stop()
-                result.diverged = (f"seed {seed}: loss is not finite ({loss.item():g}) by step {step} of {total} "
-                                   f"(epoch {step / spe:.2f}); lower lr or check the model")
-                return result
-            if step in eval_steps:
-                elapsed = clock.stop()
-                point = EvalPoint(epoch=step / spe, step=step, train_time_s=elapsed, test_acc=test_accuracy(),
-                                  images=result.images)
-                result.history.append(point)
-                if (result.time_to_target_s is None and config.target_acc is not None
-                        and point.test_acc >= config.target_acc):
-                    result.time_to_target_s = elapsed
-                if on_eval is not None:
-                    on_eval(point)
-                if step < total:
-                    clock.start()
-            if on_epoch is not None:
-                epoch_loss += loss.float()
-                if step % spe == 0 or step == total:  # one host sync per epoch, only when someone listens
-                    on_epoch(EpochPoint(seed, math.ceil(step / spe), math.ceil(total / spe), step, total,
-                                        epoch_loss.item() / (step - epoch_start),
-                                        result.history[-1].test_acc if step in eval_steps else None,
-                                        result.images, time.perf_counter() - wall_start))
-                    epoch_loss.zero_()
-                    epoch_start = step
-            if step >= total:
-                break
-    result.train_time_s = clock.total_s if total in eval_steps else clock.stop()
-    result.test_acc = result.history[-1].test_acc if result.history else test_accuracy()
-    if data.val is not None:
-        val = BatchPipeline(data.val.images, data.val.labels, config.eval_batch_size, train=False, **common)
-        result.val_acc = evaluate(trainer.eval_model, val, config.tta_flip, trainer.dtype)
-    return result
+
+class _SeedRun:
+    """One seed's training in steps: set up, loop (divergence check, evaluation, epoch report), finish.
+
+    The loop's state lives here so that each step is a short method of its own.
+    """
+
+    def __init__(self, model_factory: Callable[[], nn.Module], data: DeviceData, config: TrainConfig, device: str,
+                 seed: int, on_eval: Optional[Callable[[EvalPoint], None]],
+                 on_epoch: Optional[Callable[[EpochPoint], None]]) -> None:
+        self.data, self.config, self.device, self.seed = data, config, device, seed
+        self.on_eval, self.on_epoch = on_eval, on_epoch
+        torch.manual_seed(seed)  # before the factory runs: the seed fixes the initialisation
+        memory_format = torch.channels_last if use_channels_last(config.channels_last, device) \
+            else torch.contiguous_format
+        model = model_factory().to(device=device, memory_format=memory_format)
+        generator = torch.Generator(device=device).manual_seed(seed)
+        self.common = dict(mean=config.normalize[0], std=config.normalize[1], size=config.resize,
+                           memory_format=memory_format)
+        self.train_batches = BatchPipeline(data.train.images, data.train.labels, config.batch_size, train=True,
+                                           generator=generator, crop_padding=config.crop_padding, flip=config.flip,
+                                           **self.common)
+        self.spe = self.train_batches.steps_per_epoch
+        self.total = max(1, round(config.epochs * self.spe))
+        self.trainer = Trainer(model, config, device, self.total, self.spe)
+        self.calibration = BatchPipeline(data.train.images, data.train.labels, self.train_batches.batch_size,
+                                         train=False, **self.common)
+        evaluating = config.target_acc is not None or on_eval is not None
+        self.eval_steps = _evaluation_steps(config, self.spe, self.total) if evaluating else set()
+        self.result = SeedResult(seed=seed, train_time_s=0.0, images=0)
+        self.clock = Stopwatch(device)
+        self.check_every = CUDA_DIVERGENCE_CHECK_STEPS if device == "cuda" else CPU_DIVERGENCE_CHECK_STEPS
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        self.epoch_loss, self.epoch_start = torch.zeros((), device=device), 0
+        self.wall_start = 0.0
+
+    def test_accuracy(self) -> float:
+        trainer = self.trainer
+        recalibrate_batchnorm(trainer.eval_model, self.calibration, self.config.bn_recalibration, trainer.dtype)
+        batches = BatchPipeline(self.data.test.images, self.data.test.labels, self.config.eval_batch_size,
+                                train=False, **self.common)
+        return evaluate(trainer.eval_model, batches, self.config.tta_flip, trainer.dtype)
+
+    def train(self) -> SeedResult:
+        self.wall_start = time.perf_counter()
+        self.clock.start()
+        while self.trainer.steps_done < self.total:
+            for x, y in self.train_batches:
+                loss = self.trainer.step(x, y)
+                self.result.images += x.shape[0]
+                self.nonfinite |= ~torch.isfinite(loss)
+                step = self.trainer.steps_done
+                if self._diverged(step, loss):
+                    return self.result
+                if step in self.eval_steps:
+                    self._evaluate(step)
+                if self.on_epoch is not None:
+                    self._track_epoch(step, loss)
+                if step >= self.total:
+                    break
+        self._finish()
+        return self.result
+
+    def _diverged(self, step: int, loss: torch.Tensor) -> bool:
+        """Stop the clock and record why when the loss has gone NaN/inf (read back only when a check is due)."""
+        due = step % self.check_every == 0 or step == self.total or step in self.eval_steps
+        if not (due and bool(self.nonfinite)):
+            return False
+        self.result.train_time_s = self.clock.stop()
+        self.result.diverged = (f"seed {self.seed}: loss is not finite ({loss.item():g}) by step {step} of "
+                                f"{self.total} (epoch {step / self.spe:.2f}); lower lr or check the model")
+        return True
+
+    def _evaluate(self, step: int) -> None:
+        """Evaluate off the clock; note when the target accuracy is first reached."""
+        elapsed = self.clock.stop()
+        point = EvalPoint(epoch=step / self.spe, step=step, train_time_s=elapsed, test_acc=self.test_accuracy(),
+                          images=self.result.images)
+        self.result.history.append(point)
+        target = self.config.target_acc
+        if self.result.time_to_target_s is None and target is not None and point.test_acc >= target:
+            self.result.time_to_target_s = elapsed
+        if self.on_eval is not None:
+            self.on_eval(point)
+        if step < self.total:
+            self.clock.start()
+
+    def _track_epoch(self, step: int, loss: torch.Tensor) -> None:
+        """Add up the epoch's loss on the device; report it at the epoch's end."""
+        self.epoch_loss += loss.float()
+        if step % self.spe == 0 or step == self.total:  # one host sync per epoch, only when someone listens
+            self.on_epoch(EpochPoint(self.seed, math.ceil(step / self.spe), math.ceil(self.total / self.spe), step,
+                                     self.total, self.epoch_loss.item() / (step - self.epoch_start),
+                                     self.result.history[-1].test_acc if step in self.eval_steps else None,
+                                     self.result.images, time.perf_counter() - self.wall_start))
+            self.epoch_loss.zero_()
+            self.epoch_start = step
+
+    def _finish(self) -> None:
+        """The training time, the final test accuracy (the last evaluation's, if at the end) and val accuracy."""
+        result = self.result
+        result.train_time_s = self.clock.total_s if self.total in self.eval_steps else self.clock.stop()
+        result.test_acc = result.history[-1].test_acc if result.history else self.test_accuracy()
+        if self.data.val is not None:
+            val = BatchPipeline(self.data.val.images, self.data.val.labels, self.config.eval_batch_size,
+                                train=False, **self.common)
+            result.val_acc = evaluate(self.trainer.eval_model, val, self.config.tta_flip, self.trainer.dtype)
 
 
 @contextlib.contextmanager
@@ -440,11 +482,11 @@ def train_cell(model_factory: Callable[[], nn.Module], train_settings: Dict[str,
             results.append(train_seed(model_factory, data, config, device, seed, callback, epoch_cb))
             if results[-1].diverged:
                 break
-    return summarize(config, data, results)
+    return train_columns(config, data, results)
 
 
-def summarize(config: TrainConfig, data: DeviceData, results: List[SeedResult]) -> Dict[str, Any]:
-    """The accuracy columns of a cell from its per-seed results."""
+def train_columns(config: TrainConfig, data: DeviceData, results: List[SeedResult]) -> Dict[str, Any]:
+    """A cell's training columns from its per-seed results: recipe, accuracy, time, ``status`` and ``error``."""
     row: Dict[str, Any] = {
         "dataset": data.label,
         "epochs": config.epochs,
