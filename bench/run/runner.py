@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from bench.run import console, environment
 from bench.errors import UserError, os_error_text
@@ -233,22 +233,7 @@ def _run_plan(grid: Grid, plan: Plan, writer: ResultWriter, executor: Executor, 
               progress: bool, command: Optional[List[str]], quick: bool, retry_failed: bool,
               log: Log) -> RunSummary:
     run_id = new_run_id()
-    env = environment.capture(command)
-    segment: Dict[str, Any] = {
-        "run_id": run_id,
-        "status": "running",
-        "started": _now(),
-        "command": env.get("command"),
-        "grid_path": grid.path,
-        "grid_name": grid.name,
-        "quick": quick,
-        "shard": str(plan.shard) if plan.shard else None,
-        "retry_failed": retry_failed,
-        "cells": {"grid": plan.grid_cells, "in_scope": len(plan.cells), "done_before": len(plan.done),
-                  "to_run": len(plan.todo), "skipped_failed": len(plan.skipped)},
-        "executor": {"name": executor.name},
-        "environment": env,
-    }
+    segment = _new_segment(run_id, grid, plan, executor, environment.capture(command), quick, retry_failed)
     meta = _start_sidecar(summary.csv_path, grid, segment, executor, quick, plan, log)
     try:
         write_json_atomic(summary.sidecar_path, meta)
@@ -266,40 +251,7 @@ def _run_plan(grid: Grid, plan: Plan, writer: ResultWriter, executor: Executor, 
     try:
         with stop:
             executor.open()
-
-            def on_start(cell: Cell) -> None:
-                if marks:
-                    try:
-                        started_mark.write(summary.csv_path, cell.cell_id, run_id)
-                    except OSError as e:
-                        raise UserError(f"{started_mark.mark_path(summary.csv_path)}: cannot write: "
-                                        f"{os_error_text(e)}") from None
-
-            cells = (executor.run_cells(plan.todo, lambda: stop.requested, on_start) if marks  # type: ignore[call-arg]
-                     else executor.run_cells(plan.todo, lambda: stop.requested))
-            for cell, rows in cells:
-                profile_rows = pop_profile_rows(rows)
-                for row in rows + profile_rows:
-                    row["run_id"] = run_id
-                with stop.writing():
-                    try:
-                        if cell.cell_id in plan.retry:
-                            writer.replace_cell(cell.cell_id, rows)
-                        else:
-                            writer.append(rows)
-                        if profile_rows:  # RUN.profile.csv beside RUN.csv
-                            ResultWriter(profile_path(summary.csv_path), PROFILE_COLUMNS).append(profile_rows)
-                    except OSError as e:
-                        raise UserError(f"{summary.csv_path}: cannot write results: {os_error_text(e)}") from None
-                    if marks:
-                        started_mark.clear(summary.csv_path)
-                    summary.rows.extend(rows)
-                    summary.cells_run += 1
-                    if any(r.get("status") in FAILED_STATUSES for r in rows):
-                        summary.failed_cells += 1
-                if bar is not None:
-                    bar.set_postfix_str(cell.variant, refresh=False)
-                    bar.update(1)
+            _run_cells(executor, plan, writer, summary, stop, bar, run_id, marks)
         summary.interrupted = summary.cells_run < len(plan.todo)
         segment["status"] = "interrupted" if summary.interrupted else "finished"
     except KeyboardInterrupt:
@@ -309,23 +261,118 @@ def _run_plan(grid: Grid, plan: Plan, writer: ResultWriter, executor: Executor, 
         segment["status"] = "failed"
         raise
     finally:
-        if bar is not None:
-            bar.close()
-        if marks:  # this process is alive to get here, so no cell was killed
-            started_mark.clear(summary.csv_path)
-        try:
-            executor.close()
-        finally:
-            summary.seconds = time.perf_counter() - start
-            segment.update(finished=_now(), seconds=round(summary.seconds, 3), cells_run=summary.cells_run,
-                           failed_cells=summary.failed_cells, executor=executor.describe())
-            segment["environment_end"] = {"gpus": environment.gpu_info()}
-            meta.update(status=segment["status"], seconds=segment["seconds"], failed_cells=summary.failed_cells,
-                        finished=segment["finished"], environment_end=segment["environment_end"])
-            _finish_sidecar(summary.sidecar_path, meta, segment["status"], log)
+        _close_run(executor, summary, segment, meta, bar, marks, start, log)
     if summary.interrupted:
         raise RunInterrupted(summary, stop.exit_code)
     return summary
+
+
+def _run_cells(executor: Executor, plan: Plan, writer: ResultWriter, summary: RunSummary, stop: _Stop, bar: Any,
+               run_id: str, marks: bool) -> None:
+    """Run the plan's cells, writing each one's rows the moment it finishes."""
+    for cell, rows in _finished_cells(executor, plan.todo, stop, summary.csv_path, run_id, marks):
+        profile_rows = _stamp_rows(rows, run_id)
+        with stop.writing():
+            _write_cell(cell, rows, profile_rows, plan, writer, summary.csv_path)
+            if marks:
+                started_mark.clear(summary.csv_path)
+            _count_cell(summary, rows)
+        _advance_bar(bar, cell)
+
+
+def _close_run(executor: Executor, summary: RunSummary, segment: Dict[str, Any], meta: Dict[str, Any], bar: Any,
+               marks: bool, start: float, log: Log) -> None:
+    """However the run ended: close the bar and the executor, then write the sidecar's final facts."""
+    if bar is not None:
+        bar.close()
+    if marks:  # this process is alive to get here, so no cell was killed
+        started_mark.clear(summary.csv_path)
+    try:
+        executor.close()
+    finally:
+        summary.seconds = time.perf_counter() - start
+        _end_segment(segment, meta, summary, executor, log)
+
+
+def _new_segment(run_id: str, grid: Grid, plan: Plan, executor: Executor, env: Dict[str, Any], quick: bool,
+                 retry_failed: bool) -> Dict[str, Any]:
+    """This run's entry in the sidecar, as it starts: what was asked, of which cells, where."""
+    return {
+        "run_id": run_id,
+        "status": "running",
+        "started": _now(),
+        "command": env.get("command"),
+        "grid_path": grid.path,
+        "grid_name": grid.name,
+        "quick": quick,
+        "shard": str(plan.shard) if plan.shard else None,
+        "retry_failed": retry_failed,
+        "cells": {"grid": plan.grid_cells, "in_scope": len(plan.cells), "done_before": len(plan.done),
+                  "to_run": len(plan.todo), "skipped_failed": len(plan.skipped)},
+        "executor": {"name": executor.name},
+        "environment": env,
+    }
+
+
+def _finished_cells(executor: Executor, todo: List[Cell], stop: _Stop, csv_path: str, run_id: str,
+                    marks: bool) -> Iterator[Tuple[Cell, List[Dict[str, Any]]]]:
+    """The executor's (cell, rows) as cells finish; with ``marks``, each cell is marked started first."""
+    if not marks:
+        return executor.run_cells(todo, lambda: stop.requested)
+
+    def on_start(cell: Cell) -> None:
+        try:
+            started_mark.write(csv_path, cell.cell_id, run_id)
+        except OSError as e:
+            raise UserError(f"{started_mark.mark_path(csv_path)}: cannot write: {os_error_text(e)}") from None
+
+    return executor.run_cells(todo, lambda: stop.requested, on_start)  # type: ignore[call-arg]
+
+
+def _stamp_rows(rows: List[Dict[str, Any]], run_id: str) -> List[Dict[str, Any]]:
+    """Take the profile rows out of a cell's rows and mark both with this run's id; returns the profile rows."""
+    profile_rows = pop_profile_rows(rows)
+    for row in rows + profile_rows:
+        row["run_id"] = run_id
+    return profile_rows
+
+
+def _write_cell(cell: Cell, rows: List[Dict[str, Any]], profile_rows: List[Dict[str, Any]], plan: Plan,
+                writer: ResultWriter, csv_path: str) -> None:
+    """Append a cell's rows (a retried cell's replace its old ones), and its profile rows beside them."""
+    try:
+        if cell.cell_id in plan.retry:
+            writer.replace_cell(cell.cell_id, rows)
+        else:
+            writer.append(rows)
+        if profile_rows:  # RUN.profile.csv beside RUN.csv
+            ResultWriter(profile_path(csv_path), PROFILE_COLUMNS).append(profile_rows)
+    except OSError as e:
+        raise UserError(f"{csv_path}: cannot write results: {os_error_text(e)}") from None
+
+
+def _count_cell(summary: RunSummary, rows: List[Dict[str, Any]]) -> None:
+    summary.rows.extend(rows)
+    summary.cells_run += 1
+    if any(r.get("status") in FAILED_STATUSES for r in rows):
+        summary.failed_cells += 1
+
+
+def _advance_bar(bar: Any, cell: Cell) -> None:
+    if bar is not None:
+        bar.set_postfix_str(cell.variant, refresh=False)
+        bar.update(1)
+
+
+def _end_segment(segment: Dict[str, Any], meta: Dict[str, Any], summary: RunSummary, executor: Executor,
+                 log: Log) -> None:
+    """Record how the run ended, in its segment and the sidecar's top level, and write the sidecar."""
+    segment.update(finished=_now(), seconds=round(summary.seconds, 3), cells_run=summary.cells_run,
+                   failed_cells=summary.failed_cells, executor=executor.describe())
+    segment["environment_end"] = {"gpus": environment.gpu_info()}
+    meta.update(status=segment["status"], seconds=segment["seconds"], failed_cells=summary.failed_cells,
+                finished=segment["finished"], environment_end=segment["environment_end"])
+    _finish_sidecar(summary.sidecar_path, meta, segment["status"], log)
 
 
 def _finish_sidecar(path: str, meta: Dict[str, Any], status: str, log: Log) -> None:
