@@ -90,7 +90,32 @@ def merge_files(inputs: List[str], out: str, grid_cells: Optional[List[Dict[str,
 def _merge_locked(inputs: List[str], out: str, grid_cells: Optional[List[Dict[str, Any]]],
                   grid_meta: Optional[Dict[str, Any]]) -> MergeResult:
     sidecars = {path: read_sidecar(path) for path in inputs}
-    known_cells: Dict[str, Tuple[str, Dict[str, Any]]] = {}  # id -> (source, cell dict) from sidecars
+    known_cells = _known_cells(sidecars)
+    attempts: Dict[str, _Attempt] = {}
+    order: List[str] = []
+    result = MergeResult(out)
+    header_raw = b""
+    for path in inputs:
+        raw, lines = _read_input(path)
+        header_raw = header_raw or raw
+        _add_attempts(path, lines, attempts, order, result)
+
+    expected = grid_cells if grid_cells is not None else _expected_from_sidecars(known_cells, sidecars)
+    rank = {c["cell_id"]: i for i, c in enumerate(expected or [])}
+    order.sort(key=lambda cid: rank.get(cid, len(rank)))  # stable: cells of no known grid keep input order
+
+    body = _merged_body(header_raw, order, attempts, result)
+    if expected is not None:
+        result.expected = len(expected)
+        result.missing = [c for c in expected if c["cell_id"] not in attempts]
+    write_bytes_atomic(out, body)
+    write_json_atomic(sidecar_path(out), _merged_sidecar(inputs, sidecars, known_cells, grid_meta, result))
+    return result
+
+
+def _known_cells(sidecars: Dict[str, Optional[Dict[str, Any]]]) -> Dict[str, Tuple[str, Dict[str, Any]]]:
+    """id -> (sidecar path, cell dict) over every input's sidecar; refused when two disagree on a cell."""
+    known_cells: Dict[str, Tuple[str, Dict[str, Any]]] = {}
     for path, meta in sidecars.items():
         for cid, cell in _sidecar_cells(meta).items():
             if cid in known_cells and _identity(known_cells[cid][1]) != _identity(cell):
@@ -98,64 +123,66 @@ def _merge_locked(inputs: List[str], out: str, grid_cells: Optional[List[Dict[st
                                 f"{sidecar_path(path)}: the inputs come from different harness versions or were "
                                 f"edited; merge them separately")
             known_cells.setdefault(cid, (sidecar_path(path), cell))
+    return known_cells
 
-    attempts: Dict[str, _Attempt] = {}
-    order: List[str] = []
-    result = MergeResult(out)
-    header_raw = b""
-    for path in inputs:
-        parsed = read_lines(path)
-        if parsed is None or not parsed.header:
-            raise UserError(f"{path}: empty results file")
-        if parsed.header != COLUMNS:
-            raise UserError(f"{path}: its columns differ from this version's; merge files of one harness version")
-        lines = parsed.lines
-        if parsed.partial_tail:
-            cut = cut_write_rows(parsed)
-            lines = lines[:len(lines) - cut]
-            print(f"warning: {path}: ignoring an unfinished write at its end (its run was killed mid-write; "
-                  f"resuming that run repairs the file)", file=sys.stderr)
-        check_lines(path, parsed.header, lines)  # 'abc', inf or a copied row: refused, as every reader does
-        header_raw = header_raw or parsed.header_raw
-        for cid, cell_lines in _group_by_cell(lines).items():
-            new = _Attempt(path, cell_lines)
-            old = attempts.get(cid)
-            if old is None:
-                attempts[cid] = new
-                order.append(cid)
-                continue
-            conflict = _setting_conflict(old, new)
-            if conflict:
-                raise UserError(f"cell {cid} has different settings in {old.source} and {path} ({conflict}); "
-                                f"the inputs come from different harness versions or were edited")
-            result.duplicates.append(f"{cid} ({old.source}, {path})")
-            if new.ok and not old.ok:
-                attempts[cid] = new
 
-    expected = grid_cells
-    if expected is None:
-        expected = [cell for _, cell in sorted(known_cells.values(), key=lambda sc: sc[1].get("index", 0))] \
-            if known_cells else None
-        # Only the grids the inputs were asked to run count as expected.
-        grid_ids = {c["cell_id"] for meta in sidecars.values() if meta
-                    for c in (meta.get("grid") or {}).get("cells", [])}
-        if expected is not None:
-            expected = [c for c in expected if c["cell_id"] in grid_ids]
-    rank = {c["cell_id"]: i for i, c in enumerate(expected or [])}
-    order.sort(key=lambda cid: rank.get(cid, len(rank)))  # stable: cells of no known grid keep input order
+def _read_input(path: str) -> Tuple[bytes, List[Line]]:
+    """An input's raw header and its valid rows, an unfinished write at its end left out."""
+    parsed = read_lines(path)
+    if parsed is None or not parsed.header:
+        raise UserError(f"{path}: empty results file")
+    if parsed.header != COLUMNS:
+        raise UserError(f"{path}: its columns differ from this version's; merge files of one harness version")
+    lines = parsed.lines
+    if parsed.partial_tail:
+        cut = cut_write_rows(parsed)
+        lines = lines[:len(lines) - cut]
+        print(f"warning: {path}: ignoring an unfinished write at its end (its run was killed mid-write; "
+              f"resuming that run repairs the file)", file=sys.stderr)
+    check_lines(path, parsed.header, lines)  # 'abc', inf or a copied row: refused, as every reader does
+    return parsed.header_raw, lines
 
+
+def _add_attempts(path: str, lines: List[Line], attempts: Dict[str, _Attempt], order: List[str],
+                  result: MergeResult) -> None:
+    """Add an input's cells; a cell seen before is kept once (its ok attempt, else the first)."""
+    for cid, cell_lines in _group_by_cell(lines).items():
+        new = _Attempt(path, cell_lines)
+        old = attempts.get(cid)
+        if old is None:
+            attempts[cid] = new
+            order.append(cid)
+            continue
+        conflict = _setting_conflict(old, new)
+        if conflict:
+            raise UserError(f"cell {cid} has different settings in {old.source} and {path} ({conflict}); "
+                            f"the inputs come from different harness versions or were edited")
+        result.duplicates.append(f"{cid} ({old.source}, {path})")
+        if new.ok and not old.ok:
+            attempts[cid] = new
+
+
+def _expected_from_sidecars(known_cells: Dict[str, Tuple[str, Dict[str, Any]]],
+                            sidecars: Dict[str, Optional[Dict[str, Any]]]) -> Optional[List[Dict[str, Any]]]:
+    """The cells the inputs' grids hold, in grid order (None when no sidecar names any)."""
+    if not known_cells:
+        return None
+    expected = [cell for _, cell in sorted(known_cells.values(), key=lambda sc: sc[1].get("index", 0))]
+    # Only the grids the inputs were asked to run count as expected.
+    grid_ids = {c["cell_id"] for meta in sidecars.values() if meta
+                for c in (meta.get("grid") or {}).get("cells", [])}
+    return [c for c in expected if c["cell_id"] in grid_ids]
+
+
+def _merged_body(header_raw: bytes, order: List[str], attempts: Dict[str, _Attempt], result: MergeResult) -> bytes:
+    """The merged CSV's bytes, cells in ``order``; counts the rows, cells and failed cells into ``result``."""
     body = [header_raw]
     for cid in order:
         body.extend(line.raw for line in attempts[cid].lines)
         result.rows += len(attempts[cid].lines)
         result.failed += not attempts[cid].ok
     result.cells = len(order)
-    if expected is not None:
-        result.expected = len(expected)
-        result.missing = [c for c in expected if c["cell_id"] not in attempts]
-    write_bytes_atomic(out, b"".join(body))
-    write_json_atomic(sidecar_path(out), _merged_sidecar(inputs, sidecars, known_cells, grid_meta, result))
-    return result
+    return b"".join(body)
 
 
 def _check_paths(inputs: List[str], out: str, force: bool = False) -> None:
