@@ -75,48 +75,12 @@ def load_results(paths: Sequence[str]) -> Tuple[pd.DataFrame, List[Source]]:
     """All rows of all files, with a ``source`` column; :class:`UserError` for unusable files."""
     if not paths:
         raise UserError("report: no result CSV given")
-    unique = list(dict.fromkeys(os.path.abspath(p) for p in paths))
-    given = {os.path.abspath(p): p for p in reversed(paths)}
-    ordered = [given[a] for a in unique]
+    ordered = _each_file_once(paths)
     sources, frames = [], []
     for path, name in zip(ordered, _source_names(ordered)):
-        table = read_table(path, required=REQUIRED)  # every column checked by the one shared rule set
-        for note in table.notes:
-            print(f"warning: {note}", file=sys.stderr)
-        df = table.frame
-        for col in TEXT:
-            if col not in df.columns:
-                df[col] = None
-        for col in NUMERIC:
-            if col not in df.columns:
-                df[col] = np.nan
-        df = df.astype({c: object for c in TEXT})
-        for col in SYS_SHARE_COLUMNS:  # newer runners only: kept absent when absent, so the report can tell
-            if col in df.columns:
-                df[col] = pd.to_numeric(df[col], errors="coerce")
-        df["status"] = df["status"].astype(str).str.strip().str.lower()
-        df["run_id"] = df["run_id"].where(df["run_id"].notna(), "")
-        # a hand-made file may lack family: it follows from cardinality by definition
-        missing_family = df["family"].isna()
-        df.loc[missing_family, "family"] = np.where(df.loc[missing_family, "cardinality"] > 1, "resnext", "resnet")
-        df["latency_noisy"] = df["latency_noisy"].map(_truthy)
-        df["train_step_noisy"] = df["train_step_noisy"].map(_truthy)
-        df["device_name"] = df["device_name"].where(df["device_name"].notna(), df["device"])
+        df = _read_rows(path)
         df["source"] = name
-        src = Source(path, name)
-        try:
-            sidecar = Sidecar.read(path)
-            src.sidecar = sidecar.data if sidecar else None
-            if sidecar is None:
-                src.sidecar_note = f"no sidecar ({os.path.basename(sidecar_path(path))}) beside the CSV"
-            elif sidecar.mismatch(path, df["run_id"]):  # another run's environment would be a false claim
-                src.sidecar_note = sidecar.mismatch(path, df["run_id"])
-                if sidecar.foreign(df["run_id"]):
-                    src.sidecar, src.sidecar_note = None, src.sidecar_note + ": ignored"
-                print(f"warning: {src.sidecar_note}", file=sys.stderr)
-        except UserError as e:  # the CSV alone still makes a report; say what is missing
-            src.sidecar_note = str(e)
-        sources.append(src)
+        sources.append(_source(path, name, df["run_id"]))
         frames.append(df)
     rows = pd.concat(frames, ignore_index=True)
     if not (rows["status"] == STATUS_OK).any():
@@ -126,7 +90,68 @@ def load_results(paths: Sequence[str]) -> Tuple[pd.DataFrame, List[Source]]:
     return rows, sources
 
 
+def _each_file_once(paths: Sequence[str]) -> List[str]:
+    """The paths in the order given, a file given twice (by any spelling) kept at its first place, as first spelt."""
+    unique = list(dict.fromkeys(os.path.abspath(p) for p in paths))
+    given = {os.path.abspath(p): p for p in reversed(paths)}
+    return [given[a] for a in unique]
+
+
+def _read_rows(path: str) -> pd.DataFrame:
+    """One file's rows, validated, with every report column present and normalised."""
+    table = read_table(path, required=REQUIRED)  # every column checked by the one shared rule set
+    for note in table.notes:
+        print(f"warning: {note}", file=sys.stderr)
+    df = table.frame
+    for col in TEXT:
+        if col not in df.columns:
+            df[col] = None
+    for col in NUMERIC:
+        if col not in df.columns:
+            df[col] = np.nan
+    df = df.astype({c: object for c in TEXT})
+    for col in SYS_SHARE_COLUMNS:  # newer runners only: kept absent when absent, so the report can tell
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    df["status"] = df["status"].astype(str).str.strip().str.lower()
+    df["run_id"] = df["run_id"].where(df["run_id"].notna(), "")
+    # a hand-made file may lack family: it follows from cardinality by definition
+    missing_family = df["family"].isna()
+    df.loc[missing_family, "family"] = np.where(df.loc[missing_family, "cardinality"] > 1, "resnext", "resnet")
+    df["latency_noisy"] = df["latency_noisy"].map(_truthy)
+    df["train_step_noisy"] = df["train_step_noisy"].map(_truthy)
+    df["device_name"] = df["device_name"].where(df["device_name"].notna(), df["device"])
+    return df
+
+
+def _source(path: str, name: str, run_ids: pd.Series) -> Source:
+    """The file and its sidecar, when the sidecar is there and describes these rows' runs."""
+    src = Source(path, name)
+    try:
+        sidecar = Sidecar.read(path)
+        src.sidecar = sidecar.data if sidecar else None
+        if sidecar is None:
+            src.sidecar_note = f"no sidecar ({os.path.basename(sidecar_path(path))}) beside the CSV"
+        elif sidecar.mismatch(path, run_ids):  # another run's environment would be a false claim
+            src.sidecar_note = sidecar.mismatch(path, run_ids)
+            if sidecar.foreign(run_ids):
+                src.sidecar, src.sidecar_note = None, src.sidecar_note + ": ignored"
+            print(f"warning: {src.sidecar_note}", file=sys.stderr)
+    except UserError as e:  # the CSV alone still makes a report; say what is missing
+        src.sidecar_note = str(e)
+    return src
+
+
 # --------------------------------------------------------------------------- the report
+
+_HOW_TO_READ = ("## How to read this report", "",
+               "- A point is on a Pareto frontier when no other point of the same section is at least as good on "
+               "both axes and better on one. Exact ties are all kept; points whose accuracy is within noise of a "
+               "point dominating them (seed spread with a binomial floor) are listed as tied.",
+               "- Latency is the median forward time at batch 1; throughput and memory come from the largest batch "
+               "each cell measured (shown as @bsN).",
+               "- Colour: family (ResNet / ResNeXt); marker: cardinality; marker size: parameters.",
+               "- Details: `docs/reports.md`.", "")
 
 
 def build_report(rows: pd.DataFrame, sources: List[Source], out_dir: str) -> Tuple[str, Dict[str, Any]]:
@@ -136,6 +161,26 @@ def build_report(rows: pd.DataFrame, sources: List[Source], out_dir: str) -> Tup
     groups = assign_groups(rows)
     ok = rows[rows["status"] == STATUS_OK]
     points, join_notes = points_and_joins(ok)
+    lines = _opening_lines(sources, points, join_notes, copies, as_read)
+    facts: Dict[str, Any] = {"groups": {}, "figures": []}
+    for group in groups:
+        group.points = points[points["group"] == group.slug].reset_index(drop=True)
+        group.rows = ok[ok["group"] == group.slug]
+        if group.points.empty:
+            lines += _empty_section_lines(group, ok)
+            continue
+        lines += _section_lines(group, out_dir, facts)
+    lines += space_report.section(rows, [s.sidecar for s in sources], out_dir)  # sampled cells only
+    lines += md.failed_lines(rows)
+    from bench.analysis.profile_report import profile_lines  # RUN.profile.csv beside RUN.csv, if any
+    lines += profile_lines([s.path for s in sources], out_dir)
+    lines += _HOW_TO_READ
+    return "\n".join(lines), facts
+
+
+def _opening_lines(sources: List[Source], points: pd.DataFrame, join_notes: List[str], copies: int,
+                   as_read: pd.DataFrame) -> List[str]:
+    """Title, what was read, what was set aside, and the environment of each file."""
     title = ", ".join(s.name for s in sources)
     lines = [f"# Benchmark report: {title}", "",
              "Generated by `benchmark.py report` from " + ", ".join(f"`{s.path}`" for s in sources) + ". "
@@ -147,57 +192,53 @@ def build_report(rows: pd.DataFrame, sources: List[Source], out_dir: str) -> Tup
         lines += [f"{copies} row(s) repeated another file's row exactly (same run and values) and were counted "
                   "once.", ""]
     lines += md.environment_lines(sources, as_read)
-    facts: Dict[str, Any] = {"groups": {}, "figures": []}
-    for group in groups:
-        group.points = points[points["group"] == group.slug].reset_index(drop=True)
-        group.rows = ok[ok["group"] == group.slug]
-        if group.points.empty:
-            joined = "" if not (ok["group"] == group.slug).any() else \
-                " Its training-only rows were joined on variant_id with speed rows of another section."
-            lines += [f"## {group.title}", "", "No point for this device and precision." + joined, ""]
-            continue
-        pairs = pairs_for(group.points)
-        acc_note = "" if pairs is ACCURACY_PAIRS else \
-            " No accuracy was measured here (a speed-only run), so the plots set speed and memory against complexity." \
-            if pairs is SPEED_PAIRS else \
-            " Only some points have an accuracy, so speed and memory are also set against complexity."
-        lines += [f"## {group.title}", "",
-                  f"{len(group.points)} point(s) from " + ", ".join(f"`{s}`" for s in group.points["source"].unique())
-                  + f"; figures prefixed `{group.slug}-`.{acc_note}", ""]
-        lines += md.join_lines(group.points)
-        lines += md.noisy_lines(group.points)
-        lines += md.headline_lines(group.points, headline_comparisons(group.points))
-        fronts = {}
-        for pair in pairs:
-            fr = frontier(group.points, pair)
-            fronts[pair.name] = fr
-            figure = figures.figures_for(group, fr, out_dir)
-            if figure:
-                facts["figures"].append(figure)
-            lines += md.pair_lines(group, fr, figure)
-        curves = figures.curve_figures(group, out_dir)
-        if curves:
-            lines += ["### Batch-size curves", ""]
-            for name, what in curves:
-                facts["figures"].append(name)
-                lines += [f"![{what}, {group.title}]({name}.png)", "",
-                          f"Figure: [`{name}.png`]({name}.png), [`{name}.svg`]({name}.svg)", ""]
-        lines += md.ranked_lines(group.points)
-        lines += md.cardinality_lines(group.points)
-        facts["groups"][group.slug] = {"title": group.title, "points": group.points, "frontiers": fronts}
-    lines += space_report.section(rows, [s.sidecar for s in sources], out_dir)  # sampled cells only
-    lines += md.failed_lines(rows)
-    from bench.analysis.profile_report import profile_lines  # RUN.profile.csv beside RUN.csv, if any
-    lines += profile_lines([s.path for s in sources], out_dir)
-    lines += ["## How to read this report", "",
-              "- A point is on a Pareto frontier when no other point of the same section is at least as good on "
-              "both axes and better on one. Exact ties are all kept; points whose accuracy is within noise of a "
-              "point dominating them (seed spread with a binomial floor) are listed as tied.",
-              "- Latency is the median forward time at batch 1; throughput and memory come from the largest batch "
-              "each cell measured (shown as @bsN).",
-              "- Colour: family (ResNet / ResNeXt); marker: cardinality; marker size: parameters.",
-              "- Details: `docs/reports.md`.", ""]
-    return "\n".join(lines), facts
+    return lines
+
+
+def _empty_section_lines(group: Group, ok: pd.DataFrame) -> List[str]:
+    joined = "" if not (ok["group"] == group.slug).any() else \
+        " Its training-only rows were joined on variant_id with speed rows of another section."
+    return [f"## {group.title}", "", "No point for this device and precision." + joined, ""]
+
+
+def _section_lines(group: Group, out_dir: str, facts: Dict[str, Any]) -> List[str]:
+    """One device/precision section: its points, frontiers and figures; the figures and frontiers go in ``facts``."""
+    pairs = pairs_for(group.points)
+    acc_note = "" if pairs is ACCURACY_PAIRS else \
+        " No accuracy was measured here (a speed-only run), so the plots set speed and memory against complexity." \
+        if pairs is SPEED_PAIRS else \
+        " Only some points have an accuracy, so speed and memory are also set against complexity."
+    lines = [f"## {group.title}", "",
+             f"{len(group.points)} point(s) from " + ", ".join(f"`{s}`" for s in group.points["source"].unique())
+             + f"; figures prefixed `{group.slug}-`.{acc_note}", ""]
+    lines += md.join_lines(group.points)
+    lines += md.noisy_lines(group.points)
+    lines += md.headline_lines(group.points, headline_comparisons(group.points))
+    fronts = {}
+    for pair in pairs:
+        fr = frontier(group.points, pair)
+        fronts[pair.name] = fr
+        figure = figures.figures_for(group, fr, out_dir)
+        if figure:
+            facts["figures"].append(figure)
+        lines += md.pair_lines(group, fr, figure)
+    lines += _curve_lines(group, out_dir, facts)
+    lines += md.ranked_lines(group.points)
+    lines += md.cardinality_lines(group.points)
+    facts["groups"][group.slug] = {"title": group.title, "points": group.points, "frontiers": fronts}
+    return lines
+
+
+def _curve_lines(group: Group, out_dir: str, facts: Dict[str, Any]) -> List[str]:
+    curves = figures.curve_figures(group, out_dir)
+    if not curves:
+        return []
+    lines = ["### Batch-size curves", ""]
+    for name, what in curves:
+        facts["figures"].append(name)
+        lines += [f"![{what}, {group.title}]({name}.png)", "",
+                  f"Figure: [`{name}.png`]({name}.png), [`{name}.svg`]({name}.svg)", ""]
+    return lines
 
 
 def _write_text_atomic(path: str, text: str) -> None:
