@@ -151,32 +151,37 @@ def _point(rows: pd.DataFrame) -> Dict[str, Any]:
     bs1 = rows[(rows["batch_size"] == 1) & rows["latency_ms_median"].notna()]
     rec["latency_bs1_ms"] = bs1["latency_ms_median"].iloc[0] if len(bs1) else np.nan
     rec["latency_bs1_noisy"] = bool(bs1["latency_noisy"].iloc[0]) if len(bs1) else False
-    timed = rows[rows["throughput_img_s"].notna() & rows["batch_size"].notna()]
-    if len(timed):
-        big = timed.loc[timed["batch_size"].idxmax()]
-        rec.update(throughput_img_s=big["throughput_img_s"], throughput_bs=big["batch_size"],
-                   throughput_noisy=bool(big["latency_noisy"]), achieved_gflop_s=big["achieved_gflop_s"])
-    else:
-        rec.update(throughput_img_s=np.nan, throughput_bs=np.nan, throughput_noisy=False, achieved_gflop_s=np.nan)
-    weighed = rows[rows["peak_mem_mb"].notna() & rows["batch_size"].notna()]
-    if len(weighed):
-        big = weighed.loc[weighed["batch_size"].idxmax()]
-        rec.update(peak_mem_mb=big["peak_mem_mb"], mem_bs=big["batch_size"])
-    else:
-        rec.update(peak_mem_mb=np.nan, mem_bs=np.nan)
-    stepped = rows[rows["train_step_ms_median"].notna() & rows["batch_size"].notna()]
-    if len(stepped):
-        big = stepped.loc[stepped["batch_size"].idxmax()]
-        rec.update(train_step_ms=big["train_step_ms_median"], train_step_bs=big["batch_size"],
-                   train_step_noisy=bool(big["train_step_noisy"]), train_peak_mem_mb=big["train_peak_mem_mb"])
-    else:
-        rec.update(train_step_ms=np.nan, train_step_bs=np.nan, train_step_noisy=False, train_peak_mem_mb=np.nan)
+    rec.update(_at_largest_batch(rows, "throughput_img_s", {
+        "throughput_img_s": "throughput_img_s", "throughput_bs": "batch_size", "throughput_noisy": "latency_noisy",
+        "achieved_gflop_s": "achieved_gflop_s"}))
+    rec.update(_at_largest_batch(rows, "peak_mem_mb", {"peak_mem_mb": "peak_mem_mb", "mem_bs": "batch_size"}))
+    rec.update(_at_largest_batch(rows, "train_step_ms_median", {
+        "train_step_ms": "train_step_ms_median", "train_step_bs": "batch_size", "train_step_noisy": "train_step_noisy",
+        "train_peak_mem_mb": "train_peak_mem_mb"}))
     # Written by newer runners only: the share of a timed loop spent in the kernel (another process's load).
-    for column, at in (("latency_sys_share", bs1), ("train_step_sys_share", stepped)):
+    for column, at in (("latency_sys_share", bs1), ("train_step_sys_share", _measured(rows, "train_step_ms_median"))):
         if column in rows:
             have = at[at[column].notna()] if len(at) else at
             rec[column] = float(have[column].max()) if len(have) else np.nan
     return rec
+
+
+def _measured(rows: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The rows where ``column`` and the batch size are both set."""
+    return rows[rows[column].notna() & rows["batch_size"].notna()]
+
+
+def _at_largest_batch(rows: pd.DataFrame, column: str, taken: Dict[str, str]) -> Dict[str, Any]:
+    """Point columns from the row at the largest batch size where ``column`` is set.
+
+    ``taken`` maps each point column to the row column it is read from. A ``_noisy`` point column is a
+    flag (False when unknown); without such a row every other one is NaN.
+    """
+    have = _measured(rows, column)
+    if not len(have):
+        return {name: False if name.endswith("_noisy") else np.nan for name in taken}
+    big = have.loc[have["batch_size"].idxmax()]
+    return {name: bool(big[source]) if name.endswith("_noisy") else big[source] for name, source in taken.items()}
 
 
 def cell_points(ok: pd.DataFrame) -> pd.DataFrame:
