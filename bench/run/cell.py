@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -96,51 +96,72 @@ def measure_cell(cell: Cell, train_fn: Optional[Callable[..., Dict[str, Any]]] =
 
 def _measure_cell(cell: Cell, train_fn: Optional[Callable[..., Dict[str, Any]]],
                   threads: Optional[int]) -> List[Dict[str, Any]]:
-    s = cell.settings
-    device = s["device"]
-    base = cell_columns(cell, _device_name(device))
-    base["threads"] = threads
-
-    model = build_for_cell(cell)
-    base["pretrained"] = getattr(model, "pretrained_weights", None) or "none"
-    base.update(measure_complexity(model, cell.model).as_row())
-
-    rows: List[Dict[str, Any]] = []
-    if s["speed"] or s["train_step"]:
-        memory_format = torch.channels_last if s["memory_format"] == "channels_last" else torch.contiguous_format
-        model = model.to(device=device, memory_format=memory_format)
-        final_pixels = final_map_size(cell.model) ** 2
-        for requested in s["batch_sizes"]:
-            rows.append(_measure_batch_with_backoff(model, cell, base, requested, memory_format, final_pixels))
-            if s.get("profile") and rows[-1]["status"] == "ok":  # extra untimed iterations, after the timed ones
-                from bench.measure.profile import profile_batch
-                from bench.results.profile_rows import profile_rows
-                from bench.results.profile_schema import PROFILE_ROWS_KEY
-
-                with preserved_state(model):  # its training steps must not change the next batch's model
-                    profiled = profile_batch(model, cell.model, s, rows[-1], rows[-1]["batch_size"], memory_format,
-                                             lambda: autocast(device, s["precision"]))
-                rows[-1][PROFILE_ROWS_KEY] = profile_rows(profiled, rows[-1])
-        del model
+    device = cell.settings["device"]
+    model, base = _counted_model(cell, threads)
+    if cell.settings["speed"] or cell.settings["train_step"]:
+        rows = _batch_rows(model, cell, base)
+        del model  # the timed model goes before training builds its own
         free_memory(device)
     else:
-        rows.append(dict(base, status="ok"))
-
+        rows = [dict(base, status="ok")]
     if cell.train is not None:
-        if train_fn is None:
-            from bench.train.training import train_cell as train_fn  # noqa: N813 - the training entry point
-        results = train_fn(lambda: build_for_cell(cell), cell.train, device=device,
-                           num_classes=cell.model.num_classes, input_size=cell.model.input_size,
-                           on_epoch=console.epoch_callback(cell.variant))
-        for row in rows:
-            status = results.get("status", "ok")
-            row.update({k: v for k, v in results.items() if k in row and k not in ("status", "error")})
-            if status != "ok" and row["status"] == "ok":
-                row["status"], row["error"] = status, results.get("error")
+        _add_training_columns(rows, cell, train_fn)
     rows_peak = memory.process_peak_rss_mb()
     for row in rows:
         row["cpu_peak_rss_mb"] = rows_peak
     return rows
+
+
+def _counted_model(cell: Cell, threads: Optional[int]) -> Tuple[nn.Module, Dict[str, Any]]:
+    """The cell's model, and the columns all its rows share: settings, device, weights and counts."""
+    device = cell.settings["device"]
+    base = cell_columns(cell, _device_name(device))
+    base["threads"] = threads
+    model = build_for_cell(cell)
+    base["pretrained"] = getattr(model, "pretrained_weights", None) or "none"
+    base.update(measure_complexity(model, cell.model).as_row())
+    return model, base
+
+
+def _batch_rows(model: nn.Module, cell: Cell, base: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """One row per requested batch size: timed and weighed, then profiled when the cell asks."""
+    s = cell.settings
+    memory_format = torch.channels_last if s["memory_format"] == "channels_last" else torch.contiguous_format
+    model = model.to(device=s["device"], memory_format=memory_format)
+    final_pixels = final_map_size(cell.model) ** 2
+    rows: List[Dict[str, Any]] = []
+    for requested in s["batch_sizes"]:
+        rows.append(_measure_batch_with_backoff(model, cell, base, requested, memory_format, final_pixels))
+        if s.get("profile") and rows[-1]["status"] == "ok":  # extra untimed iterations, after the timed ones
+            _add_profile_rows(model, cell, rows[-1], memory_format)
+    return rows
+
+
+def _add_profile_rows(model: nn.Module, cell: Cell, row: Dict[str, Any], memory_format) -> None:
+    from bench.measure.profile import profile_batch
+    from bench.results.profile_rows import profile_rows
+    from bench.results.profile_schema import PROFILE_ROWS_KEY
+
+    s = cell.settings
+    with preserved_state(model):  # its training steps must not change the next batch's model
+        profiled = profile_batch(model, cell.model, s, row, row["batch_size"], memory_format,
+                                 lambda: autocast(s["device"], s["precision"]))
+    row[PROFILE_ROWS_KEY] = profile_rows(profiled, row)
+
+
+def _add_training_columns(rows: List[Dict[str, Any]], cell: Cell,
+                          train_fn: Optional[Callable[..., Dict[str, Any]]]) -> None:
+    """Train the cell and put its columns on every row; a failed training marks the rows that were ok."""
+    if train_fn is None:
+        from bench.train.training import train_cell as train_fn  # noqa: N813 - the training entry point
+    results = train_fn(lambda: build_for_cell(cell), cell.train, device=cell.settings["device"],
+                       num_classes=cell.model.num_classes, input_size=cell.model.input_size,
+                       on_epoch=console.epoch_callback(cell.variant))
+    for row in rows:
+        status = results.get("status", "ok")
+        row.update({k: v for k, v in results.items() if k in row and k not in ("status", "error")})
+        if status != "ok" and row["status"] == "ok":
+            row["status"], row["error"] = status, results.get("error")
 
 
 def _measure_batch_with_backoff(model: nn.Module, cell: Cell, base: Dict[str, Any], requested: int,
@@ -171,36 +192,15 @@ def measure_batch(model: nn.Module, settings: Dict[str, Any], base: Dict[str, An
     training step is possible at all at this batch size.
     """
     device = settings["device"]
-    precision = settings["precision"]
     row = dict(base, batch_size=batch, status="ok")
     size = base["input_size"]
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=memory_format)
     timer = make_timer(device)
     min_block = CUDA_MIN_BLOCK_MS if device == "cuda" else 0.0
-    flops = base["flops"]
     run_model = torch.compile(model) if settings["compile"] else model
 
     if settings["speed"]:
-        model.eval()
-
-        def infer():
-            with torch.inference_mode(), autocast(device, precision):
-                return run_model(x)
-
-        if settings["compile"]:
-            start = time.perf_counter()
-            infer()
-            timer.synchronize()
-            row["compile_time_s"] = time.perf_counter() - start
-        loop = timed_loop(infer, timer, settings["warmup"], settings["repeats"], settings["max_time_s"],
-                          min_block_ms=min_block, min_time_s=AUTO_MIN_TIME_FRACTION * settings["max_time_s"])
-        samples = loop.samples
-        summary = stats.summarize(samples)
-        row.update(_timing_columns(loop, summary, "latency"))
-        row["latency_ms_per_image"] = summary.median / batch
-        row["throughput_img_s"] = batch / (summary.median / 1e3)
-        row["achieved_gflop_s"] = flops * batch / (summary.median / 1e3) / 1e9
-        row.update(_peak_memory(infer, device, model, x, prefix=""))
+        row.update(_inference_columns(model, run_model, settings, base, x, batch, timer, min_block))
 
     if settings["train_step"] and batch * final_map_pixels > 1:
         # (BatchNorm cannot train on a single value per channel: batch 1 with
@@ -211,6 +211,46 @@ def measure_batch(model: nn.Module, settings: Dict[str, Any], base: Dict[str, An
         with preserved_state(model):
             row.update(_train_step_columns(model, run_model, settings, base, x, batch, timer, min_block))
     return row
+
+
+def _inference_columns(model: nn.Module, run_model: Callable[[torch.Tensor], torch.Tensor],
+                       settings: Dict[str, Any], base: Dict[str, Any], x: torch.Tensor, batch: int,
+                       timer, min_block: float) -> Dict[str, Any]:
+    """Compile time (when compiled), latency, throughput and peak memory of inference on ``x``."""
+    device, precision = settings["device"], settings["precision"]
+    model.eval()
+
+    def infer():
+        with torch.inference_mode(), autocast(device, precision):
+            return run_model(x)
+
+    out: Dict[str, Any] = {}
+    if settings["compile"]:
+        start = time.perf_counter()
+        infer()
+        timer.synchronize()
+        out["compile_time_s"] = time.perf_counter() - start
+    timing, summary = _timed_columns(infer, timer, settings, min_block, "latency", "", batch, base["flops"])
+    out.update(timing)
+    out["latency_ms_per_image"] = summary.median / batch
+    out.update(_peak_memory(infer, device, model, x, prefix=""))
+    return out
+
+
+def _timed_columns(fn: Callable[[], object], timer, settings: Dict[str, Any], min_block: float, prefix: str,
+                   rate_prefix: str, batch: int, flop_per_image: float) -> Tuple[Dict[str, Any], stats.Summary]:
+    """Time ``fn`` (one pass over ``batch`` images): its timing columns, and the images/s and GFLOP/s they mean.
+
+    Inference and the training step are timed alike; only their column prefixes differ
+    (``latency``/"" and ``train_step``/``train_``). Returns the columns and the summary.
+    """
+    loop = timed_loop(fn, timer, settings["warmup"], settings["repeats"], settings["max_time_s"],
+                      min_block_ms=min_block, min_time_s=AUTO_MIN_TIME_FRACTION * settings["max_time_s"])
+    summary = stats.summarize(loop.samples)
+    out = _timing_columns(loop, summary, prefix)
+    out[f"{rate_prefix}throughput_img_s"] = batch / (summary.median / 1e3)
+    out[f"{rate_prefix}achieved_gflop_s"] = flop_per_image * batch / (summary.median / 1e3) / 1e9
+    return out, summary
 
 
 @contextlib.contextmanager
@@ -254,13 +294,8 @@ def _train_step_columns(model: nn.Module, run_model: Callable[[torch.Tensor], to
     model.train()
     labels = torch.randint(0, base["num_classes"], (batch,), device=device)
     step = _sgd_step(model, run_model, x, labels, device, precision)
-    loop = timed_loop(step, timer, settings["warmup"], settings["repeats"], settings["max_time_s"],
-                      min_block_ms=min_block, min_time_s=AUTO_MIN_TIME_FRACTION * settings["max_time_s"])
-    summary = stats.summarize(loop.samples)
-    out = _timing_columns(loop, summary, "train_step")
-    out["train_throughput_img_s"] = batch / (summary.median / 1e3)
     # backward costs about twice the forward: the usual 3x rule for a training step
-    out["train_achieved_gflop_s"] = 3 * base["flops"] * batch / (summary.median / 1e3) / 1e9
+    out, _ = _timed_columns(step, timer, settings, min_block, "train_step", "train_", batch, 3 * base["flops"])
     del step
     # Memory is weighed from a fresh start (no gradients, no momentum yet), so
     # the peak counts them as a GPU's max_memory_allocated does.
