@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -27,7 +28,7 @@ from bench.grid import Cell
 from bench.run import console
 from bench.run.rows import cell_columns
 from bench.measure.numerics import autocast, numeric_settings
-from bench.measure.timing import SYS_SHARE_LIMIT, TimedLoop, make_timer, timed_loop
+from bench.measure.timing import SYS_SHARE_LIMIT, TimedLoop, Timer, make_timer, timed_loop
 
 # Batch sizes tried after an out-of-memory error: 2^k and 1.5 * 2^k.
 _LADDER = sorted({2 ** k for k in range(13)} | {3 * 2 ** k for k in range(12)})
@@ -195,12 +196,11 @@ def measure_batch(model: nn.Module, settings: Dict[str, Any], base: Dict[str, An
     row = dict(base, batch_size=batch, status="ok")
     size = base["input_size"]
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=memory_format)
-    timer = make_timer(device)
-    min_block = CUDA_MIN_BLOCK_MS if device == "cuda" else 0.0
-    run_model = torch.compile(model) if settings["compile"] else model
+    timed = _TimedBatch(model, torch.compile(model) if settings["compile"] else model, settings, base, x, batch,
+                        make_timer(device), CUDA_MIN_BLOCK_MS if device == "cuda" else 0.0)
 
     if settings["speed"]:
-        row.update(_inference_columns(model, run_model, settings, base, x, batch, timer, min_block))
+        row.update(_inference_columns(timed))
 
     if settings["train_step"] and batch * final_map_pixels > 1:
         # (BatchNorm cannot train on a single value per channel: batch 1 with
@@ -209,47 +209,60 @@ def measure_batch(model: nn.Module, settings: Dict[str, Any], base: Dict[str, An
         # back as it was, so what is timed next (the next batch size, the next
         # cell's shared weights) does not depend on this measurement.
         with preserved_state(model):
-            row.update(_train_step_columns(model, run_model, settings, base, x, batch, timer, min_block))
+            row.update(_train_step_columns(timed))
     return row
 
 
-def _inference_columns(model: nn.Module, run_model: Callable[[torch.Tensor], torch.Tensor],
-                       settings: Dict[str, Any], base: Dict[str, Any], x: torch.Tensor, batch: int,
-                       timer, min_block: float) -> Dict[str, Any]:
-    """Compile time (when compiled), latency, throughput and peak memory of inference on ``x``."""
-    device, precision = settings["device"], settings["precision"]
-    model.eval()
+@dataclass
+class _TimedBatch:
+    """What inference and the training step at one batch size are measured with."""
+
+    model: nn.Module
+    run_model: Callable[[torch.Tensor], torch.Tensor]  # the model, compiled when the cell asks
+    settings: Dict[str, Any]
+    base: Dict[str, Any]  # the cell's columns (flops, num_classes)
+    x: torch.Tensor  # the input batch
+    batch: int
+    timer: Timer
+    min_block: float  # ms: shorter calls are timed in blocks
+
+
+def _inference_columns(t: _TimedBatch) -> Dict[str, Any]:
+    """Compile time (when compiled), latency, throughput and peak memory of inference on the batch."""
+    device, precision = t.settings["device"], t.settings["precision"]
+    t.model.eval()
 
     def infer():
         with torch.inference_mode(), autocast(device, precision):
-            return run_model(x)
+            return t.run_model(t.x)
 
     out: Dict[str, Any] = {}
-    if settings["compile"]:
+    if t.settings["compile"]:
         start = time.perf_counter()
         infer()
-        timer.synchronize()
+        t.timer.synchronize()
         out["compile_time_s"] = time.perf_counter() - start
-    timing, summary = _timed_columns(infer, timer, settings, min_block, "latency", "", batch, base["flops"])
+    timing, summary = _timed_columns(t, infer, "latency", "", t.base["flops"])
     out.update(timing)
-    out["latency_ms_per_image"] = summary.median / batch
-    out.update(_peak_memory(infer, device, model, x, prefix=""))
+    out["latency_ms_per_image"] = summary.median / t.batch
+    out.update(_peak_memory(infer, device, t.model, t.x, prefix=""))
     return out
 
 
-def _timed_columns(fn: Callable[[], object], timer, settings: Dict[str, Any], min_block: float, prefix: str,
-                   rate_prefix: str, batch: int, flop_per_image: float) -> Tuple[Dict[str, Any], stats.Summary]:
-    """Time ``fn`` (one pass over ``batch`` images): its timing columns, and the images/s and GFLOP/s they mean.
+def _timed_columns(t: _TimedBatch, fn: Callable[[], object], prefix: str, rate_prefix: str,
+                   flop_per_image: float) -> Tuple[Dict[str, Any], stats.Summary]:
+    """Time ``fn`` (one pass over the batch): its timing columns, and the images/s and GFLOP/s they mean.
 
     Inference and the training step are timed alike; only their column prefixes differ
     (``latency``/"" and ``train_step``/``train_``). Returns the columns and the summary.
     """
-    loop = timed_loop(fn, timer, settings["warmup"], settings["repeats"], settings["max_time_s"],
-                      min_block_ms=min_block, min_time_s=AUTO_MIN_TIME_FRACTION * settings["max_time_s"])
+    settings = t.settings
+    loop = timed_loop(fn, t.timer, settings["warmup"], settings["repeats"], settings["max_time_s"],
+                      min_block_ms=t.min_block, min_time_s=AUTO_MIN_TIME_FRACTION * settings["max_time_s"])
     summary = stats.summarize(loop.samples)
     out = _timing_columns(loop, summary, prefix)
-    out[f"{rate_prefix}throughput_img_s"] = batch / (summary.median / 1e3)
-    out[f"{rate_prefix}achieved_gflop_s"] = flop_per_image * batch / (summary.median / 1e3) / 1e9
+    out[f"{rate_prefix}throughput_img_s"] = t.batch / (summary.median / 1e3)
+    out[f"{rate_prefix}achieved_gflop_s"] = flop_per_image * t.batch / (summary.median / 1e3) / 1e9
     return out, summary
 
 
@@ -287,21 +300,20 @@ def _sgd_step(model: nn.Module, run_model: Callable[[torch.Tensor], torch.Tensor
     return step
 
 
-def _train_step_columns(model: nn.Module, run_model: Callable[[torch.Tensor], torch.Tensor],
-                        settings: Dict[str, Any], base: Dict[str, Any], x: torch.Tensor, batch: int,
-                        timer, min_block: float) -> Dict[str, Any]:
-    device, precision = settings["device"], settings["precision"]
-    model.train()
-    labels = torch.randint(0, base["num_classes"], (batch,), device=device)
-    step = _sgd_step(model, run_model, x, labels, device, precision)
+def _train_step_columns(t: _TimedBatch) -> Dict[str, Any]:
+    """Time, throughput and peak memory of an SGD training step on the batch."""
+    device, precision = t.settings["device"], t.settings["precision"]
+    t.model.train()
+    labels = torch.randint(0, t.base["num_classes"], (t.batch,), device=device)
+    step = _sgd_step(t.model, t.run_model, t.x, labels, device, precision)
     # backward costs about twice the forward: the usual 3x rule for a training step
-    out, _ = _timed_columns(step, timer, settings, min_block, "train_step", "train_", batch, 3 * base["flops"])
+    out, _ = _timed_columns(t, step, "train_step", "train_", 3 * t.base["flops"])
     del step
     # Memory is weighed from a fresh start (no gradients, no momentum yet), so
     # the peak counts them as a GPU's max_memory_allocated does.
-    model.zero_grad(set_to_none=True)
-    fresh = _sgd_step(model, run_model, x, labels, device, precision)
-    out.update(_peak_memory(fresh, device, model, x, prefix="train_"))
+    t.model.zero_grad(set_to_none=True)
+    fresh = _sgd_step(t.model, t.run_model, t.x, labels, device, precision)
+    out.update(_peak_memory(fresh, device, t.model, t.x, prefix="train_"))
     return out
 
 
