@@ -2,6 +2,7 @@
 import os
 import sys
 import warnings
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import pytest
 
@@ -10,6 +11,12 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+
+# Imported once ROOT is on sys.path (a bare `pytest` from elsewhere finds bench that way).
+from bench.grid import Grid, expand_grid  # noqa: E402
+from bench.run.executors import SerialExecutor  # noqa: E402
+from bench.run.rows import cell_columns  # noqa: E402
+from bench.run.runner import RunSummary, run_grid  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -25,3 +32,36 @@ def _fixed_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------- runs with a stand-in measurement
+# test_runner and test_no_loss run grids through the real runner but measure each cell with a
+# function that returns well-formed rows without building or timing a model: they test the
+# files, not torch. Imported by name (`from conftest import ...`).
+
+
+def tiny_grid(widths: Sequence[float] = (1, 1.5, 2, 2.5), **defaults: Any) -> Grid:
+    """One resnet20 CPU cell per width, batch sizes 1 and 2; ``defaults`` override the grid's defaults."""
+    raw = {"name": "tiny",
+           "defaults": {"preset": "resnet20", "device": "cpu", "speed": True, "train_step": False,
+                        "batch_sizes": [1, 2], "warmup": 0, "repeats": 2, **defaults},
+           "matrix": {"width_multiplier": list(widths)}}
+    return expand_grid(raw, "tiny.yaml")
+
+
+def ok_rows(cell) -> List[Dict[str, Any]]:
+    """The stand-in measurement: an ok row per batch size, its latency 1.5 ms per image."""
+    rows = []
+    for bs in cell.settings["batch_sizes"]:
+        row = cell_columns(cell, "test-cpu")
+        row.update(status="ok", batch_size=bs, requested_batch_size=bs, latency_ms_median=1.5 * bs)
+        rows.append(row)
+    return rows
+
+
+def run_stand_in(grid: Grid, out, measure: Callable = ok_rows, **kw: Any) -> Tuple[RunSummary, List[str]]:
+    """Run ``grid`` into ``out`` serially with ``measure`` for each cell, no progress bar; (summary, log lines)."""
+    messages: List[str] = []
+    summary = run_grid(grid, str(out), executor=SerialExecutor(measure), progress=False, command=["test"],
+                       log=messages.append, **kw)
+    return summary, messages

@@ -14,42 +14,16 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ok_rows, run_stand_in, tiny_grid
 
 from bench.cli import main
 from bench.errors import UserError
 from bench.grid import expand_grid
 from bench.results.files import OutputLock, read_lines
 from bench.run import started
-from bench.run.executors import SerialExecutor
-from bench.run.rows import cell_columns
-from bench.run.runner import run_grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE = os.path.join(ROOT, "results", "baselines", "quick-cpu.csv")
-
-
-def tiny_grid(widths=(1, 1.5, 2, 2.5)):
-    raw = {"name": "tiny",
-           "defaults": {"preset": "resnet20", "device": "cpu", "speed": True, "train_step": False,
-                        "batch_sizes": [1, 2], "warmup": 0, "repeats": 2},
-           "matrix": {"width_multiplier": list(widths)}}
-    return expand_grid(raw, "tiny.yaml")
-
-
-def ok_rows(cell):
-    rows = []
-    for bs in cell.settings["batch_sizes"]:
-        row = cell_columns(cell, "test-cpu")
-        row.update(status="ok", batch_size=bs, requested_batch_size=bs, latency_ms_median=1.5 * bs)
-        rows.append(row)
-    return rows
-
-
-def run(grid, out, measure=ok_rows, **kw):
-    messages = []
-    summary = run_grid(grid, str(out), executor=SerialExecutor(measure), progress=False, command=["test"],
-                       log=messages.append, **kw)
-    return summary, messages
 
 
 def statuses(path):
@@ -69,7 +43,7 @@ def one_line_error(capsys, argv, *fragments):
 # ------------------------------------------------------------- 1-2: data loss
 def test_merge_into_a_file_a_run_is_writing_is_refused_and_the_run_keeps_every_row(tmp_path, capsys):
     other = tmp_path / "other.csv"
-    run(tiny_grid(widths=(3,)), other)
+    run_stand_in(tiny_grid(widths=(3,)), other)
     out = tmp_path / "lockt.csv"
     codes = []
 
@@ -78,7 +52,7 @@ def test_merge_into_a_file_a_run_is_writing_is_refused_and_the_run_keeps_every_r
             codes.append(main(["merge", str(other), "--out", str(out), "--force"]))
         return ok_rows(cell)
 
-    summary, _ = run(tiny_grid(), out, merge_during_the_run)
+    summary, _ = run_stand_in(tiny_grid(), out, merge_during_the_run)
     assert codes == [2]
     assert "another run is writing this output" in capsys.readouterr().err
     assert summary.cells_run == 4
@@ -98,7 +72,7 @@ def test_baseline_into_a_locked_file_is_refused(tmp_path, capsys):
 
 def test_merge_over_an_existing_file_needs_force(tmp_path, capsys):
     a = tmp_path / "a.csv"
-    run(tiny_grid(widths=(1,)), a)
+    run_stand_in(tiny_grid(widths=(1,)), a)
     out = tmp_path / "m.csv"
     out.write_text("precious\n")
     one_line_error(capsys, ["merge", str(a), "--out", str(out)], str(out), "exists; pass --force")
@@ -145,18 +119,23 @@ def fill(folder):
         os.close(fd)
 
 
+def untimed_grid_file(folder, name, widths):
+    """A grid file of resnet20 CPU cells, one per width, that neither time nor train (counts only)."""
+    path = folder / f"{name}.yaml"
+    path.write_text(f"name: {name}\ndefaults: {{preset: resnet20, device: cpu, speed: false, train_step: false}}\n"
+                    f"matrix: {{width_multiplier: {list(widths)}}}\n")
+    return str(path)
+
+
 @pytest.fixture
 def grid_file(tmp_path):
-    path = tmp_path / "g.yaml"
-    path.write_text("name: g\ndefaults: {preset: resnet20, device: cpu, speed: false, train_step: false}\n"
-                    "matrix: {width_multiplier: [1]}\n")
-    return str(path)
+    return untimed_grid_file(tmp_path, "g", [1])
 
 
 def test_an_output_under_proc_is_refused_in_one_line_before_any_work(tmp_path, grid_file, capsys):
     one_line_error(capsys, ["--grid", grid_file, "--out", "/proc/x.csv", "--no-progress"], "/proc/x.csv")
     a = tmp_path / "a.csv"
-    run(tiny_grid(widths=(1,)), a)
+    run_stand_in(tiny_grid(widths=(1,)), a)
     one_line_error(capsys, ["merge", str(a), "--out", "/proc/x.csv"], "/proc/x.csv", "cannot write")
 
 
@@ -173,14 +152,14 @@ def test_an_output_on_a_read_only_filesystem_is_refused_in_one_line(tmp_path, sm
     err = one_line_error(capsys, ["--grid", grid_file, "--out", str(out), "--no-progress"], str(out))
     assert "Read-only file system" in err
     with pytest.raises(UserError, match="Read-only file system"):
-        run(tiny_grid(widths=(1,)), out)
+        run_stand_in(tiny_grid(widths=(1,)), out)
 
 
 def test_a_full_disk_at_start_is_one_line_and_nothing_runs(tmp_path, small_disk, grid_file, capsys):
     fill(small_disk)
     calls = []
     with pytest.raises(UserError, match="No space left on device"):
-        run(tiny_grid(), small_disk / "r.csv", lambda cell: calls.append(cell) or ok_rows(cell))
+        run_stand_in(tiny_grid(), small_disk / "r.csv", lambda cell: calls.append(cell) or ok_rows(cell))
     assert calls == []
     one_line_error(capsys, ["--grid", grid_file, "--out", str(small_disk / "r.csv")], "No space left")
 
@@ -196,14 +175,14 @@ def test_a_disk_filling_up_mid_run_is_one_line_and_the_sidecar_says_failed(small
         return rows * 8  # more than the page the CSV has left: the append needs a new one
 
     with pytest.raises(UserError) as info:
-        run(grid, out, filling)
+        run_stand_in(grid, out, filling)
     message = str(info.value)
     assert message.startswith(f"{out}: cannot write results: No space left on device") and "\n" not in message
     assert set(statuses(out)) == {grid.cells[0].cell_id}  # the first cell is safe
     side = json.loads((small_disk / "r.json").read_text())
     assert side["status"] == "failed" and side["runs"][-1]["status"] == "failed"
     os.unlink(small_disk / "filler")
-    summary, _ = run(grid, out)  # the resume sees a failed run, not a killed one, and finishes the grid
+    summary, _ = run_stand_in(grid, out)  # the resume sees a failed run, not a killed one, and finishes the grid
     side = json.loads((small_disk / "r.json").read_text())
     assert [r["status"] for r in side["runs"]] == ["failed", "finished"]
     assert summary.cells_run == 3
@@ -238,7 +217,7 @@ def test_a_full_disk_mid_run_without_a_small_filesystem(tmp_path, monkeypatch):
         return ok_rows(cell)
 
     with pytest.raises(UserError, match=r"r.csv: cannot write results: No space left on device$"):
-        run(grid, out, measure)
+        run_stand_in(grid, out, measure)
     assert json.loads((tmp_path / "r.json").read_text())["status"] == "failed"
 
 
@@ -285,7 +264,7 @@ def test_a_runner_killed_by_the_oom_killer_records_the_cell_and_resume_moves_on(
     # The kernel's OOM-kill counter rose meanwhile: the OOM killer did it.
     monkeypatch.setattr(started, "oom_kill_count", lambda: (mark.oom_kills or 0) + 1)
     calls = []
-    summary, messages = run(grid, out, lambda cell: calls.append(cell.cell_id) or ok_rows(cell))
+    summary, messages = run_stand_in(grid, out, lambda cell: calls.append(cell.cell_id) or ok_rows(cell))
     assert killed.cell_id not in calls and summary.cells_run == 2
     parsed = read_lines(str(out))
     row = next(ln for ln in parsed.lines if ln.get(parsed.index, "cell_id") == killed.cell_id)
@@ -295,7 +274,7 @@ def test_a_runner_killed_by_the_oom_killer_records_the_cell_and_resume_moves_on(
     assert any(killed.cell_id in m and "status=oom" in m for m in messages)
     assert started.read(str(out)) is None  # the mark is gone once recorded
     # The recorded cell is a failed cell like any other: --retry-failed runs it again.
-    summary, _ = run(grid, out, ok_rows, retry_failed=True)
+    summary, _ = run_stand_in(grid, out, ok_rows, retry_failed=True)
     assert summary.cells_run == 1 and statuses(out)[killed.cell_id] == "ok"
 
 
@@ -305,7 +284,7 @@ def test_a_runner_killed_not_by_the_oom_killer_records_an_error_not_oom(tmp_path
     mark = started.read(str(out))
     monkeypatch.setattr(started, "oom_kill_count", lambda: mark.oom_kills)
     monkeypatch.setattr(started, "boot_id", lambda: mark.boot)
-    run(tiny_grid(), out)
+    run_stand_in(tiny_grid(), out)
     assert statuses(out)[mark.cell_id] == "error"
 
 
@@ -315,7 +294,7 @@ def test_an_orderly_stop_or_a_cell_error_leaves_no_mark(tmp_path):
     def broken(cell):
         raise RuntimeError("boom")
 
-    run(tiny_grid(widths=(1,)), out, broken)
+    run_stand_in(tiny_grid(widths=(1,)), out, broken)
     assert started.read(str(out)) is None and not os.path.exists(started.mark_path(str(out)))
 
 
@@ -354,7 +333,7 @@ def test_a_real_oom_kill_in_a_memory_cgroup_is_recorded_as_oom(tmp_path):
         os.rmdir(group)
     if started.oom_kill_count() is None:
         pytest.skip("no oom_kill counter in /proc/vmstat")
-    run(tiny_grid(), out)
+    run_stand_in(tiny_grid(), out)
     parsed = read_lines(str(out))
     killed = {ln.get(parsed.index, "cell_id"): ln.get(parsed.index, "error") for ln in parsed.lines
               if ln.get(parsed.index, "status") == "oom"}
@@ -589,10 +568,7 @@ def test_a_nan_model_is_never_evaluated_even_between_divergence_checks(monkeypat
 # --------------------------------------------------------------- 17-22: messages
 @pytest.fixture
 def four_cells(tmp_path):
-    path = tmp_path / "four.yaml"
-    path.write_text("name: four\ndefaults: {preset: resnet20, device: cpu, speed: false, train_step: false}\n"
-                    "matrix: {width_multiplier: [1, 1.5, 2, 2.5]}\n")
-    return str(path)
+    return untimed_grid_file(tmp_path, "four", [1, 1.5, 2, 2.5])
 
 
 def test_an_empty_shard_says_so_instead_of_every_cell_being_done(tmp_path, four_cells, capsys):
@@ -611,10 +587,10 @@ def test_a_negative_shard_gets_the_one_line_error_not_the_usage_text(four_cells,
 
 def test_a_corrupt_sidecar_on_resume_is_kept_aside_with_one_clear_warning(tmp_path):
     out = tmp_path / "r.csv"
-    run(tiny_grid(widths=(1,)), out)
+    run_stand_in(tiny_grid(widths=(1,)), out)
     side = tmp_path / "r.json"
     side.write_text("{ not json")
-    _, messages = run(tiny_grid(widths=(1, 2)), out)
+    _, messages = run_stand_in(tiny_grid(widths=(1, 2)), out)
     warnings = [m for m in messages if m.startswith("warning")]
     assert len(warnings) == 1 and "unreadable sidecar" in warnings[0] and "missing" not in warnings[0]
     assert (tmp_path / "r.json.corrupt").read_text() == "{ not json"

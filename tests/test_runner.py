@@ -11,26 +11,17 @@ import signal
 import time
 
 import pytest
+from conftest import ok_rows, run_stand_in, tiny_grid
 
 from bench.errors import UserError
-from bench.run.executors import SerialExecutor
 from bench.grid import expand_grid
 from bench.results.files import OutputLock, read_lines, repair_tail, rows_to_csv_text, scan_cells, sidecar_path
-from bench.run.rows import cell_columns
-from bench.run.runner import RunInterrupted, plan_run, run_grid
+from bench.run.runner import RunInterrupted, plan_run
 from bench.results.schema import COLUMNS
 
 
-def tiny_grid(widths=(1, 1.5, 2, 2.5), **defaults):
-    raw = {"name": "tiny",
-           "defaults": {"preset": "resnet20", "device": "cpu", "speed": True, "train_step": False,
-                        "batch_sizes": [1, 2], "warmup": 0, "repeats": 2, **defaults},
-           "matrix": {"width_multiplier": list(widths)}}
-    return expand_grid(raw, "tiny.yaml")
-
-
 class Recorder:
-    """A measure function: two ok rows per cell, or a failure for the widths in ``fail``."""
+    """A measure function: :func:`conftest.ok_rows`, or a failure for the widths in ``fail``."""
 
     def __init__(self, fail=(), hook=None):
         self.calls = []
@@ -43,19 +34,24 @@ class Recorder:
             self.hook(cell, len(self.calls))
         if cell.model.width_multiplier in self.fail:
             raise RuntimeError("boom\nsecond line")
-        rows = []
-        for bs in cell.settings["batch_sizes"]:
-            row = cell_columns(cell, "test-cpu")
-            row.update(status="ok", batch_size=bs, requested_batch_size=bs, latency_ms_median=1.5 * bs)
-            rows.append(row)
-        return rows
+        return ok_rows(cell)
 
 
-def run(grid, out, measure, **kw):
-    messages = []
-    summary = run_grid(grid, str(out), executor=SerialExecutor(measure), progress=False, command=["test"],
-                       log=messages.append, **kw)
-    return summary, messages
+def ctrl_c_at_second_cell(*pauses):
+    """A Recorder hook: as the second cell starts, press Ctrl-C once per pause, waiting that long (s) after each."""
+    def hook(cell, n):
+        if n == 2:
+            for pause in pauses:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(pause)
+    return hook
+
+
+def interrupted_run(grid, out, hook):
+    """Run with ``hook`` called as each cell starts; the run must stop early. Returns the RunInterrupted."""
+    with pytest.raises(RunInterrupted) as info:
+        run_stand_in(grid, out, Recorder(hook=hook))
+    return info.value
 
 
 def cell_ids_in(path):
@@ -68,7 +64,7 @@ def test_fresh_run_then_resume_runs_nothing(tmp_path):
     out = tmp_path / "r.csv"
     grid = tiny_grid()
     measure = Recorder()
-    summary, messages = run(grid, out, measure)
+    summary, messages = run_stand_in(grid, out, measure)
     assert summary.cells_run == 4 and summary.ok
     assert messages[0] == "grid tiny: 4 cell(s); 0 done, 4 to run, 0 skipped"
     ids = cell_ids_in(out)
@@ -76,7 +72,7 @@ def test_fresh_run_then_resume_runs_nothing(tmp_path):
     before = out.read_bytes()
 
     again = Recorder()
-    summary, messages = run(tiny_grid(), out, again)
+    summary, messages = run_stand_in(tiny_grid(), out, again)
     assert again.calls == [] and summary.cells_run == 0
     assert messages[0] == "grid tiny: 4 cell(s); 4 done, 0 to run, 0 skipped"
     assert out.read_bytes() == before
@@ -84,10 +80,10 @@ def test_fresh_run_then_resume_runs_nothing(tmp_path):
 
 def test_changed_grid_runs_only_new_cells_and_keeps_the_old(tmp_path):
     out = tmp_path / "r.csv"
-    run(tiny_grid(widths=(1, 2)), out, Recorder())
+    run_stand_in(tiny_grid(widths=(1, 2)), out, Recorder())
     measure = Recorder()
     grid = tiny_grid(widths=(2, 3))
-    summary, messages = run(grid, out, measure)
+    summary, messages = run_stand_in(grid, out, measure)
     assert [c.model.width_multiplier for c in grid.cells if c.cell_id in measure.calls] == [3]
     assert "1 done, 1 to run" in messages[0]
     assert any("1 cell(s) not in this grid; their rows are kept" in m for m in messages)
@@ -96,7 +92,7 @@ def test_changed_grid_runs_only_new_cells_and_keeps_the_old(tmp_path):
 
 def test_failed_cells_are_skipped_unless_retried_and_then_replaced(tmp_path):
     out = tmp_path / "r.csv"
-    summary, _ = run(tiny_grid(), out, Recorder(fail={1.5}))
+    summary, _ = run_stand_in(tiny_grid(), out, Recorder(fail={1.5}))
     assert summary.failed_cells == 1 and not summary.ok
     parsed = read_lines(str(out))
     cols = parsed.index
@@ -105,12 +101,12 @@ def test_failed_cells_are_skipped_unless_retried_and_then_replaced(tmp_path):
     good_lines = [ln.raw for ln in parsed.lines if ln.fields[cols["status"]] == "ok"]
 
     skip = Recorder()
-    summary, messages = run(tiny_grid(), out, skip)
+    summary, messages = run_stand_in(tiny_grid(), out, skip)
     assert skip.calls == []
     assert "3 done, 0 to run, 1 skipped (failed earlier; --retry-failed runs them again)" in messages[0]
 
     retry = Recorder()
-    summary, messages = run(tiny_grid(), out, retry, retry_failed=True)
+    summary, messages = run_stand_in(tiny_grid(), out, retry, retry_failed=True)
     assert len(retry.calls) == 1 and summary.ok
     parsed = read_lines(str(out))
     # The failed attempt is gone, the retried cell appears once, the other rows are untouched bytes.
@@ -126,12 +122,12 @@ def test_failed_cells_are_skipped_unless_retried_and_then_replaced(tmp_path):
 
 def test_sidecar_keeps_every_run_and_every_cell(tmp_path):
     out = tmp_path / "r.csv"
-    run(tiny_grid(widths=(1,)), out, Recorder())
+    run_stand_in(tiny_grid(widths=(1,)), out, Recorder())
     side = json.loads(open(sidecar_path(str(out))).read())
     side["runs"][0]["status"] = "running"  # as a SIGKILLed run leaves it
     with open(sidecar_path(str(out)), "w") as f:
         json.dump(side, f)
-    run(tiny_grid(widths=(1, 2)), out, Recorder())
+    run_stand_in(tiny_grid(widths=(1, 2)), out, Recorder())
     side = json.loads(open(sidecar_path(str(out))).read())
     assert [r["status"] for r in side["runs"]] == ["killed", "finished"]
     assert set(side["cells"]) == {c.cell_id for c in tiny_grid(widths=(1, 2)).cells}
@@ -166,7 +162,7 @@ def test_repair_drops_a_cut_line_with_the_rest_of_its_cell(tmp_path):
 
     # Resuming measures exactly the cut cell again; every byte before the cut is kept.
     measure = Recorder()
-    summary, messages = run(grid, out, measure)
+    summary, messages = run_stand_in(grid, out, measure)
     assert measure.calls == [grid.cells[-1].cell_id]
     assert out.read_text().startswith("".join(lines[:-2]))
     assert sorted(cell_ids_in(out)) == sorted(c.cell_id for c in grid.cells for _ in range(2))
@@ -195,23 +191,17 @@ def test_a_line_break_in_a_value_stays_one_row():
 def test_first_ctrl_c_finishes_the_cell_then_stops(tmp_path):
     out = tmp_path / "r.csv"
     grid = tiny_grid()
-
-    def interrupt_second(cell, n):
-        if n == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.2)  # the handler has run by now: the cell goes on regardless
-
-    with pytest.raises(RunInterrupted) as info:
-        run(grid, out, Recorder(hook=interrupt_second))
-    summary = info.value.summary
-    assert info.value.exit_code == 130 and summary.cells_run == 2 and summary.remaining == 2
+    # one press; 0.2 s later the handler has run, and the cell goes on regardless
+    stopped = interrupted_run(grid, out, ctrl_c_at_second_cell(0.2))
+    summary = stopped.summary
+    assert stopped.exit_code == 130 and summary.cells_run == 2 and summary.remaining == 2
     assert set(cell_ids_in(out)) == {c.cell_id for c in grid.cells[:2]}
     side = json.loads(open(sidecar_path(str(out))).read())
     assert side["runs"][-1]["status"] == "interrupted" and side["runs"][-1]["cells_run"] == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
     measure = Recorder()
-    summary, messages = run(grid, out, measure)
+    summary, messages = run_stand_in(grid, out, measure)
     assert measure.calls == [c.cell_id for c in grid.cells[2:]]
     assert "2 done, 2 to run" in messages[0]
 
@@ -219,18 +209,9 @@ def test_first_ctrl_c_finishes_the_cell_then_stops(tmp_path):
 def test_second_ctrl_c_stops_at_once(tmp_path):
     out = tmp_path / "r.csv"
     grid = tiny_grid()
-
-    def interrupt_twice(cell, n):
-        if n == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.1)
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(5)  # never completes: the second Ctrl-C ends the cell
-            raise AssertionError("second Ctrl-C did not stop the cell")
-
-    with pytest.raises(RunInterrupted) as info:
-        run(grid, out, Recorder(hook=interrupt_twice))
-    assert info.value.summary.cells_run == 1
+    # two presses: the 5 s wait after the second never ends, since the second Ctrl-C ends the cell
+    stopped = interrupted_run(grid, out, ctrl_c_at_second_cell(0.1, 5))
+    assert stopped.summary.cells_run == 1, "the second Ctrl-C did not stop the cell"
     assert set(cell_ids_in(out)) == {grid.cells[0].cell_id}
     side = json.loads(open(sidecar_path(str(out))).read())
     assert side["status"] == "interrupted"
@@ -240,21 +221,21 @@ def test_a_second_run_on_the_same_output_is_refused(tmp_path):
     out = tmp_path / "r.csv"
     with OutputLock(str(out)):
         with pytest.raises(UserError, match="another run is writing this output"):
-            run(tiny_grid(), out, Recorder())
+            run_stand_in(tiny_grid(), out, Recorder())
     assert not out.exists()
-    run(tiny_grid(widths=(1,)), out, Recorder())  # released: fine now
+    run_stand_in(tiny_grid(widths=(1,)), out, Recorder())  # released: fine now
 
 
 def test_outputs_that_cannot_be_resumed_are_left_alone(tmp_path):
     other = tmp_path / "other.csv"
     other.write_text("a,b\n1,2\n3,")
     with pytest.raises(UserError, match="missing column"):
-        run(tiny_grid(), other, Recorder())
+        run_stand_in(tiny_grid(), other, Recorder())
     assert other.read_text() == "a,b\n1,2\n3,"
     old = tmp_path / "old.csv"
     old.write_text("run_id,cell_id,status\nR,abc,ok\n")
     with pytest.raises(UserError, match="different columns"):
-        run(tiny_grid(), old, Recorder())
+        run_stand_in(tiny_grid(), old, Recorder())
     assert old.read_text() == "run_id,cell_id,status\nR,abc,ok\n"
 
 
@@ -279,7 +260,7 @@ def test_thousand_cells_expand_and_resume_fast(tmp_path):
     plan_s = time.perf_counter() - t0
     assert len(plan.done) == 1000 and not plan.todo
     t0 = time.perf_counter()
-    summary, messages = run(grid, out, Recorder())  # the whole resumed run: lock, repair, scan, plan
+    summary, messages = run_stand_in(grid, out, Recorder())  # the whole resumed run: lock, repair, scan, plan
     resume_s = time.perf_counter() - t0
     assert summary.cells_run == 0
     print(f"\n1000 cells: expand {expand_s * 1e3:.0f} ms, plan {plan_s * 1e3:.0f} ms, "
@@ -289,7 +270,7 @@ def test_thousand_cells_expand_and_resume_fast(tmp_path):
 
 def test_a_result_file_from_before_new_columns_resumes_with_its_values_kept(tmp_path):
     out = tmp_path / "r.csv"
-    run(tiny_grid(), out, Recorder())
+    run_stand_in(tiny_grid(), out, Recorder())
     header, *lines = out.read_text().splitlines()
     columns = header.split(",")
     # The same file as an older version wrote it: without two of today's columns.
@@ -304,7 +285,7 @@ def test_a_result_file_from_before_new_columns_resumes_with_its_values_kept(tmp_
     out.write_text(old_text)
     before = list(csv.DictReader(io.StringIO(old_text)))
     old_cells = {r["cell_id"] for r in before}
-    run(tiny_grid(widths=(1, 2, 3)), out, Recorder())
+    run_stand_in(tiny_grid(widths=(1, 2, 3)), out, Recorder())
     rows = list(csv.DictReader(out.open()))
     assert next(csv.reader(out.open())) == columns
     kept = [r for r in rows if r["cell_id"] in old_cells]
