@@ -198,6 +198,7 @@ def test_no_training_step_where_batchnorm_cannot_train():
 def test_rows_record_the_system_share_of_each_timed_loop_and_the_allocator_in_effect():
     for r in measure.measure_cell(cell_for(batch_sizes=[2])):
         assert 0 <= r["latency_sys_share"] <= 1 and 0 <= r["train_step_sys_share"] <= 1
+        assert 0 <= r["latency_others_share"] <= 1 and 0 <= r["train_step_others_share"] <= 1
         assert r["cpu_malloc"] in ("glibc-tuned", "glibc-tuned-32mib", "jemalloc", "tcmalloc", "default")
 
 
@@ -210,6 +211,19 @@ def test_a_loop_spending_over_a_tenth_of_its_cpu_time_in_the_kernel_is_flagged_n
     faulting = measure._timing_columns(TimedLoop(steady, user_s=0.5, sys_s=0.5), stats.summarize(steady), "latency")
     assert calm["latency_noisy"] is False and calm["latency_sys_share"] == pytest.approx(0.05)
     assert faulting["latency_noisy"] is True and faulting["latency_sys_share"] == pytest.approx(0.5)
+
+
+def test_a_loop_during_which_other_processes_took_over_a_tenth_of_the_machine_is_flagged_noisy():
+    from bench.measure import stats
+    from bench.measure.timing import TimedLoop
+
+    steady = [10.0] * 10
+    alone = TimedLoop(steady, user_s=1.9, sys_s=0.0, machine_busy_s=1.95, machine_total_s=2.0)
+    shared = TimedLoop(steady, user_s=1.0, sys_s=0.0, machine_busy_s=2.0, machine_total_s=2.0)
+    alone_cols = measure._timing_columns(alone, stats.summarize(steady), "train_step")
+    shared_cols = measure._timing_columns(shared, stats.summarize(steady), "train_step")
+    assert alone_cols["train_step_noisy"] is False and alone_cols["train_step_others_share"] == pytest.approx(0.025)
+    assert shared_cols["train_step_noisy"] is True and shared_cols["train_step_others_share"] == pytest.approx(0.5)
 
 
 def test_train_step_measurement_leaves_weights_and_batchnorm_statistics_bit_identical():

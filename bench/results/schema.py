@@ -67,11 +67,13 @@ _COLUMN_DOCS: List[Tuple[str, str]] = [
     ("latency_ms_p90", "90th percentile of the forward time, ms"),
     ("latency_ms_iqr", "interquartile range of the forward time, ms"),
     ("latency_cv", "coefficient of variation (std / mean) of the forward time"),
-    ("latency_noisy", "true when IQR / median > 0.10 or latency_sys_share > 0.10"),
+    ("latency_noisy", "true when IQR / median > 0.10, latency_sys_share > 0.10 or latency_others_share > 0.10"),
     ("latency_n", "timed repetitions kept"),
     ("latency_samples_ms", "raw per-repetition forward times, ms, ';'-separated"),
     ("latency_sys_share", "system / (user + system) CPU time of the process over the timed forward passes; "
      "above 0.10 the loop timed page faults, not only the model"),
+    ("latency_others_share", "share of the machine's CPU time (all cores) that other processes or the hypervisor "
+     "(steal) took during the timed forward passes, from /proc/stat; above 0.10 the loop timed contention"),
     ("latency_ms_per_image", "latency_ms_median / batch_size"),
     ("throughput_img_s", "batch_size / median forward time, images/s"),
     ("achieved_gflop_s", "flops x batch_size / median forward time, GFLOP/s"),
@@ -81,10 +83,13 @@ _COLUMN_DOCS: List[Tuple[str, str]] = [
     ("train_step_ms_p90", "90th percentile of the training step, ms"),
     ("train_step_ms_iqr", "interquartile range of the training step, ms"),
     ("train_step_cv", "coefficient of variation of the training step"),
-    ("train_step_noisy", "true when IQR / median > 0.10 or train_step_sys_share > 0.10"),
+    ("train_step_noisy", "true when IQR / median > 0.10, train_step_sys_share > 0.10 or "
+     "train_step_others_share > 0.10"),
     ("train_step_n", "timed training steps kept"),
     ("train_step_samples_ms", "raw per-step times, ms, ';'-separated"),
     ("train_step_sys_share", "system / (user + system) CPU time of the process over the timed training steps"),
+    ("train_step_others_share", "share of the machine's CPU time that other processes or the hypervisor took "
+     "during the timed training steps"),
     ("train_throughput_img_s", "batch_size / median training step, images/s"),
     ("train_achieved_gflop_s", "3 x flops x batch_size / median step (backward ~ 2x forward), GFLOP/s"),
     # memory

@@ -28,7 +28,7 @@ from bench.grid import Cell
 from bench.run import console
 from bench.run.rows import cell_columns
 from bench.measure.numerics import autocast, numeric_settings
-from bench.measure.timing import SYS_SHARE_LIMIT, TimedLoop, Timer, make_timer, timed_loop
+from bench.measure.timing import OTHERS_SHARE_LIMIT, SYS_SHARE_LIMIT, TimedLoop, Timer, make_timer, timed_loop
 
 # Batch sizes tried after an out-of-memory error: 2^k and 1.5 * 2^k.
 _LADDER = sorted({2 ** k for k in range(13)} | {3 * 2 ** k for k in range(12)})
@@ -318,16 +318,19 @@ def _train_step_columns(t: _TimedBatch) -> Dict[str, Any]:
 
 
 def _timing_columns(loop: TimedLoop, summary: stats.Summary, prefix: str) -> Dict[str, Any]:
-    """Summary columns, samples and system share of one timed loop.
+    """Summary columns, samples, system share and others' share of one timed loop.
 
     A loop that spent over 10% of its CPU time in the kernel is flagged noisy:
-    it timed page faults and allocator calls as much as the model.
+    it timed page faults and allocator calls as much as the model. So is one
+    during which other processes took over 10% of the machine's CPU time: it
+    timed contention for the cores.
     """
     out = summary.as_columns(prefix)
-    share = loop.sys_share
+    share, others = loop.sys_share, loop.others_share
     out[f"{prefix}_samples_ms"] = format_samples(loop.samples)
     out[f"{prefix}_sys_share"] = share
-    if share is not None and share > SYS_SHARE_LIMIT:
+    out[f"{prefix}_others_share"] = others
+    if (share is not None and share > SYS_SHARE_LIMIT) or (others is not None and others > OTHERS_SHARE_LIMIT):
         out[f"{prefix}_noisy"] = True
     return out
 
