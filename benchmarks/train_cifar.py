@@ -8,7 +8,7 @@ from DATA_ROOT/cifar-10-batches-py, on-device augmentation, the recipe below
     python benchmarks/train_cifar.py --preset resnet20 --set lr=0.4 --set ema=0.99 --target 0.8
 
 Default recipe: the CPU recipe (CPU_RECIPE) on a CPU, the harness's defaults
-(bench/recipe.py) on a GPU. Prints one line per epoch: epoch, training time
+(bench/train/recipe.py) on a GPU. Prints one line per epoch: epoch, training time
 so far (evaluation excluded), wall time so far, training images/s so far, test top-1.
 """
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main(argv: List[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--target", type=float, default=None, help="report the training time to this test accuracy")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="recipe override (bench/recipe.py field), repeatable")
+                    help="recipe override (bench/train/recipe.py field), repeatable")
     args = ap.parse_args(argv)
     try:
         return run(args)
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"# command: python benchmarks/train_cifar.py {' '.join(sys.argv[1:])}")
     recipe = config.to_dict()
     changed = {k: v for k, v in recipe.items() if v != resolve(None).to_dict()[k]}
-    print(f"# recipe changes from bench/recipe.py defaults: {changed}")
+    print(f"# recipe changes from bench/train/recipe.py defaults: {changed}")
     print(f"# full recipe: {recipe}")
     # img/s: training images per second of training time so far (evaluation excluded)
     print(f"{'epoch':>6} {'train_s':>9} {'wall_s':>9} {'img/s':>8} {'test_top1':>10}", flush=True)
