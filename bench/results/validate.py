@@ -103,12 +103,13 @@ RULES: Dict[str, Rule] = {
     # inference and training-step speed
     "latency_ms_median": _POSITIVE, "latency_ms_p90": _POSITIVE, "latency_ms_iqr": _NON_NEGATIVE,
     "latency_cv": _NON_NEGATIVE, "latency_noisy": _BOOL, "latency_n": _COUNT, "latency_samples_ms": _TIMES,
-    "latency_sys_share": _FRACTION,
+    "latency_sys_share": _FRACTION, "latency_others_share": _FRACTION,
     "latency_ms_per_image": _POSITIVE, "throughput_img_s": _POSITIVE, "achieved_gflop_s": _POSITIVE,
     "compile_time_s": _NON_NEGATIVE,
     "train_step_ms_median": _POSITIVE, "train_step_ms_p90": _POSITIVE, "train_step_ms_iqr": _NON_NEGATIVE,
     "train_step_cv": _NON_NEGATIVE, "train_step_noisy": _BOOL, "train_step_n": _COUNT,
-    "train_step_samples_ms": _TIMES, "train_step_sys_share": _FRACTION, "train_throughput_img_s": _POSITIVE, "train_achieved_gflop_s": _POSITIVE,
+    "train_step_samples_ms": _TIMES, "train_step_sys_share": _FRACTION, "train_step_others_share": _FRACTION,
+    "train_throughput_img_s": _POSITIVE, "train_achieved_gflop_s": _POSITIVE,
     # memory (CPU figures are growths of the resident set, so 0 is possible)
     "peak_mem_mb": _NON_NEGATIVE, "gpu_peak_alloc_mb": _NON_NEGATIVE, "gpu_peak_reserved_mb": _NON_NEGATIVE,
     "gpu_nvml_used_mb": _NON_NEGATIVE, "train_peak_mem_mb": _NON_NEGATIVE,
