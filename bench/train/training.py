@@ -329,13 +329,13 @@ class _SeedRun:
         self.train_batches = BatchPipeline(data.train.images, data.train.labels, config.batch_size, train=True,
                                            generator=generator, crop_padding=config.crop_padding, flip=config.flip,
                                            **self.common)
-        self.spe = self.train_batches.steps_per_epoch
-        self.total = max(1, round(config.epochs * self.spe))
-        self.trainer = Trainer(model, config, device, self.total, self.spe)
+        self.steps_per_epoch = self.train_batches.steps_per_epoch
+        self.total = max(1, round(config.epochs * self.steps_per_epoch))
+        self.trainer = Trainer(model, config, device, self.total, self.steps_per_epoch)
         self.calibration = BatchPipeline(data.train.images, data.train.labels, self.train_batches.batch_size,
                                          train=False, **self.common)
         evaluating = config.target_acc is not None or on_eval is not None
-        self.eval_steps = _evaluation_steps(config, self.spe, self.total) if evaluating else set()
+        self.eval_steps = _evaluation_steps(config, self.steps_per_epoch, self.total) if evaluating else set()
         self.result = SeedResult(seed=seed, train_time_s=0.0, images=0)
         self.clock = Stopwatch(device)
         self.check_every = CUDA_DIVERGENCE_CHECK_STEPS if device == "cuda" else CPU_DIVERGENCE_CHECK_STEPS
@@ -377,14 +377,14 @@ class _SeedRun:
             return False
         self.result.train_time_s = self.clock.stop()
         self.result.diverged = (f"seed {self.seed}: loss is not finite ({loss.item():g}) by step {step} of "
-                                f"{self.total} (epoch {step / self.spe:.2f}); lower lr or check the model")
+                                f"{self.total} (epoch {step / self.steps_per_epoch:.2f}); lower lr or check the model")
         return True
 
     def _evaluate(self, step: int) -> None:
         """Evaluate off the clock; note when the target accuracy is first reached."""
         elapsed = self.clock.stop()
-        point = EvalPoint(epoch=step / self.spe, step=step, train_time_s=elapsed, test_acc=self.test_accuracy(),
-                          images=self.result.images)
+        point = EvalPoint(epoch=step / self.steps_per_epoch, step=step, train_time_s=elapsed,
+                          test_acc=self.test_accuracy(), images=self.result.images)
         self.result.history.append(point)
         target = self.config.target_acc
         if self.result.time_to_target_s is None and target is not None and point.test_acc >= target:
@@ -397,8 +397,9 @@ class _SeedRun:
     def _track_epoch(self, step: int, loss: torch.Tensor) -> None:
         """Add up the epoch's loss on the device; report it at the epoch's end."""
         self.epoch_loss += loss.float()
-        if step % self.spe == 0 or step == self.total:  # one host sync per epoch, only when someone listens
-            self.on_epoch(EpochPoint(self.seed, math.ceil(step / self.spe), math.ceil(self.total / self.spe), step,
+        if step % self.steps_per_epoch == 0 or step == self.total:  # one host sync per epoch, only when someone listens
+            epochs = math.ceil(self.total / self.steps_per_epoch)
+            self.on_epoch(EpochPoint(self.seed, math.ceil(step / self.steps_per_epoch), epochs, step,
                                      self.total, self.epoch_loss.item() / (step - self.epoch_start),
                                      self.result.history[-1].test_acc if step in self.eval_steps else None,
                                      self.result.images, time.perf_counter() - self.wall_start))
