@@ -29,7 +29,7 @@ from bench.measure.numerics import autocast, numeric_settings
 from bench.measure.paired import PairedRatio, time_interleaved
 from bench.measure.profile import inference_fn, train_step_fn
 from bench.measure.timing import make_timer
-from bench.run.cell import build_for_cell
+from bench.run.cell import build_for_cell, memory_format_of
 
 
 def find_cell(cells: List[Cell], variant: str, grid: str) -> Cell:
@@ -45,7 +45,7 @@ def workload(cell: Cell, batch: int, phase: str) -> Callable[[], None]:
     """One call of the cell's inference or training step at ``batch``, as the harness times it."""
     settings = cell.settings
     device = settings["device"]
-    memory_format = torch.channels_last if settings["memory_format"] == "channels_last" else torch.contiguous_format
+    memory_format = memory_format_of(settings)
     model = build_for_cell(cell).to(device=device, memory_format=memory_format)
     size = cell.model.input_size
     x = torch.randn(batch, cell.model.in_channels, size, size, device=device).contiguous(memory_format=memory_format)

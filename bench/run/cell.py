@@ -63,6 +63,11 @@ def free_memory(device: str) -> None:
         torch.cuda.empty_cache()
 
 
+def memory_format_of(settings: Dict[str, Any]) -> torch.memory_format:
+    """The torch memory format a cell's ``memory_format`` setting names."""
+    return torch.channels_last if settings["memory_format"] == "channels_last" else torch.contiguous_format
+
+
 def build_for_cell(cell: Cell) -> nn.Module:
     """A fresh model for the cell, with pretrained weights loaded when the cell asks."""
     model = build_model(cell.model)
@@ -127,7 +132,7 @@ def _counted_model(cell: Cell, threads: Optional[int]) -> Tuple[nn.Module, Dict[
 def _batch_rows(model: nn.Module, cell: Cell, base: Dict[str, Any]) -> List[Dict[str, Any]]:
     """One row per requested batch size: timed and weighed, then profiled when the cell asks."""
     s = cell.settings
-    memory_format = torch.channels_last if s["memory_format"] == "channels_last" else torch.contiguous_format
+    memory_format = memory_format_of(s)
     model = model.to(device=s["device"], memory_format=memory_format)
     final_pixels = final_map_size(cell.model) ** 2
     rows: List[Dict[str, Any]] = []
