@@ -10,6 +10,7 @@ from bench.train import training
 from bench.grid import expand_grid
 from bench.run.cell import measure_cell
 from bench.train.recipe import TRAIN_FIELDS, TrainConfig, quick_overrides, resolve
+from bench.results.image_schema import IMAGE_ROWS_KEY, decode_bits
 from bench.results.schema import COLUMNS
 from models import ModelConfig, build_model
 
@@ -312,15 +313,22 @@ def test_train_cell_contract_through_measure_cell():
     rows = measure_cell(cell)
     assert len(rows) == 1
     row = rows[0]
+    image_rows = row.pop(IMAGE_ROWS_KEY)
     assert set(row) <= set(COLUMNS)
     assert row["status"] == "ok" and row["dataset"] == "synthetic" and row["n_seeds"] == 2
+    # one per-image row per seed, whose set bits are the seed's correct count
+    assert [r["seed"] for r in image_rows] == [0, 1]
+    assert ";".join(str(r["correct_images"]) for r in image_rows) == row["top1_correct_seeds"]
+    assert [int(decode_bits(r["correct"], r["test_images"]).sum()) for r in image_rows] == \
+        [r["correct_images"] for r in image_rows]
+    assert len({r["test_set"] for r in image_rows}) == 1
     assert 0 <= row["top1_acc"] <= 1 and row["train_time_s"] > 0 and row["train_img_s"] > 0
     assert row["optimizer"] == "sgd" and row["train_batch_size"] == 50 and row["seeds"] == "0;1"
 
 
 def test_result_keys_are_schema_columns():
     result = train()
-    assert set(result) <= set(COLUMNS)
+    assert set(result) - set(COLUMNS) == {IMAGE_ROWS_KEY}  # the per-image rows travel beside the columns
     assert {"dataset", "top1_acc", "train_time_s", "status", "error"} <= set(result)
 
 
@@ -333,3 +341,23 @@ def test_quick_grid_recipe_learns_the_synthetic_data():
                 "batch_size": 100, "lr": 0.1, "seed": 0}
     result = training.train_cell(lambda: build_model(get_preset("resnet20")), settings, device="cpu")
     assert result["top1_acc"] > 0.3
+
+
+def test_the_runner_writes_each_seeds_test_image_correctness_beside_the_csv(tmp_path):
+    from bench.results.image_schema import IMAGE_COLUMNS, images_path
+    from bench.run.runner import run_grid
+    import csv
+    grid = expand_grid({"include": [{
+        "block": "basic", "depth": 8, "stem": "cifar", "num_classes": 10, "input_size": 32,
+        "width_multiplier": 0.5, "device": "cpu", "speed": False, "train_step": False,
+        "train": {**TINY, "repeats": 2}}]}, "tiny.yaml", cuda_available=False)
+    out = tmp_path / "r.csv"
+    run_grid(grid, str(out), progress=False, log=lambda m: None)
+    (row,) = list(csv.DictReader(open(out)))
+    images = list(csv.DictReader(open(images_path(str(out)))))
+    assert list(images[0]) == IMAGE_COLUMNS
+    assert [(r["run_id"], r["cell_id"], r["seed"]) for r in images] == \
+        [(row["run_id"], row["cell_id"], "0"), (row["run_id"], row["cell_id"], "1")]
+    assert ";".join(r["correct_images"] for r in images) == row["top1_correct_seeds"]
+    bits = [decode_bits(r["correct"], int(r["test_images"])) for r in images]
+    assert [int(b.sum()) for b in bits] == [int(r["correct_images"]) for r in images]

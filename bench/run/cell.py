@@ -22,6 +22,7 @@ from models.complexity import stage_costs
 from bench.measure import allocator, memory
 from bench.measure import stats
 from bench.measure.counts import measure_complexity
+from bench.results.image_schema import IMAGE_ROWS_KEY
 from bench.results.samples import format_samples
 from bench.run.environment import device_name as _device_name
 from bench.grid import Cell
@@ -168,6 +169,8 @@ def _add_training_columns(rows: List[Dict[str, Any]], cell: Cell,
         row.update({k: v for k, v in results.items() if k in row and k not in ("status", "error")})
         if status != "ok" and row["status"] == "ok":
             row["status"], row["error"] = status, results.get("error")
+    if rows and results.get(IMAGE_ROWS_KEY):  # per-image correctness, for RUN.images.csv (bench/run/runner.py)
+        rows[0][IMAGE_ROWS_KEY] = results[IMAGE_ROWS_KEY]
 
 
 def _measure_batch_with_backoff(model: nn.Module, cell: Cell, base: Dict[str, Any], requested: int,

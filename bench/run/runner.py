@@ -34,6 +34,7 @@ from bench.results.files import (OutputLock, ResultWriter, TailRepair, check_wri
 from bench.run import started as started_mark
 from bench.run.rows import failure_rows
 from bench.results.schema import FAILED_STATUSES, SCHEMA_VERSION
+from bench.results.image_schema import IMAGE_COLUMNS, images_path, pop_image_rows
 from bench.results.profile_schema import PROFILE_COLUMNS, pop_profile_rows, profile_path
 from bench.results.sidecar import Sidecar
 from bench.run.shard import Shard
@@ -271,9 +272,10 @@ def _run_cells(executor: Executor, plan: Plan, writer: ResultWriter, summary: Ru
                run_id: str, marks: bool) -> None:
     """Run the plan's cells, writing each one's rows the moment it finishes."""
     for cell, rows in _finished_cells(executor, plan.todo, stop, summary.csv_path, run_id, marks):
+        image_rows = _image_rows(cell, rows, run_id)
         profile_rows = _stamp_rows(rows, run_id)
         with stop.writing():
-            _write_cell(cell, rows, profile_rows, plan, writer, summary.csv_path)
+            _write_cell(cell, rows, profile_rows, image_rows, plan, writer, summary.csv_path)
             if marks:
                 started_mark.clear(summary.csv_path)
             _count_cell(summary, rows)
@@ -337,10 +339,24 @@ def _stamp_rows(rows: List[Dict[str, Any]], run_id: str) -> List[Dict[str, Any]]
     return profile_rows
 
 
-def _write_cell(cell: Cell, rows: List[Dict[str, Any]], profile_rows: List[Dict[str, Any]], plan: Plan,
-                writer: ResultWriter, csv_path: str) -> None:
-    """Append a cell's rows (a retried cell's replace its old ones), and its profile rows beside them."""
+def _image_rows(cell: Cell, rows: List[Dict[str, Any]], run_id: str) -> List[Dict[str, Any]]:
+    """Take a cell's per-image correctness rows off its result rows, with the run, cell and variant ids."""
+    image_rows = pop_image_rows(rows)
+    for row in image_rows:
+        row.update(run_id=run_id, cell_id=cell.cell_id, variant_id=cell.variant_id)
+    return image_rows
+
+
+def _write_cell(cell: Cell, rows: List[Dict[str, Any]], profile_rows: List[Dict[str, Any]],
+                image_rows: List[Dict[str, Any]], plan: Plan, writer: ResultWriter, csv_path: str) -> None:
+    """Append a cell's rows (a retried cell's replace its old ones), its profile rows beside them.
+
+    The per-image rows (RUN.images.csv) go first: a kill between the two writes leaves per-image rows
+    of a cell that runs again (readers match them by run_id), never a result row without them.
+    """
     try:
+        if image_rows:
+            ResultWriter(images_path(csv_path), IMAGE_COLUMNS).append(image_rows)
         if cell.cell_id in plan.retry:
             writer.replace_cell(cell.cell_id, rows)
         else:

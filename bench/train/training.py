@@ -32,6 +32,7 @@ from bench.train.augment import BatchPipeline
 from bench.train.data import NUM_CLASSES, Split, TrainingData, prepare_data
 from bench.errors import UserError
 from bench.measure import cpu
+from bench.results.image_schema import IMAGE_ROWS_KEY, image_row
 from bench.train.recipe import MAX_WARMUP_FRACTION, TrainConfig, for_device, resolve
 
 # On a GPU, reading the loss back every step would stall the pipeline; check this often instead
@@ -170,21 +171,27 @@ class Trainer:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: BatchPipeline, tta_flip: bool = False,
-             dtype: Optional[torch.dtype] = None) -> float:
-    """Top-1 accuracy (fraction) over every image of ``batches``; flip TTA averages the logits."""
+def score(model: nn.Module, batches: BatchPipeline, tta_flip: bool = False,
+          dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """Per-image top-1 correctness (bool, on the CPU, in ``batches``' order); flip TTA averages the logits."""
     was_training = model.training
     model.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=batches.labels.device)
+    hits = []
     ctx = contextlib.nullcontext() if dtype is None else torch.autocast(batches.images.device.type, dtype=dtype)
     with ctx:
         for x, y in batches:
             logits = model(x).float()
             if tta_flip:
                 logits = logits + model(x.flip(3)).float()
-            correct += (logits.argmax(1) == y).sum()
+            hits.append(logits.argmax(1) == y)
     model.train(was_training)
-    return correct.item() / len(batches.labels)
+    return torch.cat(hits).cpu() if hits else torch.zeros(0, dtype=torch.bool)
+
+
+def evaluate(model: nn.Module, batches: BatchPipeline, tta_flip: bool = False,
+             dtype: Optional[torch.dtype] = None) -> float:
+    """Top-1 accuracy (fraction) over every image of ``batches``."""
+    return score(model, batches, tta_flip, dtype).sum().item() / len(batches.labels)
 
 
 @torch.no_grad()
@@ -265,6 +272,7 @@ class SeedResult:
     time_to_target_s: Optional[float] = None
     history: List[EvalPoint] = field(default_factory=list)
     diverged: Optional[str] = None  # why the run stopped, when the loss became NaN/inf
+    correct: Optional[torch.Tensor] = None  # the final test evaluation's per-image correctness (bool)
 
 
 @dataclass
@@ -344,11 +352,13 @@ class _SeedRun:
         self.wall_start = 0.0
 
     def test_accuracy(self) -> float:
+        """Test accuracy now; the per-image correctness is kept, so the last evaluation's is the final one's."""
         trainer = self.trainer
         recalibrate_batchnorm(trainer.eval_model, self.calibration, self.config.bn_recalibration, trainer.dtype)
         batches = BatchPipeline(self.data.test.images, self.data.test.labels, self.config.eval_batch_size,
                                 train=False, **self.common)
-        return evaluate(trainer.eval_model, batches, self.config.tta_flip, trainer.dtype)
+        self.result.correct = score(trainer.eval_model, batches, self.config.tta_flip, trainer.dtype)
+        return self.result.correct.sum().item() / len(batches.labels)
 
     def train(self) -> SeedResult:
         self.wall_start = time.perf_counter()
@@ -518,6 +528,8 @@ def train_columns(config: TrainConfig, data: DeviceData, results: List[SeedResul
         "val_acc": stats.mean([r.val_acc for r in results]) if data.val is not None else None,
         "train_time_s": stats.mean(times),
         "train_img_s": sum(r.images for r in results) / sum(times) if sum(times) > 0 else None,
+        IMAGE_ROWS_KEY: [image_row(r.seed, r.correct.tolist(), data.test.labels.tolist())
+                         for r in results if r.correct is not None],
     })
     reached = [r.time_to_target_s for r in results]
     # A mean over only the seeds that made it would flatter the recipe: all or nothing.
