@@ -185,20 +185,60 @@ def test_a_drop_of_exactly_the_floor_is_not_more_than_the_floor():
     assert past.verdict == reg.REGRESSED
 
 
-def test_seed_variance_is_never_below_the_binomial_variance():
+def test_seeds_that_agree_closely_still_carry_the_test_sets_sampling_error():
     # three seeds agreeing to 0.1 pp, 1 pp apart: with 500 test images that is noise ...
     base, cur = acc(0.700, 0.701, 0.699), acc(0.690, 0.691, 0.689)
     v = reg.accuracy_verdict(base, cur)
     assert v.verdict == reg.OK and v.p_value > 0.4
-    assert "Welch t on seed means; seeds 3 vs 3" in v.note and "binomial floor" in v.note
+    assert "Welch t on seed means; seeds 3 vs 3" in v.note and "test-set error added" in v.note
     # ... and the same seeds without test_images (older files) have only their own spread to go on
     old = reg.accuracy_verdict(acc(0.700, 0.701, 0.699, images=None), acc(0.690, 0.691, 0.689, images=None))
     assert old.verdict == reg.REGRESSED and "test_images unknown" in old.note
 
 
+def test_without_test_images_the_seed_mean_test_is_scipys_welch_test():
+    from scipy.stats import ttest_ind
+
+    for b, c in [((0.70, 0.72, 0.69), (0.74, 0.73)), ((0.5, 0.52), (0.49, 0.47, 0.55, 0.51))]:
+        test = reg.seed_mean_test(acc(*b, images=None), acc(*c, images=None), 0.05)
+        ref = ttest_ind(c, b, equal_var=False)
+        assert test.p_value == pytest.approx(ref.pvalue, rel=1e-9)
+        assert f"df {ref.df:.1f}" in test.detail
+
+
+def test_the_test_set_error_is_shared_by_the_seeds_and_never_raises_df_or_lowers_p():
+    """The study's C=1 vs C=32 seeds (issue 23): Welch alone gives df 2.1, p 0.016; the old floor, divided by
+    the seeds and fed into df, gave df 3.5, p 0.0056. Adding p(1-p)/10,000 per side, undivided, keeps df 2.1."""
+    from scipy.stats import t, ttest_ind
+
+    c1, c32 = (0.6829, 0.6834, 0.6851), (0.7129, 0.7054, 0.7189)
+    test = reg.seed_mean_test(acc(*c1, images=10_000), acc(*c32, images=10_000), 0.05)
+    welch = ttest_ind(c32, c1, equal_var=False)
+    assert "df 2.1" in test.detail
+    assert test.p_value == pytest.approx(0.0585, abs=5e-4) and test.p_value > welch.pvalue
+    # a hand-made case: seeds identical on each side, so all the variance is the test set's
+    same = reg.seed_mean_test(acc(0.70, 0.70, images=10_000), acc(0.72, 0.72, images=10_000), 0.05)
+    se = ((0.70 * 0.30 + 0.72 * 0.28) / 10_000) ** 0.5  # not divided by the 2 seeds
+    assert same.p_value == pytest.approx(2 * t.sf(0.02 / se, 1))  # df min(n) - 1 when both spreads are 0
+
+
+def test_one_seed_or_a_nan_seed_is_a_one_line_error_not_a_crash():
+    with pytest.raises(ValueError, match="2 or more seeds per side, got 1 vs 2"):
+        reg.seed_mean_test(acc(0.7), acc(0.7, 0.71), 0.05)
+    with pytest.raises(ValueError, match="per-seed accuracy nan is not a fraction"):
+        acc(0.7, float("nan"))
+    with pytest.raises(ValueError, match="at least one seed"):
+        reg.AccuracySample(())
+    # one seed against several is still tested: two-proportion z on the mean count out of the test images
+    from bench.analysis.verdicts import difference_test
+
+    mixed = difference_test(acc(0.70, images=10_000), acc(0.72, 0.74, images=10_000))
+    assert mixed.name == "two-proportion z" and mixed.detail == "7000/10000 vs 7300/10000 correct"
+
+
 def test_several_seeds_with_a_real_drop_regress():
     v = reg.accuracy_verdict(acc(0.80, 0.81, 0.79), acc(0.70, 0.71, 0.69))
-    assert v.verdict == reg.REGRESSED and v.p_value < 0.01
+    assert v.verdict == reg.REGRESSED and v.p_value < 0.05  # 0.024: 500 images' error is not averaged away
 
 
 def test_an_older_file_without_test_images_borrows_the_other_sides():

@@ -146,18 +146,22 @@ def _pair(name):
     return next(p for p in ACCURACY_PAIRS if p.name == name)
 
 
+# resnet29 13 pp behind: with 2 seeds on the other side (Welch df about 1), a gap the test can call
+FAR_BEHIND = [VARIANTS[0][:6] + ((5829, 5834, 5851),)] + VARIANTS[1:3]
+
+
 def test_a_variant_within_the_seed_spread_of_the_frontier_is_tied_not_dropped(tmp_path):
     from bench.analysis.report_points import frontier
 
     # resnext29_8x14d (47.05 MMACs) dominates both others on MACs; 32x4d is 0.1 pp behind with 3 vs 2 seeds
-    # spread ~0.6 pp (tied); resnet29 is 3 pp behind with a tight spread (significantly worse: dropped)
-    points, _ = _points(tmp_path, train_rows(VARIANTS[:3]), speed_rows(VARIANTS[:3]))
+    # spread ~0.6 pp (tied); resnet29 is 13 pp behind with a tight spread (significantly worse: dropped)
+    points, _ = _points(tmp_path, train_rows(FAR_BEHIND), speed_rows(FAR_BEHIND))
     fr = frontier(points, _pair("top1_vs_macs")).points.set_index("variant")
     assert fr["front"].to_dict() == {"resnet29_w0.25": False, "resnext29_32x4d_w0.25": False,
                                      "resnext29_8x14d_w0.25": True}
     assert fr["tied"].to_dict() == {"resnet29_w0.25": False, "resnext29_32x4d_w0.25": True,
                                     "resnext29_8x14d_w0.25": False}
-    assert fr.loc["resnext29_32x4d_w0.25", "tied_note"].startswith("0.11 pp below resnext29_8x14d_w0.25, p=0.8")
+    assert fr.loc["resnext29_32x4d_w0.25", "tied_note"].startswith("0.11 pp below resnext29_8x14d_w0.25, p=0.9")
 
 
 def test_without_a_spread_to_test_the_frontier_stays_exact(tmp_path):
@@ -179,8 +183,8 @@ def test_timing_pairs_have_no_ties(tmp_path):
 
 
 def test_the_report_lists_tied_points_apart_from_the_frontier_table(tmp_path):
-    train = _write(tmp_path / "train.csv", train_rows(VARIANTS[:3]))
-    speed = _write(tmp_path / "speed.csv", speed_rows(VARIANTS[:3]))
+    train = _write(tmp_path / "train.csv", train_rows(FAR_BEHIND))
+    speed = _write(tmp_path / "speed.csv", speed_rows(FAR_BEHIND))
     report = open(write_report([train, speed], str(tmp_path / "out"))).read()
     macs = report.split("#### Frontier: top-1 (%) vs GMACs", 1)[1].split("\n### ", 1)[0]
     frontier_table, tied_table = macs.split("#### Tied with the frontier: top-1 (%) vs GMACs — `cpu-fp32`")

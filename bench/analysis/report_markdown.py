@@ -190,7 +190,8 @@ def tied_lines(group: Group, fr: Frontier) -> List[str]:
              num_text(p["cardinality"], ".0f"), p["tied_note"], file_text(p)] for _, p in tied.iterrows()]
     return [f"#### Tied with the frontier: {y.short} vs {x.short} — `{group.slug}`", "",
             f"{len(tied)} point(s) off the frontier whose accuracy is not significantly below that of any point "
-            "dominating them (seed spread with a binomial floor, alpha 0.05): within noise, they may be on it.",
+            "dominating them (seed spread plus the test set's sampling error, alpha 0.05): within noise, they may "
+            "be on it.",
             ""] + md_table(header, body) + [""]
 
 

@@ -24,9 +24,7 @@ import pandas as pd
 
 from bench.analysis.edf import holm
 from bench.analysis.pareto import MAXIMIZE, MINIMIZE, dominates, pareto_front
-from bench.analysis.verdicts import DEFAULT_ALPHA, AccuracySample, chance_check, difference_test
-from bench.analysis.verdicts import accuracy_sample as verdict_accuracy_sample
-from bench.results.samples import parse_samples
+from bench.analysis.verdicts import DEFAULT_ALPHA, accuracy_sample, chance_check, difference_test
 
 POINT_KEY = ("group", "source", "run_id", "cell_id")
 # What a training run measured about a variant: moved onto its speed points by join_on_variant.
@@ -256,17 +254,6 @@ def join_on_variant(points: pd.DataFrame) -> Tuple[pd.DataFrame, List[str]]:
 # --------------------------------------------------------------------------- accuracy statistics
 
 
-def accuracy_sample(point: pd.Series) -> Optional[AccuracySample]:
-    """A point's accuracy as :class:`bench.analysis.verdicts.AccuracySample`; None without one."""
-    if pd.isna(point.get("top1_acc")):
-        return None
-    row = {k: (None if _missing(point.get(k)) else point.get(k))
-           for k in ("top1_acc", "top1_acc_std", "n_seeds", "test_images")}
-    row["_samples"] = {c: parse_samples(None if _missing(point.get(c)) else point.get(c))
-                       for c in ("top1_acc_seeds", "top1_correct_seeds")}
-    return verdict_accuracy_sample(row)
-
-
 def _missing(value: Any) -> bool:
     return value is None or value == "" or (isinstance(value, float) and np.isnan(value))
 
@@ -367,8 +354,8 @@ def mark_ties(sub: pd.DataFrame, columns: Sequence[str], senses: Sequence[str],
     """Mark off-frontier points that could be on it, given the seed spread of the accuracies.
 
     A point is *tied* when every point that dominates it is not significantly more accurate: the test of
-    :func:`bench.analysis.verdicts.difference_test` (Welch t on the seed means, each seed's variance at
-    least the binomial one from test_images; two-proportion z for a single seed) gives p >= alpha. The
+    :func:`bench.analysis.verdicts.difference_test` (Welch t on the seed means, the test set's sampling
+    error p(1-p)/test_images added; two-proportion z for a single seed) gives p >= alpha. The
     other axis (MACs, latency, ...) is taken as exact. A dominating point whose difference cannot be
     tested (one seed, no test_images) counts as significant, so such files get the exact frontier."""
     values = sub[list(columns)].to_numpy(dtype=float)

@@ -147,7 +147,7 @@ def _source(path: str, name: str, run_ids: pd.Series) -> Source:
 _HOW_TO_READ = ("## How to read this report", "",
                "- A point is on a Pareto frontier when no other point of the same section is at least as good on "
                "both axes and better on one. Exact ties are all kept; points whose accuracy is within noise of a "
-               "point dominating them (seed spread with a binomial floor) are listed as tied.",
+               "point dominating them (seed spread plus the test set's sampling error) are listed as tied.",
                "- Latency is the median forward time at batch 1; throughput and memory come from the largest batch "
                "each cell measured (shown as @bsN).",
                "- Colour: family (ResNet / ResNeXt); marker: cardinality; marker size: parameters.",

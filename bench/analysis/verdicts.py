@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from bench.errors import one_line
 from bench.results.fingerprint import fingerprint
+from bench.results.samples import parse_samples
 from bench.results.schema import STATUS_OK
 from bench.results.sidecar import Sidecar
 
@@ -141,11 +142,20 @@ def exact_verdict(baseline: float, current: float, allowed: bool = False) -> Ver
 # ------------------------------------------------------------------ accuracy
 @dataclass(frozen=True)
 class AccuracySample:
-    """One side's accuracy: per-seed accuracies and, where recorded, the test-set size and correct counts."""
+    """One side's accuracy: per-seed accuracies and, where recorded, the test-set size and correct counts.
+
+    Every seed is a number in 0..1: a NaN or out-of-range seed is a ValueError here, not a wrong p later."""
 
     seeds: Tuple[float, ...]  # per-seed top-1, fractions
     test_images: Optional[int] = None  # images behind each seed's accuracy; None in files that predate it
     correct: Tuple[int, ...] = ()  # per-seed correct counts, when recorded
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ValueError("an accuracy needs at least one seed, got none")
+        bad = [x for x in self.seeds if not (isinstance(x, (int, float)) and 0.0 <= x <= 1.0)]
+        if bad:  # NaN fails both comparisons
+            raise ValueError(f"per-seed accuracy {bad[0]!r} is not a fraction in 0..1")
 
     @property
     def n(self) -> int:
@@ -153,7 +163,7 @@ class AccuracySample:
 
     @property
     def mean(self) -> float:
-        return sum(self.seeds) / len(self.seeds)
+        return math.fsum(self.seeds) / len(self.seeds)
 
     @property
     def std(self) -> float:
@@ -170,6 +180,11 @@ class AccuracySample:
                                                                          for a in self.seeds)
         return sum(correct), self.n * self.test_images
 
+    @property
+    def test_set_variance(self) -> float:
+        """p(1-p)/test_images: the test set's sampling error of the mean, shared by every seed (0 when unknown)."""
+        return self.mean * (1 - self.mean) / self.test_images if self.test_images else 0.0
+
 
 @dataclass(frozen=True)
 class AccuracyTest:
@@ -182,52 +197,61 @@ class AccuracyTest:
 
 
 def two_proportion_test(base: AccuracySample, cur: AccuracySample, alpha: float) -> AccuracyTest:
-    """Two-sided two-proportion z test on correct counts (pooled proportion under 'no difference')."""
+    """Two-sided two-proportion z test of the mean accuracies, each out of test_images (pooled under 'no difference').
+
+    For a single seed per side. A side with several seeds counts its mean correct count out of the
+    test_images (not seeds x test_images: every seed is scored on the same images)."""
     from scipy.stats import norm
 
-    (x_b, n_b), (x_c, n_c) = base.counts(), cur.counts()
+    assert base.test_images and cur.test_images
+    x_b, x_c = (side.counts()[0] / side.n for side in (base, cur))
+    n_b, n_c = base.test_images, cur.test_images
     pooled = (x_b + x_c) / (n_b + n_c)
     se = math.sqrt(pooled * (1 - pooled) * (1 / n_b + 1 / n_c))
     diff = x_c / n_c - x_b / n_b
-    p = 1.0 if se == 0 else float(2 * norm.sf(abs(diff) / se))
+    p = (1.0 if abs(diff) <= ACC_TOLERANCE else 0.0) if se == 0 else float(2 * norm.sf(abs(diff) / se))
     critical = float(norm.isf(alpha / 2)) * se
-    return AccuracyTest("two-proportion z", p, critical, f"{x_b}/{n_b} vs {x_c}/{n_c} correct")
+    return AccuracyTest("two-proportion z", p, critical, f"{x_b:g}/{n_b} vs {x_c:g}/{n_c} correct")
+
+
+def welch_dof(var_mean_b: float, n_b: int, var_mean_c: float, n_c: int) -> float:
+    """Welch-Satterthwaite degrees of freedom from two sample variances of the mean (s^2 / n).
+
+    Both zero (every seed equal on both sides): the formula is 0/0, so the smallest value it can take,
+    min(n) - 1, is used."""
+    denom = var_mean_b ** 2 / (n_b - 1) + var_mean_c ** 2 / (n_c - 1)
+    if denom == 0:
+        return float(min(n_b, n_c) - 1)
+    return (var_mean_b + var_mean_c) ** 2 / denom
 
 
 def seed_mean_test(base: AccuracySample, cur: AccuracySample, alpha: float) -> AccuracyTest:
-    """Welch t test on the seed means; a side's per-seed variance is at least the binomial p(1-p)/n.
+    """Welch t test on the seed means, the test set's sampling error added to each side's variance.
 
-    Seeds alone can agree by chance far more closely than the test set
-    allows: two seeds at 0.700 and 0.701 on 500 images still carry a
-    sampling error of about 2 pp each. Without test_images, the seeds'
-    own variance is all there is (and the detail says so).
+    A side's mean has variance s^2/n (seed to seed) + p(1-p)/test_images (the test set's sampling error;
+    every seed is scored on the same images, so averaging seeds does not shrink it). The degrees of
+    freedom are Welch-Satterthwaite's from the two seed variances alone: the test-set term is known, not
+    estimated, so it widens the interval but never raises df. Hence p is never below that of
+    ``scipy.stats.ttest_ind(equal_var=False)`` on the seeds, and equals it without test_images.
+    Needs 2 or more seeds per side (ValueError otherwise: one seed has no spread to estimate).
     """
     from scipy.stats import t as student_t
 
-    var_b, var_c = _seed_variance(base), _seed_variance(cur)
-    se2_b, se2_c = var_b / base.n, var_c / cur.n
-    se = math.sqrt(se2_b + se2_c)
+    if base.n < 2 or cur.n < 2:
+        raise ValueError(f"Welch t on seed means needs 2 or more seeds per side, got {base.n} vs {cur.n}")
+    seed_b, seed_c = base.std ** 2 / base.n, cur.std ** 2 / cur.n
+    shared = base.test_set_variance + cur.test_set_variance
+    se = math.sqrt(seed_b + seed_c + shared)
     diff = cur.mean - base.mean
-    denom = (se2_b ** 2 / (base.n - 1) if se2_b else 0.0) + (se2_c ** 2 / (cur.n - 1) if se2_c else 0.0)
-    dof = (se2_b + se2_c) ** 2 / denom if denom else float(base.n + cur.n - 2)  # Welch-Satterthwaite
+    dof = welch_dof(seed_b, base.n, seed_c, cur.n)
     if se == 0:
         p = 1.0 if abs(diff) <= ACC_TOLERANCE else 0.0
     else:
         p = float(2 * student_t.sf(abs(diff) / se, dof))
     critical = float(student_t.isf(alpha / 2, dof)) * se
-    floor = "binomial floor" if base.test_images and cur.test_images else "seed spread only: test_images unknown"
+    floor = "test-set error added" if base.test_images and cur.test_images else \
+        "seed spread only: test_images unknown"
     return AccuracyTest("Welch t on seed means", p, critical, f"seeds {base.n} vs {cur.n}, df {dof:.1f}, {floor}")
-
-
-def _seed_variance(side: AccuracySample) -> float:
-    binomial = side.mean * (1 - side.mean) / side.test_images if side.test_images else 0.0
-    return max(side.std ** 2, binomial)
-
-
-def standard_error(side: AccuracySample) -> float:
-    """Standard error of a side's mean accuracy (fraction): the seed spread, each seed's variance at least
-    the binomial p(1-p)/test_images, over sqrt(seeds). The same variance :func:`seed_mean_test` uses."""
-    return math.sqrt(_seed_variance(side) / side.n)
 
 
 def difference_test(baseline: AccuracySample, current: AccuracySample,
@@ -235,7 +259,7 @@ def difference_test(baseline: AccuracySample, current: AccuracySample,
     """The test :func:`accuracy_verdict` runs on current - baseline, or None when nothing can be tested.
 
     One seed on either side: two-proportion z on the correct counts; otherwise Welch t on the seed means
-    with the binomial floor. A side without test_images borrows the other's; None when neither knows it
+    with the test set's sampling error added. A side without test_images borrows the other's; None when neither knows it
     and a side has one seed (no spread to test against)."""
     baseline, current, _ = _share_test_images(baseline, current)
     if baseline.test_images is None and min(baseline.n, current.n) < 2:
@@ -284,8 +308,8 @@ def accuracy_verdict(baseline: AccuracySample, current: AccuracySample, *, alpha
     """Regressed only when the drop is significant (p < alpha) *and* larger than ``floor``.
 
     One seed on either side: a two-proportion test on the correct counts.
-    Two or more on both: a Welch t test on the seed means, each seed's
-    variance at least the binomial one. A side without ``test_images`` (an
+    Two or more on both: a Welch t test on the seed means, the test set's
+    sampling error added to the seed spread (:func:`seed_mean_test`). A side without ``test_images`` (an
     older file) borrows the other side's: rows are paired by cell id, which
     hashes the training recipe and so the test subset. When neither side
     knows it and one has a single seed, nothing can be tested: the old rule
@@ -528,17 +552,38 @@ def _presence_line(label: str, metric: str, batch: str, base_value: Any, cur_val
     return None
 
 
-def accuracy_sample(row: Mapping[str, Any]) -> AccuracySample:
-    """A row's accuracy as per-seed values; a row without them (hand-made) stands for n equal seeds."""
-    seeds = tuple(row["_samples"].get("top1_acc_seeds") or ())
-    mean = float(row[ACCURACY_METRIC])
+def accuracy_sample(row: Mapping[str, Any]) -> Optional[AccuracySample]:
+    """A row's (or a report point's) accuracy as per-seed values; None when it has no accuracy.
+
+    The seed lists come from ``row["_samples"]`` where the loader parsed them, else from the row's own
+    ';'-separated text. A row without them (hand-made) stands for n equal seeds with the recorded std."""
+    mean = _number(row.get(ACCURACY_METRIC))
+    if mean is None:
+        return None
+    parsed = row.get("_samples") or {}
+
+    def samples(column: str) -> List[float]:
+        return list(parsed[column]) if column in parsed else parse_samples(_text(row.get(column)))
+
+    seeds = tuple(samples("top1_acc_seeds"))
     if not seeds:
-        n = int(row.get("n_seeds") or 1)
-        std = float(row.get("top1_acc_std") or 0.0)
-        seeds = _seeds_with(mean, std, n)
-    test_images = row.get("test_images")
-    correct = tuple(int(x) for x in row["_samples"].get("top1_correct_seeds") or ())
+        n = int(_number(row.get("n_seeds")) or 1)
+        seeds = _seeds_with(mean, _number(row.get("top1_acc_std")) or 0.0, n)
+    test_images = _number(row.get("test_images"))
+    correct = tuple(int(x) for x in samples("top1_correct_seeds"))
     return AccuracySample(seeds, int(test_images) if test_images is not None else None, correct)
+
+
+def _number(value: Any) -> Optional[float]:
+    """A cell as a float; None when empty or NaN (pandas reads an empty cell as NaN)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    f = float(value)
+    return None if math.isnan(f) else f
+
+
+def _text(value: Any) -> Any:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
 def _seeds_with(mean: float, std: float, n: int) -> Tuple[float, ...]:
