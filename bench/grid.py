@@ -10,6 +10,7 @@ A grid names a matrix the way CI build matrices do::
     include: [{...}]            # extra cells (defaults + the entry)
     sample: {...}               # a design space: n cells drawn at random (bench/space.py)
     quick: {...}                # settings applied on top under --quick; cells: N keeps the first N cells
+    compare: all-pairs          # the accuracy comparisons `report` tests (bench/results/compare_spec.py)
 
 Every problem is found before any work starts and reported as one line that
 names the file, the key path and what was expected (:class:`GridError`).
@@ -32,9 +33,10 @@ from models.iso import match_bottleneck_width
 from bench.checks import Check, auto, boolean, choice, integer, number, optional
 from bench.train import recipe
 from bench.errors import GridError
+from bench.results.compare_spec import parse_compare
 from bench.space import SampleReport, draw_samples, parse_space
 
-TOP_LEVEL_KEYS = ("name", "description", "defaults", "matrix", "include", "exclude", "sample", "quick")
+TOP_LEVEL_KEYS = ("name", "description", "defaults", "matrix", "include", "exclude", "sample", "quick", "compare")
 
 
 # ----------------------------------------------------------------- field types
@@ -275,6 +277,11 @@ def expand_grid(raw: Dict[str, Any], path: str = "<grid>", quick: bool = False, 
                 cuda_available: Optional[bool] = None, data_root: Optional[str] = None) -> Grid:
     """Validate a parsed grid mapping and expand it into resolved cells."""
     name, description = _check_header(raw, path)
+    if "compare" in raw:  # checked here, read by `report` from the sidecar's copy of the grid source
+        try:
+            parse_compare(raw["compare"])
+        except ValueError as e:
+            raise GridError(path, "compare", str(e)) from None
     defaults = _settings_block(raw.get("defaults"), path, "defaults")
     quick_block, quick_cells = _quick_block(raw.get("quick"), path)
     entries = _matrix_entries(raw.get("matrix"), raw.get("exclude"), path)

@@ -26,7 +26,9 @@ VARIANTS = [
 def _base(variant, variant_id, card, width, params, macs, cell_id, run_id):
     r = empty_row()
     r.update(run_id=run_id, cell_id=cell_id, variant_id=variant_id, variant=variant, cardinality=card,
-             family="resnext" if card > 1 else "resnet", bottleneck_width=width, depth=29, block="bottleneck",
+             family="resnext" if card > 1 else "resnet", bottleneck_width=width,
+             depth=20 if variant.startswith("resnet20") else 29,
+             block="basic" if variant.startswith("resnet20") else "bottleneck",
              stem="cifar", layout="cifar", input_size=32, num_classes=10, params=params, macs=macs, flops=2 * macs,
              device="cpu", device_name="AMD EPYC", precision="fp32", threads=2, status="ok")
     return r
@@ -206,25 +208,151 @@ def test_headline_table_has_every_quantity_per_variant_best_first(tmp_path):
                        f"{3 * 4.125 * 128 ** 0.7:.4g} @bs128 | 138 @bs128 | 404 @bs128 |")
 
 
-def test_headline_tests_each_variant_against_the_best_and_cardinality_1_against_32(tmp_path):
-    from bench.analysis.report_points import headline_comparisons
+def write_images(csv_path, rows, test_set="0123456789ab", seed=0):
+    """RUN.images.csv for train rows: per seed, bits whose count is the row's correct count, the images
+    ordered by a difficulty all models share (as real models largely agree on which images are hard)."""
+    import numpy as np
+
+    from bench.results.image_schema import IMAGE_COLUMNS, encode_bits, images_path
+
+    rng = np.random.default_rng(seed)
+    difficulty = rng.random(TEST_IMAGES)
+    out = []
+    for r in rows:
+        for k, correct in enumerate(int(c) for c in r["top1_correct_seeds"].split(";")):
+            order = np.argsort(difficulty + 0.3 * rng.random(TEST_IMAGES))
+            bits = np.zeros(TEST_IMAGES, bool)
+            bits[order[:correct]] = True
+            out.append({"run_id": r["run_id"], "cell_id": r["cell_id"], "variant_id": r["variant_id"], "seed": k,
+                        "test_images": TEST_IMAGES, "test_set": test_set, "correct_images": correct,
+                        "correct": encode_bits(bits)})
+    path = images_path(str(csv_path))
+    with open(path, "w", newline="") as f:
+        import csv
+
+        writer = csv.DictWriter(f, IMAGE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(out)
+    return path
+
+
+def _tests(tmp_path, family=None, images=True, variants=VARIANTS):
+    from bench.analysis.report_points import Family, accuracy_tests
+    from bench.analysis.reports import load_image_records
+
+    train, speed = train_rows(variants), speed_rows(variants)
+    rows, sources = load_results([_write(tmp_path / "train.csv", train), _write(tmp_path / "speed.csv", speed)])
+    if images:
+        write_images(tmp_path / "train.csv", train)
+    rows["group"] = "cpu-fp32"
+    points, _ = points_and_joins(rows[rows["status"] == "ok"])
+    return accuracy_tests(points, family or Family(), load_image_records(rows, sources))
+
+
+def test_the_default_family_is_every_pair_not_the_ones_the_data_singled_out(tmp_path):
+    tests = _tests(tmp_path, images=False)
+    pairs = {frozenset((c.first, c.second)) for c in tests.comparisons}
+    assert len(tests.comparisons) == 6 and len(pairs) == 6  # 4 variants: C(4, 2) pairs, each once
+    assert {c.kind for c in tests.comparisons} == {"all-pairs"} and tests.family.text == "all-pairs"
+    assert all(c.difference > 0 for c in tests.comparisons)  # the less accurate first
+    raw = sorted(c.p_value for c in tests.comparisons)
+    assert min(c.holm_p for c in tests.comparisons) == pytest.approx(min(1.0, 6 * raw[0]))  # Holm over all 6
+    assert all(c.family_size == 6 and c.test_name == "Welch t on seed means" for c in tests.comparisons)
+
+
+def test_a_declared_setting_contrast_pairs_only_points_that_differ_in_that_setting(tmp_path):
+    from bench.analysis.report_points import Family
     from bench.analysis.verdicts import AccuracySample, seed_mean_test
 
-    points, _ = _points(tmp_path, train_rows(), speed_rows())
-    comparisons = headline_comparisons(points)
-    assert [(c.kind, c.first, c.second) for c in comparisons] == [
-        ("vs the best", "resnet20_w1.1", "resnext29_8x14d_w0.25"),
-        ("vs the best", "resnet20_w1.1", "resnext29_32x4d_w0.25"),
-        ("vs the best", "resnet20_w1.1", "resnet29_w0.25"),
-        ("cardinality 1 vs 32", "resnet29_w0.25", "resnext29_32x4d_w0.25")]
-    card = comparisons[-1]
-    c1 = AccuracySample(tuple(c / TEST_IMAGES for c in VARIANTS[0][6]), TEST_IMAGES, VARIANTS[0][6])
-    c32 = AccuracySample(tuple(c / TEST_IMAGES for c in VARIANTS[1][6]), TEST_IMAGES, VARIANTS[1][6])
-    assert card.p_value == pytest.approx(seed_mean_test(c1, c32, 0.05).p_value)  # the one statistics home
-    assert card.difference == pytest.approx(c32.mean - c1.mean)
-    raw = sorted(c.p_value for c in comparisons)
-    assert min(c.holm_p for c in comparisons) == pytest.approx(min(1.0, 4 * raw[0]))  # Holm over the table
-    assert [c.significant for c in comparisons] == [c.holm_p < 0.05 for c in comparisons]
+    tests = _tests(tmp_path, Family(({"setting": "cardinality", "values": [1, 32]},), "test"), images=False)
+    # resnet20_w1.1 has cardinality 1 too, but another depth: only resnet29 vs resnext29_32x4d is declared
+    (c,) = tests.comparisons
+    assert (c.kind, c.first, c.second) == ("cardinality 1 vs 32", "resnet29_w0.25", "resnext29_32x4d_w0.25")
+    c1, c32 = (AccuracySample(tuple(x / TEST_IMAGES for x in v[6]), TEST_IMAGES, v[6]) for v in VARIANTS[:2])
+    welch = seed_mean_test(c1, c32, 0.05)
+    assert c.p_value == pytest.approx(welch.p_value) and c.holm_p == pytest.approx(welch.p_value)  # family of 1
+    assert (c.low, c.high) == pytest.approx((c.difference - welch.critical, c.difference + welch.critical))
+
+
+def test_with_per_image_records_each_pair_gets_the_paired_bootstrap(tmp_path):
+    tests = _tests(tmp_path)
+    assert {c.test_name for c in tests.comparisons} == {"paired bootstrap"} and tests.notes == []
+    card = next(c for c in tests.comparisons if {c.first, c.second} == {"resnet29_w0.25", "resnext29_32x4d_w0.25"})
+    assert card.difference == pytest.approx((7129 + 7054 + 7189 - 6829 - 6834 - 6851) / 3 / TEST_IMAGES)
+    assert card.low < card.difference < card.high and card.seeds_ahead == (3, 3)
+    assert "10,000 images x 3 seeds, 10,000 resamples" in card.test
+
+
+def test_records_on_different_test_sets_are_refused_and_compared_unpaired(tmp_path):
+    from bench.analysis.paired_images import load_images
+    from bench.analysis.report_points import Family, accuracy_tests
+
+    train = train_rows(VARIANTS[:2])
+    path = _write(tmp_path / "train.csv", train)
+    write_images(path, train[:1], test_set="aaaaaaaaaaaa")
+    other = load_images(path, [(train[0]["run_id"], train[0]["cell_id"])])
+    write_images(path, train[1:], test_set="bbbbbbbbbbbb")
+    rows, sources = load_results([path])
+    rows["group"] = "cpu-fp32"
+    points, _ = points_and_joins(rows[rows["status"] == "ok"])
+    from bench.analysis.reports import load_image_records
+
+    images = load_image_records(rows, sources)
+    images[("train", train[0]["run_id"], train[0]["cell_id"])] = next(iter(other.values()))
+    (c,) = accuracy_tests(points, Family(), images).comparisons
+    assert c.test_name == "Welch t on seed means"
+
+
+def test_a_trend_claim_needs_a_declared_trend_test(tmp_path):
+    from bench.analysis.report_points import Family
+
+    variants = VARIANTS[:3] + [("resnext29_4x24d_w0.25", "aaaaaaaaaaaa", 4, 24, 309_300, 47.9e6, (7067, 6978))]
+    plain = _tests(tmp_path, images=False, variants=variants)
+    assert plain.trends == []
+    declared = _tests(tmp_path, Family(({"setting": "cardinality", "values": [1, 4, 8, 32]},), "test"),
+                      images=False, variants=variants)
+    (trend,) = declared.trends
+    assert trend.labels == ("resnet29_w0.25", "resnext29_4x24d_w0.25", "resnext29_8x14d_w0.25",
+                            "resnext29_32x4d_w0.25")
+    assert not trend.result.monotone  # 68.38, 70.23, 71.36, 71.24: C=8 above C=32
+    assert trend.result.slope > 0 and len(declared.comparisons) == 6  # every pair of the 4 values, all matched
+
+
+def test_the_study_report_generates_findings_from_the_family_the_grid_declared(tmp_path):
+    import json
+
+    train, speed = train_rows(), speed_rows()
+    train_csv = _write(tmp_path / "train.csv", train)
+    write_images(train_csv, train)
+    sidecar = {"schema_version": 1, "run_id": "train-run", "runs": [{"run_id": "train-run", "status": "finished"}],
+               "grid": {"name": "study", "source": {"compare": [{"cardinality": [1, 32]}, "all-pairs"]}}}
+    (tmp_path / "train.json").write_text(json.dumps(sidecar))
+    out = tmp_path / "out"
+    report = open(write_report([train_csv, _write(tmp_path / "speed.csv", speed)], str(out),
+                               limitations=["the recipe was tuned on the test set"])).read()
+    findings = report.split("### Findings", 1)[1].split("\n### ", 1)[0]
+    assert "declared in the grid: `compare:` in train.json" in findings
+    sentence = next(line for line in findings.splitlines() if "resnext29_32x4d_w0.25 led resnet29_w0.25" in line)
+    assert sentence.startswith("- After 2 epochs on 10,000 test images, resnext29_32x4d_w0.25 led resnet29_w0.25 "
+                               "by 2.86 pp, 95% CI ")
+    assert "ahead in 3 of 3 seeds (paired bootstrap; 10,000 images x 3 seeds, 10,000 resamples; Holm-adjusted " \
+           "p = " in sentence and "over the 6 declared pairs (cardinality 1, 32; all-pairs))." in sentence
+    assert "No trend test was declared" in findings
+    assert "- Limitation: the recipe was tuned on the test set" in findings
+    assert "| resnext29_32x4d_w0.25 − resnet29_w0.25 | cardinality 1 vs 32, all-pairs |" in report
+
+
+def test_report_compare_option_replaces_the_family_and_bad_values_are_one_line_errors(tmp_path, capsys):
+    from bench.cli import main
+
+    train_csv = _write(tmp_path / "train.csv", train_rows(VARIANTS[:2]))
+    assert main(["report", train_csv, "--out", str(tmp_path / "o"), "--compare", "cardnality=1,32"]) == 2
+    err = capsys.readouterr().err
+    assert "report --compare 'cardnality=1,32': unknown setting 'cardnality'" in err and "Traceback" not in err
+    assert main(["report", train_csv, "--out", str(tmp_path / "o"), "--compare",
+                 "resnet29_w0.25:resnext29_32x4d_w0.25"]) == 0
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert "**resnet29_w0.25 vs resnext29_32x4d_w0.25** (given as `report --compare`), 1 pair(s)" in report
 
 
 def test_headline_difference_without_spread_is_not_tested(tmp_path):

@@ -9,8 +9,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from bench.analysis.report_points import (EQUAL_MACS_TOLERANCE, METRICS, MINIMIZE, AccuracyComparison, Frontier,
-                                          Group, Pair, Source, cardinality_sets, headline_points, plain)
+from bench.analysis.report_points import (EQUAL_MACS_TOLERANCE, METRICS, MINIMIZE, AccuracyComparison, AccuracyTests,
+                                          Frontier, Group, Pair, Source, TrendComparison, cardinality_sets,
+                                          headline_points, plain)
 from bench.results.files import sidecar_path
 from bench.results.schema import STATUS_OK
 from bench.results.sidecar import Sidecar
@@ -343,8 +344,8 @@ def join_lines(points: pd.DataFrame, notes: Sequence[str] = ()) -> List[str]:
     return lines
 
 
-def headline_lines(points: pd.DataFrame, comparisons: Sequence[AccuracyComparison]) -> List[str]:
-    """One row per variant with accuracy: the numbers a summary quotes, then the pairwise accuracy tests."""
+def headline_lines(points: pd.DataFrame) -> List[str]:
+    """One row per variant with accuracy: the numbers a summary quotes."""
     acc = headline_points(points)
     if acc.empty:
         return []
@@ -366,14 +367,117 @@ def headline_lines(points: pd.DataFrame, comparisons: Sequence[AccuracyCompariso
     lines = ["### Headline: accuracy, cost and speed per variant", "",
              "Best accuracy first. Latency at batch 1; throughput, train step and memory at the largest batch "
              "measured (@bsN). Generated from the rows above; paste it as it is.", ""] + md_table(header, body) + [""]
-    if not comparisons:
-        return lines
-    header = ["comparison", "difference (pp)", "p", "Holm p", "verdict", "test"]
-    body = [[f"{c.second} − {c.first} ({c.kind})", f"{c.difference * 100:+.2f}", num_text(c.p_value, ".2g"),
-             num_text(c.holm_p, ".2g"),
+    return lines
+
+
+def comparison_lines(tests: AccuracyTests) -> List[str]:
+    """The declared family's table: every pair it names, its test, interval, raw and Holm-adjusted p."""
+    if not tests.comparisons:
+        return [] if not tests.notes else [f"Declared comparison family: {tests.family.text} "
+                                           f"({tests.family.origin}); no pair of this section's points falls in "
+                                           "it.", ""] + _note_lines(tests.notes)
+    header = ["comparison", "declared as", "difference (pp)", "95% CI (pp)", "p", "Holm p", "verdict", "test"]
+    body = [[f"{c.second} − {c.first}", c.kind, f"{c.difference * 100:+.2f}", _interval_text(c),
+             num_text(c.p_value, ".2g"), num_text(c.holm_p, ".2g"),
              "–" if c.p_value is None else "significant" if c.significant else "within noise", c.test]
-            for c in comparisons]
-    return lines + ["Accuracy differences: each variant against the best, and the lowest against the highest "
-                    "cardinality of each set of equal MACs. Welch t test on the seed means, each seed's variance at "
-                    "least the binomial p(1-p)/test_images (two-proportion z for a single seed); significant when "
-                    "the Holm-adjusted p over this table is below 0.05.", ""] + md_table(header, body) + [""]
+            for c in tests.comparisons]
+    tested = sum(c.p_value is not None for c in tests.comparisons)
+    return [f"Accuracy differences over the declared comparison family: **{tests.family.text}** "
+            f"({tests.family.origin}), {len(tests.comparisons)} pair(s), {tested} testable. Each pair is tested "
+            "image by image where both points have per-image records on the same test set (paired bootstrap "
+            "over images and seeds; McNemar exact for one seed each), otherwise by Welch t on the seed means "
+            "with the test set's sampling error added (two-proportion z for one seed). Significant when the "
+            "Holm-adjusted p over the family's testable pairs is below 0.05. See `docs/reports.md`.", ""] + \
+        md_table(header, body) + [""] + _note_lines(tests.notes)
+
+
+def _interval_text(c: AccuracyComparison) -> str:
+    return "–" if c.low is None or c.high is None else f"{c.low * 100:+.2f} to {c.high * 100:+.2f}"
+
+
+def _note_lines(notes: Sequence[str]) -> List[str]:
+    return ["Not tested or not paired: " + "; ".join(dict.fromkeys(notes)) + ".", ""] if notes else []
+
+
+def findings_lines(points: pd.DataFrame, tests: AccuracyTests, alpha: float = 0.05,
+                   limitations: Sequence[str] = ()) -> List[str]:
+    """The findings: one sentence per significant declared difference and per declared trend test, each
+    generated from its test and naming it, then what the tests do not support. Paste them as they are."""
+    if not tests.comparisons and not tests.trends:
+        return []
+    schedule = _schedule_text(headline_points(points))
+    size = len([c for c in tests.comparisons if c.p_value is not None])
+    family = f"the {size} declared pair{'s' if size != 1 else ''} ({tests.family.text})"
+    lines = ["### Findings", "",
+             f"Generated by `report` from the tests below ({tests.family.origin}); each sentence names its "
+             "test. Quote them, do not rewrite them.", ""]
+    for c in tests.comparisons:
+        if c.significant:
+            lines.append("- " + _difference_sentence(c, schedule, family))
+    close = [c for c in tests.comparisons if c.p_value is not None and not c.significant and c.p_value < alpha]
+    if close:
+        lines.append("- Not significant after Holm over " + family + ", although each test alone gives p < "
+                     f"{alpha:g}: " + "; ".join(f"{_lead_text(c)} (p = {c.p_value:.2g}, Holm-adjusted "
+                                                f"{c.holm_p:.2g})" for c in close) + ".")
+    quiet = [c for c in tests.comparisons if c.p_value is not None and c.p_value >= alpha]
+    if quiet:
+        lines.append(f"- Within noise (p ≥ {alpha:g} before any adjustment): {len(quiet)} of the {size} pairs.")
+    if not any(c.significant for c in tests.comparisons) and size:
+        lines.append(f"- No declared pair differs significantly {schedule}.")
+    lines += ["- " + _trend_sentence(t, schedule, len(tests.trends)) for t in tests.trends]
+    if not tests.trends:
+        lines.append("- No trend test was declared (a `compare:` setting with 3 or more values), so this report "
+                     "makes no claim that a setting buys accuracy, only the pairwise differences above.")
+    lines += [f"- Limitation: {text}" for text in limitations]
+    return lines + [""]
+
+
+def _schedule_text(acc: pd.DataFrame) -> str:
+    epochs = sorted({plain(e) for e in acc["epochs"].dropna()})
+    images = sorted({f"{int(n):,}" for n in acc["test_images"].dropna()})
+    when = f"after {' or '.join(epochs)} epoch{'s' if epochs != ['1'] else ''}" if epochs else "at the end"
+    return when + (f" on {' or '.join(images)} test images" if images else "")
+
+
+def _lead_text(c: AccuracyComparison) -> str:
+    lead, behind = (c.second, c.first) if c.difference >= 0 else (c.first, c.second)
+    ci = "" if c.low is None else \
+        f", 95% CI {_oriented(c, c.low, c.high)}"
+    return f"{lead} led {behind} by {abs(c.difference) * 100:.2f} pp{ci}"
+
+
+def _oriented(c: AccuracyComparison, low: float, high: float) -> str:
+    lo, hi = (low, high) if c.difference >= 0 else (-high, -low)
+    return f"{lo * 100:.2f} to {hi * 100:.2f} pp"
+
+
+def _difference_sentence(c: AccuracyComparison, schedule: str, family: str) -> str:
+    seeds = ""
+    if c.seeds_ahead:
+        ahead, matched = c.seeds_ahead
+        ahead = ahead if c.difference >= 0 else matched - ahead
+        seeds = f", ahead in {ahead} of {matched} seeds"
+    return (f"{schedule[0].upper() + schedule[1:]}, {_lead_text(c)}{seeds} ({c.test}; "
+            f"Holm-adjusted p = {c.holm_p:.2g} over {family}).")
+
+
+def _trend_sentence(t: TrendComparison, schedule: str, n_trends: int) -> str:
+    r = t.result
+    unit = "per doubling" if r.log2 else f"per unit of {r.setting}"
+    levels = ", ".join(plain(v) for v in r.levels)
+    means = ", ".join(f"{m * 100:.2f}" for m in r.means)
+    shape = "rising at every step" if r.monotone and r.slope > 0 else "falling at every step" if r.monotone \
+        else "not monotone"
+    stats = (f"slope {r.slope * 100:+.2f} pp {unit}, permutation p = {r.p_value:.2g} (Holm-adjusted "
+             f"{t.holm_p:.2g} over {n_trends} declared trend test{'s' if n_trends > 1 else ''}); {r.detail}; "
+             f"level means {means}% "
+             f"({shape}; {', '.join(t.labels)})")
+    if t.significant and r.monotone:
+        direction = "rose" if r.slope > 0 else "fell"
+        return (f"{schedule[0].upper() + schedule[1:]}, accuracy {direction} with {r.setting} at every step "
+                f"({levels}): {stats}.")
+    if t.significant:
+        sign = "positive" if r.slope > 0 else "negative"
+        return (f"{schedule[0].upper() + schedule[1:]}, the trend of accuracy over {r.setting} ({levels}) was "
+                f"{sign}, but not at every step, so it supports no step-by-step gain: {stats}.")
+    return f"No trend claim over {r.setting} ({levels}) {schedule}: {stats}."

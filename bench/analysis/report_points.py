@@ -16,20 +16,26 @@ The steps :mod:`bench.analysis.reports` composes:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
 from bench.analysis.edf import holm
 from bench.analysis.pareto import MAXIMIZE, MINIMIZE, dominates, pareto_front
+from bench.analysis.paired_images import ImageRecord, TrendResult, image_totals, paired_test, trend_test
 from bench.analysis.verdicts import DEFAULT_ALPHA, accuracy_sample, chance_check, difference_test
+from bench.results.compare_spec import SETTINGS
+from bench.results.compare_spec import describe as describe_family
 
 POINT_KEY = ("group", "source", "run_id", "cell_id")
 # What a training run measured about a variant: moved onto its speed points by join_on_variant.
 ACCURACY_COLUMNS = ("top1_acc", "top1_acc_std", "top1_acc_seeds", "top1_correct_seeds", "test_images", "dataset",
                     "epochs", "n_seeds", "target_acc", "time_to_target_s", "train_time_s")
+# Where a point's accuracy was measured (file name, run, cell): the key of its per-image record. Set on
+# every trained point and moved with the accuracy by join_on_variant.
+ACCURACY_KEY_COLUMNS = ("acc_file", "acc_run_id", "acc_cell_id")
 # A point with any of these was timed (a speed row).
 TIMING_COLUMNS = ("latency_bs1_ms", "throughput_img_s", "peak_mem_mb", "train_step_ms")
 # Classes of the datasets the harness trains on, for files that predate the num_classes column.
@@ -195,6 +201,9 @@ def points_and_joins(ok: pd.DataFrame) -> Tuple[pd.DataFrame, List[str]]:
         rec.update(_point(rows))
         records.append(rec)
     points = pd.DataFrame.from_records(records)
+    trained = points["top1_acc"].notna()
+    for col, source in zip(ACCURACY_KEY_COLUMNS, ("source", "run_id", "cell_id")):
+        points[col] = points[source].astype(str).where(trained, "")
     for col in ("latency_bs1_ms", "throughput_img_s", "peak_mem_mb", "train_step_ms", "top1_acc", "params", "macs",
                 "cardinality"):
         points[col] = points[col].astype(float)
@@ -240,7 +249,7 @@ def join_on_variant(points: pd.DataFrame) -> Tuple[pd.DataFrame, List[str]]:
                          f"`{variant_id}` (different recipes?), so its speed rows were not joined to either")
             continue
         acc = points.loc[idx[0]]
-        for col in ACCURACY_COLUMNS:
+        for col in ACCURACY_COLUMNS + ACCURACY_KEY_COLUMNS:
             points.loc[targets, col] = [acc[col]] * len(targets)
         points.loc[targets, "acc_from"] = f"{acc['source']} `{acc['cell_id']}`"
         points.loc[targets, "acc_source"] = acc["source"]
@@ -421,17 +430,57 @@ def cardinality_sets(points: pd.DataFrame, tolerance: float = EQUAL_MACS_TOLERAN
 
 
 @dataclass(frozen=True)
-class AccuracyComparison:
-    """One pairwise accuracy difference of a section's headline: ``better`` minus ``worse``."""
+class Family:
+    """The accuracy comparisons a report tests, declared before the data (see :mod:`bench.results.compare_spec`)."""
 
-    kind: str  # why the pair is compared: "vs the best", "cardinality 1 vs 32"
-    first: str  # label of the first point (the best, or the lower cardinality)
+    contrasts: Tuple[Dict[str, Any], ...] = ({"all_pairs": True},)
+    origin: str = "the default: no family declared in the grid or on the command line"
+
+    @property
+    def text(self) -> str:
+        return describe_family(self.contrasts)
+
+
+@dataclass(frozen=True)
+class AccuracyComparison:
+    """One pairwise accuracy difference of a section's declared family: ``second`` minus ``first``."""
+
+    kind: str  # the declared contrast(s) it belongs to: "all-pairs", "cardinality 1 vs 32"
+    first: str  # label of the first point (the less accurate, or the lower setting value)
     second: str
     difference: float  # second - first, fraction
     p_value: Optional[float]  # None: not testable (one seed, test_images unknown)
-    test: str
-    holm_p: Optional[float] = None  # Holm-adjusted over the section's comparisons
+    test: str  # the test's name and detail
+    holm_p: Optional[float] = None  # Holm-adjusted over the family's testable comparisons
     significant: bool = False
+    low: Optional[float] = None  # 95% interval of the difference (None: not testable)
+    high: Optional[float] = None
+    test_name: str = ""  # "paired bootstrap", "McNemar exact", "Welch t on seed means", "two-proportion z"
+    seeds_ahead: Optional[Tuple[int, int]] = None  # (seeds where second beat first, seeds matched by number)
+    family_size: int = 0  # testable comparisons Holm ran over
+
+
+@dataclass(frozen=True)
+class TrendComparison:
+    """A declared trend test over an ordered setting (3 or more values), Holm-adjusted over the section's trends."""
+
+    result: TrendResult
+    labels: Tuple[str, ...]  # the point of each level
+    holm_p: float
+    significant: bool
+
+
+@dataclass
+class AccuracyTests:
+    """A section's declared family, its tests and what could not be tested or paired."""
+
+    family: Family
+    comparisons: List[AccuracyComparison]
+    trends: List[TrendComparison]
+    notes: List[str]
+
+
+ImageKey = Tuple[str, str, str]  # (source name, run_id, cell_id) of the training row
 
 
 def headline_points(points: pd.DataFrame) -> pd.DataFrame:
@@ -439,35 +488,172 @@ def headline_points(points: pd.DataFrame) -> pd.DataFrame:
     return points[points["top1_acc"].notna()].sort_values("top1_acc", ascending=False, kind="stable")
 
 
-def headline_comparisons(points: pd.DataFrame, alpha: float = DEFAULT_ALPHA) -> List[AccuracyComparison]:
-    """Pairwise accuracy tests within a section: every variant against the best, and the lowest against the
-    highest cardinality of each set of equal MACs (:func:`cardinality_sets`).
+def headline_comparisons(points: pd.DataFrame, alpha: float = DEFAULT_ALPHA, family: Optional[Family] = None,
+                         images: Optional[Mapping[ImageKey, ImageRecord]] = None) -> List[AccuracyComparison]:
+    """The comparisons of :func:`accuracy_tests`."""
+    return accuracy_tests(points, family or Family(), images or {}, alpha).comparisons
 
-    The test is :func:`bench.analysis.verdicts.difference_test` (Welch t on seed means with a binomial floor;
-    two-proportion z for one seed). A difference is significant when its Holm-adjusted p (over all the
-    section's testable comparisons) is below ``alpha``."""
+
+def accuracy_tests(points: pd.DataFrame, family: Family, images: Mapping[ImageKey, ImageRecord],
+                   alpha: float = DEFAULT_ALPHA) -> AccuracyTests:
+    """Test every pair the family declares among a section's points, Holm-adjusted over the family.
+
+    The test of a pair: where both points have per-image records on the same test set, the paired test
+    of :func:`bench.analysis.paired_images.paired_test` (paired bootstrap over images and seeds; McNemar
+    exact for one seed each); otherwise :func:`bench.analysis.verdicts.difference_test` (Welch t on the
+    seed means, the test set's sampling error added; two-proportion z for a single seed). A pair is
+    significant when its Holm-adjusted p over the family's testable pairs is below ``alpha``. A setting
+    contrast of 3 or more numeric values also declares a trend test (:func:`trend_tests`)."""
     acc = headline_points(points)
-    if len(acc) < 2:
-        return []
-    pairs: List[Tuple[str, pd.Series, pd.Series]] = []
-    best = acc.iloc[0]
-    for _, other in acc.iloc[1:].iterrows():
-        pairs.append(("vs the best", best, other))
-    for cluster in cardinality_sets(acc):
-        low, high = cluster.iloc[0], cluster.iloc[-1]
-        if low["cardinality"] != high["cardinality"]:
-            pairs.append((f"cardinality {plain(low['cardinality'])} vs {plain(high['cardinality'])}", low, high))
-    out = []
-    for kind, a, b in pairs:
-        sample_a, sample_b = accuracy_sample(a), accuracy_sample(b)
-        test = difference_test(sample_a, sample_b, alpha)
-        out.append(AccuracyComparison(kind, str(a["label"]), str(b["label"]), sample_b.mean - sample_a.mean,
-                                      test.p_value if test else None,
-                                      f"{test.name}; {test.detail}" if test else
-                                      "not testable: one seed and test_images unknown"))
-    tested = [i for i, c in enumerate(out) if c.p_value is not None]
-    adjusted = holm([out[i].p_value for i in tested])
-    for i, q in zip(tested, adjusted):
-        c = out[i]
-        out[i] = AccuracyComparison(c.kind, c.first, c.second, c.difference, c.p_value, c.test, q, q < alpha)
+    notes: List[str] = []
+    records = _records(acc, images, notes)
+    pairs = declared_pairs(acc, family.contrasts, notes)
+    totals = _family_totals([records[i] for pair in pairs for i in pair[1:] if i in records])
+    out = [_compare(kind, acc.loc[i], acc.loc[j], records.get(i), records.get(j), totals, alpha, notes)
+           for kind, i, j in pairs]
+    tested = [k for k, c in enumerate(out) if c.p_value is not None]
+    for k, q in zip(tested, holm([out[k].p_value for k in tested])):
+        out[k] = replace(out[k], holm_p=q, significant=q < alpha, family_size=len(tested))
+    return AccuracyTests(family, out, trend_tests(acc, family.contrasts, records, alpha, notes), notes)
+
+
+def declared_pairs(acc: pd.DataFrame, contrasts: Sequence[Dict[str, Any]],
+                   notes: List[str]) -> List[Tuple[str, Any, Any]]:
+    """(kind, index of first, index of second) for each pair the contrasts declare, each pair once.
+
+    all-pairs: every two points, the less accurate first. {setting: values}: every two listed values, the
+    earlier listed first, between points that agree on every other setting (bottleneck width and family
+    follow cardinality and are not compared). [a, b]: the points of those two variants."""
+    found: Dict[frozenset, Tuple[List[str], Any, Any]] = {}
+
+    def add(kind: str, i: Any, j: Any) -> None:
+        key = frozenset((i, j))
+        if key in found:
+            found[key][0].append(kind)
+        else:
+            found[key] = ([kind], i, j)
+
+    order = list(acc.index)
+    for contrast in contrasts:
+        if contrast.get("all_pairs"):
+            for a, i in enumerate(order):
+                for j in order[:a]:
+                    add("all-pairs", i, j)  # order is best first: i is the less accurate
+        elif "setting" in contrast:
+            _setting_pairs(acc, contrast, add, notes)
+        else:
+            a, b = contrast["pair"]
+            first, second = acc.index[acc["variant"] == a], acc.index[acc["variant"] == b]
+            if not len(first) or not len(second):
+                notes.append(f"declared pair {a} vs {b}: {a if not len(first) else b} has no accuracy in this "
+                             "section, so it is not tested")
+            for i in first:
+                for j in second:
+                    add(f"{a} vs {b}", i, j)
+    return [(", ".join(dict.fromkeys(kinds)), i, j) for kinds, i, j in found.values()]
+
+
+_FOLLOWERS = ("bottleneck_width", "family")  # settings that follow cardinality in an equal-MACs contrast
+
+
+def _rest_key(point: pd.Series, setting: str) -> Tuple[str, ...]:
+    return tuple(plain(point.get(c)) for c in SETTINGS if c != setting and c not in _FOLLOWERS)
+
+
+def _level_points(acc: pd.DataFrame, setting: str, value: Any) -> pd.Index:
+    def equal(v: Any) -> bool:
+        try:
+            return float(v) == float(value)
+        except (TypeError, ValueError):
+            return str(v) == str(value)
+    return acc.index[acc[setting].map(equal)] if setting in acc else acc.index[:0]
+
+
+def _setting_pairs(acc: pd.DataFrame, contrast: Dict[str, Any], add, notes: List[str]) -> None:
+    setting, values = contrast["setting"], contrast["values"]
+    levels = [_level_points(acc, setting, v) for v in values]
+    for a in range(len(values)):
+        for b in range(a + 1, len(values)):
+            matched = [(i, j) for i in levels[a] for j in levels[b]
+                       if _rest_key(acc.loc[i], setting) == _rest_key(acc.loc[j], setting)]
+            for i, j in matched:
+                add(f"{setting} {plain(values[a])} vs {plain(values[b])}", i, j)
+            if not matched:
+                notes.append(f"declared contrast {setting} {plain(values[a])} vs {plain(values[b])}: no two points "
+                             f"differ only in {setting}, so it is not tested")
+
+
+def trend_tests(acc: pd.DataFrame, contrasts: Sequence[Dict[str, Any]], records: Mapping[Any, ImageRecord],
+                alpha: float, notes: List[str]) -> List[TrendComparison]:
+    """A trend test (:func:`bench.analysis.paired_images.trend_test`) for each declared setting contrast of 3 or
+    more numeric values, over each set of points that agree on every other setting and have one point per
+    value; Holm-adjusted over the section's trend tests."""
+    found = []
+    for contrast in contrasts:
+        setting, values = contrast.get("setting"), contrast.get("values") or []
+        if setting is None or len(values) < 3:
+            continue
+        if not all(isinstance(v, (int, float)) for v in values):
+            notes.append(f"declared contrast {setting}: values are not numbers, so no trend test")
+            continue
+        chains: Dict[Tuple[str, ...], List[List[Any]]] = {}
+        for k, v in enumerate(values):
+            for i in _level_points(acc, setting, v):
+                chains.setdefault(_rest_key(acc.loc[i], setting), [[] for _ in values])[k].append(i)
+        complete = [c for c in chains.values() if all(len(level) == 1 for level in c)]
+        if not complete:
+            notes.append(f"declared trend over {setting} {', '.join(plain(v) for v in values)}: no set of points "
+                         "has exactly one point per value, so it is not tested")
+        for chain in complete:
+            idx = [level[0] for level in chain]
+            seeds = [records[i].seed_accuracies if i in records else accuracy_sample(acc.loc[i]).seeds for i in idx]
+            found.append((trend_test(setting, values, seeds), tuple(str(acc.at[i, "label"]) for i in idx)))
+    adjusted = holm([r.p_value for r, _ in found])
+    return [TrendComparison(r, labels, q, q < alpha) for (r, labels), q in zip(found, adjusted)]
+
+
+def _records(acc: pd.DataFrame, images: Mapping[ImageKey, ImageRecord], notes: List[str]) -> Dict[Any, ImageRecord]:
+    """The per-image record of each point that has one agreeing with its row (per-seed correct counts)."""
+    out = {}
+    for i, p in acc.iterrows():
+        record = images.get((str(p.get("acc_file")), str(p.get("acc_run_id")), str(p.get("acc_cell_id"))))
+        if record is None:
+            continue
+        sample = accuracy_sample(p)
+        counts = sorted(int(c) for c in record.correct.sum(axis=1))
+        if sample.correct and sorted(sample.correct) != counts:
+            notes.append(f"{p['label']}: its per-image file's correct counts {counts} disagree with the result "
+                         f"row's {sorted(sample.correct)}, so it is compared without them")
+            continue
+        out[i] = record
     return out
+
+
+def _family_totals(records: Sequence[ImageRecord]) -> Dict[int, Any]:
+    """One bootstrap resampling of the images per test set, shared by the family's records (by id)."""
+    by_set: Dict[Tuple[str, int], List[ImageRecord]] = {}
+    for r in {id(r): r for r in records}.values():
+        by_set.setdefault((r.test_set, r.images), []).append(r)
+    out: Dict[int, Any] = {}
+    for group in by_set.values():
+        out.update(zip(map(id, group), image_totals(group)))
+    return out
+
+
+def _compare(kind: str, a: pd.Series, b: pd.Series, rec_a: Optional[ImageRecord], rec_b: Optional[ImageRecord],
+             totals: Mapping[int, Any], alpha: float, notes: List[str]) -> AccuracyComparison:
+    first, second = str(a["label"]), str(b["label"])
+    if rec_a is not None and rec_b is not None:
+        if rec_a.test_set == rec_b.test_set and rec_a.images == rec_b.images:
+            r = paired_test(rec_a, rec_b, totals=(totals[id(rec_a)], totals[id(rec_b)]))
+            return AccuracyComparison(kind, first, second, r.difference, r.p_value, f"{r.name}; {r.detail}",
+                                      low=r.low, high=r.high, test_name=r.name, seeds_ahead=r.seeds_ahead)
+        notes.append(f"{first} and {second} were scored on different test sets ({rec_a.test_set} vs "
+                     f"{rec_b.test_set}): not paired")
+    sample_a, sample_b = accuracy_sample(a), accuracy_sample(b)
+    test = difference_test(sample_a, sample_b, alpha)
+    diff = sample_b.mean - sample_a.mean
+    if test is None:
+        return AccuracyComparison(kind, first, second, diff, None, "not testable: one seed and test_images unknown")
+    return AccuracyComparison(kind, first, second, diff, test.p_value, f"{test.name}; {test.detail}",
+                              low=diff - test.critical, high=diff + test.critical, test_name=test.name)

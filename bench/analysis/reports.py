@@ -22,7 +22,7 @@ import argparse
 import os
 import sys
 import tempfile
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,11 @@ from bench.analysis import report_markdown as md
 # Re-exported: tests and callers know the metric table and pairs from here.
 from bench.analysis.report_points import (  # noqa: F401
     ACCURACY_PAIRS, METRICS, POINT_KEY, SPEED_PAIRS, Frontier, Group, Metric, Pair, Source, assign_groups,
-    cardinality_sets, cell_points, drop_copies, frontier, headline_comparisons, pairs_for, points_and_joins)
+    Family, accuracy_tests, cardinality_sets, cell_points, drop_copies, frontier, headline_comparisons, pairs_for,
+    points_and_joins)
+from bench.analysis.paired_images import load_images
+from bench.results.compare_spec import merge as merge_families
+from bench.results.compare_spec import parse_compare, parse_compare_arg
 from bench.results.files import sidecar_path
 from bench.results.sidecar import Sidecar
 from bench.results.validate import read_table
@@ -154,8 +158,14 @@ _HOW_TO_READ = ("## How to read this report", "",
                "- Details: `docs/reports.md`.", "")
 
 
-def build_report(rows: pd.DataFrame, sources: List[Source], out_dir: str) -> Tuple[str, Dict[str, Any]]:
-    """Write the figures for loaded results into ``out_dir``; return (Markdown text, facts for tests)."""
+def build_report(rows: pd.DataFrame, sources: List[Source], out_dir: str, compare: Optional[List[Any]] = None,
+                 limitations: Sequence[str] = ()) -> Tuple[str, Dict[str, Any]]:
+    """Write the figures for loaded results into ``out_dir``; return (Markdown text, facts for tests).
+
+    ``compare``: the contrasts given as ``--compare`` (else the family the files' grids declare, else
+    all-pairs); ``limitations``: sentences the findings carry (``--limitation``)."""
+    family = comparison_family(sources, compare)
+    images = load_image_records(rows, sources)
     as_read = rows  # the environment table counts each file's rows as they are on disk
     rows, copies = drop_copies(rows)
     groups = assign_groups(rows)
@@ -169,7 +179,7 @@ def build_report(rows: pd.DataFrame, sources: List[Source], out_dir: str) -> Tup
         if group.points.empty:
             lines += _empty_section_lines(group, ok)
             continue
-        lines += _section_lines(group, out_dir, facts)
+        lines += _section_lines(group, out_dir, facts, family, images, limitations)
     lines += space_report.section(rows, [s.sidecar for s in sources], out_dir)  # sampled cells only
     lines += md.failed_lines(rows)
     from bench.analysis.profile_report import profile_lines  # RUN.profile.csv beside RUN.csv, if any
@@ -201,7 +211,8 @@ def _empty_section_lines(group: Group, ok: pd.DataFrame) -> List[str]:
     return [f"## {group.title}", "", "No point for this device and precision." + joined, ""]
 
 
-def _section_lines(group: Group, out_dir: str, facts: Dict[str, Any]) -> List[str]:
+def _section_lines(group: Group, out_dir: str, facts: Dict[str, Any], family: Family,
+                   images: Dict[Any, Any], limitations: Sequence[str]) -> List[str]:
     """One device/precision section: its points, frontiers and figures; the figures and frontiers go in ``facts``."""
     pairs = pairs_for(group.points)
     acc_note = "" if pairs is ACCURACY_PAIRS else \
@@ -213,7 +224,9 @@ def _section_lines(group: Group, out_dir: str, facts: Dict[str, Any]) -> List[st
              + f"; figures prefixed `{group.slug}-`.{acc_note}", ""]
     lines += md.join_lines(group.points)
     lines += md.noisy_lines(group.points)
-    lines += md.headline_lines(group.points, headline_comparisons(group.points))
+    lines += md.headline_lines(group.points)
+    tests = accuracy_tests(group.points, family, images)
+    lines += md.findings_lines(group.points, tests, limitations=limitations) + md.comparison_lines(tests)
     fronts = {}
     for pair in pairs:
         fr = frontier(group.points, pair)
@@ -225,7 +238,8 @@ def _section_lines(group: Group, out_dir: str, facts: Dict[str, Any]) -> List[st
     lines += _curve_lines(group, out_dir, facts)
     lines += md.ranked_lines(group.points)
     lines += md.cardinality_lines(group.points)
-    facts["groups"][group.slug] = {"title": group.title, "points": group.points, "frontiers": fronts}
+    facts["groups"][group.slug] = {"title": group.title, "points": group.points, "frontiers": fronts,
+                                   "accuracy_tests": tests}
     return lines
 
 
@@ -239,6 +253,40 @@ def _curve_lines(group: Group, out_dir: str, facts: Dict[str, Any]) -> List[str]
         lines += [f"![{what}, {group.title}]({name}.png)", "",
                   f"Figure: [`{name}.png`]({name}.png), [`{name}.svg`]({name}.svg)", ""]
     return lines
+
+
+def comparison_family(sources: Sequence[Source], compare: Optional[List[Any]]) -> Family:
+    """The family to test: ``--compare``'s, else the union of what the files' grids declare, else all-pairs.
+
+    A grid's ``compare:`` is read from the sidecar's copy of the grid source and checked again here (the
+    sidecar is data, not trusted); a value that does not parse is a UserError naming the sidecar."""
+    if compare:
+        return Family(tuple(compare), "given as `report --compare`")
+    declared, where = [], []
+    for src in sources:
+        source = ((src.sidecar or {}).get("grid") or {}).get("source")
+        if isinstance(source, dict) and "compare" in source:
+            try:
+                declared.append(parse_compare(source["compare"]))
+            except ValueError as e:
+                raise UserError(f"{sidecar_path(src.path)}: grid.source.compare: {e}") from None
+            where.append(os.path.basename(sidecar_path(src.path)))
+    if not declared:
+        return Family()
+    return Family(tuple(merge_families(declared)), f"declared in the grid: `compare:` in {', '.join(where)}")
+
+
+def load_image_records(rows: pd.DataFrame, sources: Sequence[Source]) -> Dict[Any, Any]:
+    """Per-image records (``RUN.images.csv`` beside each CSV) of the trained ok rows, keyed by
+    (file name, run_id, cell_id) as the points' ``acc_file``, ``acc_run_id``, ``acc_cell_id``."""
+    out: Dict[Any, Any] = {}
+    trained = rows[(rows["status"] == STATUS_OK) & rows["top1_acc"].notna()]
+    for src in sources:
+        mine = trained[trained["source"] == src.name]
+        cells = list(dict.fromkeys(zip(mine["run_id"].astype(str), mine["cell_id"].astype(str))))
+        for (run_id, cell_id), record in load_images(src.path, cells).items():
+            out[(src.name, run_id, cell_id)] = record
+    return out
 
 
 def _write_text_atomic(path: str, text: str) -> None:
@@ -262,7 +310,8 @@ def _prepare_out_dir(out_dir: str) -> None:
         raise UserError(f"--out {out_dir}: cannot create the folder: {e.strerror}") from None
 
 
-def write_report(csv_paths: List[str], out_dir: str) -> str:
+def write_report(csv_paths: List[str], out_dir: str, compare: Optional[List[Any]] = None,
+                 limitations: Sequence[str] = ()) -> str:
     """Figures and ``report.md`` for the result CSVs in ``out_dir``; returns the report.md path.
 
     Raises :class:`UserError` for unusable input (missing file or columns, no ok rows)."""
@@ -270,7 +319,7 @@ def write_report(csv_paths: List[str], out_dir: str) -> str:
         raise UserError("report: no result CSV given")
     rows, sources = load_results(csv_paths)  # every input validated before the output folder is touched
     _prepare_out_dir(out_dir)
-    text, _ = build_report(rows, sources, out_dir)
+    text, _ = build_report(rows, sources, out_dir, compare, limitations)
     path = os.path.join(out_dir, "report.md")
     _write_text_atomic(path, text)
     return path
@@ -288,10 +337,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # SUPPRESS: the default depends on the CSV, so the help says it rather than "(default: None)"
     parser.add_argument("--out", default=argparse.SUPPRESS,
                         help="output folder (default: plots/<stem of the first CSV>/)")
+    parser.add_argument("--compare", action="append", default=None, metavar="CONTRAST",
+                        help="the accuracy comparison family, declared before looking: all-pairs, SETTING=V1,V2,... "
+                             "(every pair of those values; 3 or more also a trend test) or VARIANT_A:VARIANT_B; "
+                             "repeatable (default: the grid's compare: key, else all-pairs)")
+    parser.add_argument("--limitation", action="append", default=[], metavar="TEXT",
+                        help="a sentence the findings must carry, e.g. that the recipe was tuned on the test set")
+
+
+def _compare_arg(text: str) -> List[Any]:
+    try:
+        return parse_compare_arg(text)
+    except ValueError as e:
+        raise UserError(f"report --compare {text!r}: {e}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     out_dir = getattr(args, "out", None) or default_out_dir(args.csv)
-    path = write_report(list(args.csv), out_dir)
+    compare = None
+    if args.compare:
+        compare = merge_families([_compare_arg(text) for text in args.compare])
+    path = write_report(list(args.csv), out_dir, compare, args.limitation)
     print(f"wrote plots and report to {path}")
     return 0
