@@ -15,19 +15,32 @@ def test_edf_is_the_share_of_values_at_or_below_x():
     assert list(E.edf_at([3.0, 1.0, 2.0, 2.0], [0.5, 1.0, 2.0, 2.5, 9.0])) == [0, 0.25, 0.75, 0.75, 1.0]
 
 
-def test_bootstrap_band_holds_the_edf_and_narrows_with_more_variants():
+def test_the_dkw_band_holds_the_edf_and_narrows_as_one_over_root_n():
     rng = np.random.default_rng(1)
     grid = np.linspace(-2, 2, 41)
-    small, big = rng.normal(size=20), rng.normal(size=500)
-    lo_s, hi_s = E.bootstrap_band(small, grid, seed=0)
-    lo_b, hi_b = E.bootstrap_band(big, grid, seed=0)
-    assert np.all(lo_s <= E.edf_at(small, grid) + 1e-12) and np.all(E.edf_at(small, grid) <= hi_s + 1e-12)
-    assert np.mean(hi_b - lo_b) < 0.5 * np.mean(hi_s - lo_s)
+    small = rng.normal(size=20)
+    lo_s, hi_s = E.dkw_band(small, grid)
+    assert np.all(lo_s <= E.edf_at(small, grid)) and np.all(E.edf_at(small, grid) <= hi_s)
+    assert E.dkw_epsilon(20) == pytest.approx((np.log(40) / 40) ** 0.5)  # sqrt(ln(2/0.05) / 2n)
+    assert E.dkw_epsilon(500) == pytest.approx(E.dkw_epsilon(20) / 5)
+    lo, hi = E.dkw_band([2.0] * 5, [1.0, 2.0, 3.0])  # clipped to 0..1
+    assert list(lo) == [0.0, pytest.approx(1 - E.dkw_epsilon(5)), pytest.approx(1 - E.dkw_epsilon(5))]
+    assert list(hi) == [pytest.approx(E.dkw_epsilon(5)), 1.0, 1.0]
+    with pytest.raises(ValueError, match="NaN"):
+        E.dkw_band([1.0, float("nan")], grid)
 
 
-def test_a_constant_sample_has_a_band_of_zero_width():
-    lo, hi = E.bootstrap_band([2.0] * 5, [1.0, 2.0, 3.0])
-    assert list(lo) == list(hi) == [0.0, 1.0, 1.0]
+@pytest.mark.parametrize("n", [3, 9, 30])
+def test_the_band_covers_the_true_distribution_everywhere_at_its_stated_level(n):
+    """Simulated: 2,000 samples of n uniform values; the band must hold F(x) = x on the whole of [0, 1] in at
+    least 95% - 1.5% of them (1.5% is three binomial standard errors at 2,000 draws)."""
+    rng = np.random.default_rng(n)
+    grid = np.linspace(0, 1, 401)
+    covered = 0
+    for _ in range(2000):
+        lo, hi = E.dkw_band(rng.random(n), grid)
+        covered += bool(np.all((lo <= grid) & (grid <= hi)))
+    assert covered / 2000 >= 0.95 - 0.015
 
 
 def test_ks_finds_clearly_different_groups_and_not_identical_ones():
@@ -43,6 +56,14 @@ def test_ks_finds_clearly_different_groups_and_not_identical_ones():
 
 def test_holm_adjusts_step_down_and_stays_monotone():
     assert E.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert E.holm([]) == []
+
+
+def test_holm_refuses_a_nan_p_instead_of_counting_it_as_1():
+    with pytest.raises(ValueError, match="p-value nan is not a probability"):
+        E.holm([0.01, float("nan")])
+    with pytest.raises(ValueError, match="1.5 is not a probability"):
+        E.holm([1.5])
 
 
 def test_trend_recovers_a_known_line_in_log_macs():

@@ -7,7 +7,7 @@ Here the same is done for speed: batch-1 latency per GMAC and throughput per
 GMAC (GMAC/s: images/s x GMACs per image), per device and precision.
 
 * :func:`edf` / :func:`edf_at`: F(x) = share of values <= x.
-* :func:`bootstrap_band`: a pointwise percentile-bootstrap band of F.
+* :func:`dkw_band`: a simultaneous band of F (Dvoretzky-Kiefer-Wolfowitz), valid at any n.
 * :func:`compare_groups`: two-sample Kolmogorov-Smirnov test for every pair of
   groups, Holm-adjusted over the pairs; "differ" means adjusted p < alpha.
 * :func:`trend`: least-squares error = a + b log10(MACs) per group.
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 ALPHA = 0.05
+BAND_LEVEL = 0.95
 SAMPLE_ORIGIN = "sample["  # how the grid loader names a sampled cell's origin
 
 
@@ -41,16 +42,29 @@ def edf_at(values: Sequence[float], grid: Sequence[float]) -> np.ndarray:
     return np.searchsorted(x, np.asarray(grid, dtype=float), side="right") / len(x)
 
 
-def bootstrap_band(values: Sequence[float], grid: Sequence[float], n_boot: int = 1000, level: float = 0.95,
-                   seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
-    """Pointwise percentile-bootstrap band of F on ``grid``: resample the variants with replacement."""
+def dkw_epsilon(n: int, level: float = BAND_LEVEL) -> float:
+    """Half-width of the Dvoretzky-Kiefer-Wolfowitz band: sqrt(ln(2 / (1 - level)) / (2n)).
+
+    With Massart's constant the band F_n +/- epsilon holds the true F everywhere at once with probability
+    at least ``level`` for every n (not only asymptotically): 0.78 at n = 3, 0.45 at n = 9, 0.25 at n = 30
+    for 95%. ValueError for n < 1 or a level outside (0, 1)."""
+    if n < 1 or not 0 < level < 1:
+        raise ValueError(f"a DKW band needs n >= 1 and 0 < level < 1, got n={n}, level={level}")
+    return math.sqrt(math.log(2 / (1 - level)) / (2 * n))
+
+
+def dkw_band(values: Sequence[float], grid: Sequence[float],
+             level: float = BAND_LEVEL) -> Tuple[np.ndarray, np.ndarray]:
+    """Simultaneous ``level`` confidence band of F on ``grid``: the EDF +/- :func:`dkw_epsilon`, clipped to 0..1.
+
+    A pointwise bootstrap band (what this replaced) covered the true F in 75% of samples at n = 3 and 91%
+    at n = 9, against a nominal 95%: resampling 3 values cannot show how far off 3 values can be."""
     x = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    draws = rng.choice(x, size=(n_boot, len(x)), replace=True)
-    draws.sort(axis=1)
-    curves = np.stack([np.searchsorted(d, grid, side="right") for d in draws]) / len(x)
-    tail = (1 - level) / 2 * 100
-    return np.percentile(curves, tail, axis=0), np.percentile(curves, 100 - tail, axis=0)
+    if np.isnan(x).any():
+        raise ValueError("a DKW band of values containing NaN")
+    eps = dkw_epsilon(len(x), level)
+    f = edf_at(x, grid)
+    return np.clip(f - eps, 0, 1), np.clip(f + eps, 0, 1)
 
 
 # ------------------------------------------------------------------ groups
@@ -112,7 +126,13 @@ def compare_groups(groups: Dict[str, Sequence[float]], alpha: float = ALPHA,
 
 
 def holm(p_values: Sequence[float]) -> List[float]:
-    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1)."""
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1).
+
+    ValueError for a p that is NaN or outside 0..1: an untested comparison must be left out of the family
+    by the caller (and said so), not silently counted as p = 1 or sorted anywhere."""
+    bad = [p for p in p_values if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0)]
+    if bad:
+        raise ValueError(f"holm: p-value {bad[0]!r} is not a probability in 0..1")
     m = len(p_values)
     order = np.argsort(p_values)
     adjusted = [0.0] * m

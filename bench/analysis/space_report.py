@@ -18,7 +18,6 @@ from bench.analysis.plots import plt, save_figure
 from bench.errors import UserError
 
 MIN_GROUP = 2  # points a group needs for an EDF, a band and a KS test
-N_BOOT = 1000
 DEFAULT_GROUP_BY = "cardinality"
 
 
@@ -36,7 +35,8 @@ def section(rows: pd.DataFrame, sidecars: Sequence[Optional[dict]], out_dir: str
              f"{ok['cell_id'].nunique()} sampled cell(s); variants grouped by `{by}`"
              + (" (power-of-two bins)" if by == "cardinality" else "") + ". Each curve is an empirical "
              f"distribution function (EDF): the share of a group's variants at or below x; shaded: a "
-             f"95% pointwise bootstrap band ({N_BOOT} resamples of the group's variants). Groups differ when a "
+             f"{E.BAND_LEVEL:.0%} simultaneous band (Dvoretzky-Kiefer-Wolfowitz: the EDF ± sqrt(ln(2 / 0.05) / 2n), "
+             f"± {E.dkw_epsilon(3):.2f} at n = 3, ± {E.dkw_epsilon(10):.2f} at n = 10). Groups differ when a "
              "two-sample Kolmogorov-Smirnov test gives p < 0.05 after Holm's correction over all pairs.", ""]
     acc = E.accuracy_points(ok)
     if len(acc):
@@ -186,7 +186,7 @@ def _edf_figure(groups: Dict[str, np.ndarray], xlabel: str, title: str, out_base
         x, f = E.edf(vals)
         ax.step(np.r_[x[0], x], np.r_[0, f], where="post", color=colours[g], label=f"{g} (n={len(vals)})")
         if len(vals) >= MIN_GROUP:
-            lo, hi = E.bootstrap_band(vals, grid, n_boot=N_BOOT)
+            lo, hi = E.dkw_band(vals, grid)
             ax.fill_between(grid, lo, hi, step="post", color=colours[g], alpha=0.15, linewidth=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("share of variants <= x")
