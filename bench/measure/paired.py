@@ -65,8 +65,11 @@ def median_interval(values: List[float], confidence: float = 0.95) -> Optional[T
 
     k is the largest rank with P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2,
     so the interval covers the true median with at least ``confidence``.
-    None when n is too small for any such k (n < 6 at 95%).
+    None when n is too small for any such k (n < 6 at 95%); ValueError for a NaN among the values
+    (it would sort anywhere and make the interval depend on their order).
     """
+    if any(v != v for v in values):
+        raise ValueError("median_interval of values containing NaN")
     n = len(values)
     alpha = (1 - confidence) / 2
     below = 0.0  # P(Binomial(n, 1/2) < k), for k = 1, 2, ...

@@ -13,10 +13,20 @@ from typing import Dict, Sequence
 NOISY_IQR_RATIO = 0.10  # a measurement is "noisy" when IQR / median exceeds this
 
 
+def _no_nan(samples: Sequence[float], what: str) -> None:
+    """A NaN sorts anywhere (every comparison with it is false), so a statistic over it would depend on the
+    samples' order: refuse it. A timing is never NaN; one that is was not measured."""
+    if any(x != x for x in samples):
+        raise ValueError(f"{what} of samples containing NaN")
+
+
 def percentile(samples: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100), linear interpolation between order statistics (numpy's default)."""
+    """The q-th percentile (0..100), linear interpolation between order statistics (numpy's default).
+
+    ValueError for no samples or a NaN among them (numpy would return NaN)."""
     if not samples:
         raise ValueError("percentile of no samples")
+    _no_nan(samples, "percentile")
     if not 0 <= q <= 100:
         raise ValueError(f"q must be within 0..100, got {q}")
     xs = sorted(samples)
@@ -37,6 +47,7 @@ def iqr(samples: Sequence[float]) -> float:
 def mean(samples: Sequence[float]) -> float:
     if not samples:
         raise ValueError("mean of no samples")
+    _no_nan(samples, "mean")
     return math.fsum(samples) / len(samples)
 
 
