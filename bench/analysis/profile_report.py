@@ -221,13 +221,3 @@ def render(df: pd.DataFrame, out_dir: str, paths: Sequence[str]) -> List[str]:
         lines += [f"![time share vs MAC share, {title}]({base}-shares.png)", "",
                   f"![roofline, {title}]({base}-roofline.png)", ""]
     return lines
-
-
-def gap_sentences(df: pd.DataFrame) -> List[str]:
-    """One sentence per profiled cell x batch x phase group (for the console and the README)."""
-    out = []
-    for key, group, rows in groups(df):
-        gap = largest_gap(class_table(rows))
-        if gap:
-            out.append(f"{key[1]} @ batch {int(key[4])}, {group}: {gap}")
-    return out
