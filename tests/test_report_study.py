@@ -338,7 +338,7 @@ def test_the_study_report_generates_findings_from_the_family_the_grid_declared(t
     assert "ahead in 3 of 3 seeds (paired bootstrap; 10,000 images x 3 seeds, 10,000 resamples; Holm-adjusted " \
            "p = " in sentence and "over the 6 declared pairs (cardinality 1, 32; all-pairs))." in sentence
     assert "No trend test was declared" in findings
-    assert "- Limitation: the recipe was tuned on the test set" in findings
+    assert "- Limitation: the recipe was tuned on the test set." in findings
     assert "| resnext29_32x4d_w0.25 − resnet29_w0.25 | cardinality 1 vs 32, all-pairs |" in report
 
 
