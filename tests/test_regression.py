@@ -222,6 +222,19 @@ def test_the_test_set_error_is_shared_by_the_seeds_and_never_raises_df_or_lowers
     assert same.p_value == pytest.approx(2 * t.sf(0.02 / se, 1))  # df min(n) - 1 when both spreads are 0
 
 
+def test_the_test_set_term_never_gives_a_smaller_p_than_welch_on_the_seeds_alone():
+    import numpy as np
+    from scipy.stats import ttest_ind
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n_b, n_c = rng.integers(2, 6, size=2)
+        b = tuple(rng.uniform(0.6, 0.8, n_b))
+        c = tuple(rng.uniform(0.6, 0.8, n_c))
+        ours = reg.seed_mean_test(acc(*b, images=int(rng.integers(100, 20_000))), acc(*c), 0.05)
+        assert ours.p_value >= ttest_ind(c, b, equal_var=False).pvalue - 1e-12
+
+
 def test_one_seed_or_a_nan_seed_is_a_one_line_error_not_a_crash():
     with pytest.raises(ValueError, match="2 or more seeds per side, got 1 vs 2"):
         reg.seed_mean_test(acc(0.7), acc(0.7, 0.71), 0.05)

@@ -299,8 +299,11 @@ def test_records_on_different_test_sets_are_refused_and_compared_unpaired(tmp_pa
 
     images = load_image_records(rows, sources)
     images[("train", train[0]["run_id"], train[0]["cell_id"])] = next(iter(other.values()))
-    (c,) = accuracy_tests(points, Family(), images).comparisons
+    tests = accuracy_tests(points, Family(), images)
+    (c,) = tests.comparisons
     assert c.test_name == "Welch t on seed means"
+    assert tests.notes == ["resnet29_w0.25 and resnext29_32x4d_w0.25 were scored on different test sets "
+                           "(aaaaaaaaaaaa vs bbbbbbbbbbbb): not paired"]
 
 
 def test_a_trend_claim_needs_a_declared_trend_test(tmp_path):
