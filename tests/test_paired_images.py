@@ -169,3 +169,16 @@ def test_the_grid_checks_its_compare_key_and_keeps_it_in_the_sidecar_source():
     assert grid.to_dict()["source"]["compare"] == {"cardinality": [1, 32]}  # what `report` reads back
     with pytest.raises(GridError, match="g.yaml: compare: unknown setting 'depht'"):
         expand_grid({"compare": {"depht": [20, 26]}, "include": [cell]}, "g.yaml", cuda_available=False)
+
+
+def test_a_sidecar_whose_grid_compare_does_not_parse_is_a_one_line_error(tmp_path):
+    from bench.analysis.report_points import Source
+    from bench.analysis.reports import comparison_family
+
+    bad = Source(str(tmp_path / "train.csv"), "train", {"grid": {"source": {"compare": {"cardinality": 32}}}})
+    with pytest.raises(UserError, match=r"train.json: grid.source.compare: cardinality: expected a list of 2"):
+        comparison_family([bad], None)
+    good = Source(str(tmp_path / "t.csv"), "t", {"grid": {"source": {"compare": "all-pairs"}}})
+    assert comparison_family([good], None).origin == "declared in the grid: `compare:` in t.json"
+    assert comparison_family([good], [{"pair": ["a", "b"]}]).text == "a vs b"  # --compare replaces it
+    assert comparison_family([Source("x.csv", "x")], None).text == "all-pairs"  # the default
