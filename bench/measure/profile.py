@@ -296,22 +296,37 @@ def event_time_us(event: Any, device: str) -> float:
     return float(event.self_cpu_time_total)
 
 
-def attribute(events: Sequence[Any], device: str) -> Dict[Key, List[Dict[str, float]]]:
+def _on_host(event: Any) -> bool:
+    """A CPU-side event. On CUDA, kineto also lists the kernels and a copy of each ``record_function``
+    range that encloses kernel launches, on the GPU timeline with the same name: those copies must not
+    count as iterations or scopes (kernel time reaches an op through its ``self_device_time_total``)."""
+    kind = getattr(event, "device_type", None)
+    return kind is None or kind == torch.autograd.DeviceType.CPU
+
+
+def attribute(events: Sequence[Any], device: str,
+              iterations: Optional[int] = None) -> Dict[Key, List[Dict[str, float]]]:
     """Self times (us) and op calls per (phase, stage, class), one entry per profiled iteration.
 
     ``events`` are torch.profiler ``FunctionEvent`` objects or anything with
-    their ``name``, ``cpu_parent``, ``sequence_nr``, ``time_range`` and
-    self-time attributes (the tests use fakes, including for the CUDA branch).
-    An iteration is one opening of a phase scope; each key's list has one
-    entry per iteration of its phase (0 where an iteration had none).
+    their ``name``, ``cpu_parent``, ``sequence_nr``, ``time_range``,
+    ``device_type`` and self-time attributes (the tests use fakes, including
+    for the CUDA branch). Only CPU-side events count. An iteration is one
+    opening of a phase scope; each key's list has one entry per iteration of
+    its phase (0 where an iteration had none). With ``iterations`` given, a
+    phase marked any other number of times is a :class:`ProfileError`.
     """
-    ordered = sorted(events, key=lambda e: e.time_range.start)
+    ordered = sorted((e for e in events if _on_host(e)), key=lambda e: e.time_range.start)
     phases = [e for e in ordered if e.name.startswith(PHASE)]
     iteration: Dict[int, int] = {}  # id(phase marker) -> its index among the markers of its phase
     counts: Dict[str, int] = {}
     for p in phases:
         iteration[id(p)] = counts.get(p.name, 0)
         counts[p.name] = counts.get(p.name, 0) + 1
+    wrong = {name: n for name, n in counts.items() if iterations is not None and n != iterations}
+    if wrong:
+        raise ProfileError("; ".join(f"{name} marked {n} times in {iterations} profiled iterations"
+                                     for name, n in sorted(wrong.items())))
     info = []
     for e in ordered:
         phase, scope, node = _scope_of(e)
@@ -400,7 +415,7 @@ def profile_phases(fn: Callable[[], object], model: nn.Module, device: str,
             profiled = [timer.time_block(fn, 1) for _ in range(iterations)]
     plain += [timer.time_block(fn, 1) for _ in range(OVERHEAD_ITERATIONS)]
     overhead = statistics.median(profiled) / statistics.median(plain) - 1
-    return PhaseProfile(median_iteration(attribute(prof.events(), device)), iterations, overhead,
+    return PhaseProfile(median_iteration(attribute(prof.events(), device, iterations)), iterations, overhead,
                         statistics.median(plain))
 
 
