@@ -1,4 +1,5 @@
 """Measuring one cell on the CPU: columns, consistency, OOM back-off and failure rows."""
+import contextlib
 import math
 
 import pytest
@@ -7,6 +8,7 @@ from torch import nn
 
 import bench.run.cell as measure
 from bench.measure import memory
+from bench.measure.step import train_step_fn
 from bench.run.environment import throttle_reason_names
 from bench.grid import expand_grid
 from bench.run.runner import SerialExecutor, run_cell_safely
@@ -246,7 +248,7 @@ def test_cpu_training_peak_counts_weights_gradients_and_momentum_like_a_gpu():
     model = nn.Linear(4096, 4096)
     x = torch.randn(8, 4096)
     labels = torch.randint(0, 10, (8,))
-    step = measure._sgd_step(model, model, x, labels, "cpu", "fp32")
+    step = train_step_fn(model, x, labels, contextlib.nullcontext)
     peak = measure._peak_memory(step, "cpu", model, x, prefix="train_")["train_peak_mem_mb"]
     expected = 3 * (4096 * 4096 + 4096) * 4 / 2**20  # 192.05 MiB; input and activations are < 0.2 MiB
     assert expected * 0.99 < peak < expected * 1.03

@@ -35,10 +35,10 @@ from models import ModelConfig, model_complexity
 from models import complexity as analytic
 
 from bench.measure.kineto import quiet_profiler
+from bench.measure.step import PHASE, train_step_fn
 from bench.measure.timing import make_timer
 
 SCOPE = "prof::"
-PHASE = "phase::"
 BACKWARD_NODE = "autograd::engine::evaluate_function: "
 ADD_OPS = frozenset({"aten::add", "aten::add_"})
 BLOCK = "block"  # scope class of a residual block: its own ops are the add (or "other")
@@ -426,23 +426,6 @@ def inference_fn(model: nn.Module, x: torch.Tensor, autocast: Callable[[], Conte
     return infer
 
 
-def train_step_fn(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
-                  autocast: Callable[[], ContextManager[Any]]) -> Callable[[], None]:
-    """The harness's training step (SGD, cross-entropy), its parts in separate phase scopes."""
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def step() -> None:
-        with torch.profiler.record_function(PHASE + "train_forward"), autocast():
-            loss = loss_fn(model(x), labels)
-        with torch.profiler.record_function(PHASE + "train_backward"):
-            loss.backward()
-        with torch.profiler.record_function(PHASE + "train_optimizer"):
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-    return step
-
-
 @dataclass
 class BatchProfile:
     """One cell at one batch size: profiled times per phase group, analytic work, the device's roof."""
@@ -473,7 +456,8 @@ def profile_batch(model: nn.Module, config: ModelConfig, settings: Dict[str, Any
     if settings.get("train_step", True) and measured.get("train_step_ms_median") is not None:
         model.train()
         labels = torch.randint(0, config.num_classes, (batch,), device=device)
-        profiles["train"] = profile_phases(train_step_fn(model, x, labels, autocast), model, device)
+        step = train_step_fn(model, x, labels, autocast, settings.get("precision", "fp32"), phases=True)
+        profiles["train"] = profile_phases(step, model, device)
         model.zero_grad(set_to_none=True)
         model.eval()
     peak, bandwidth = probe_device(device, settings.get("precision", "fp32"))
