@@ -175,6 +175,8 @@ _COLUMN_DOCS: List[Tuple[str, str]] = [
     ("train_img_s", "training images per second over the schedule"),
     ("target_acc", "accuracy target for time_to_target_s"),
     ("time_to_target_s", "training time until test accuracy first reached target_acc (empty if never), s"),
+    ("deterministic", "training ran with deterministic kernels (recipe deterministic: auto = true on the CPU, "
+     "false on a GPU, where deterministic cuDNN turns autotuning off and picks slower kernels)"),
 ]
 
 COLUMNS: List[str] = [name for name, _ in _COLUMN_DOCS]

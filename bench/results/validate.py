@@ -127,7 +127,7 @@ RULES: Dict[str, Rule] = {
     "resize": _COUNT, "n_seeds": _COUNT, "seeds": Rule("ints", 0), "top1_acc": _FRACTION,
     "top1_acc_std": _FRACTION, "top1_acc_seeds": Rule("samples", 0, 1), "test_images": _COUNT,
     "top1_correct_seeds": Rule("ints", 0), "val_acc": _FRACTION, "train_time_s": _NON_NEGATIVE,
-    "train_img_s": _POSITIVE, "target_acc": _FRACTION, "time_to_target_s": _NON_NEGATIVE,
+    "train_img_s": _POSITIVE, "target_acc": _FRACTION, "time_to_target_s": _NON_NEGATIVE, "deterministic": _BOOL,
 }
 NUMBER_KINDS = ("number", "int")
 
