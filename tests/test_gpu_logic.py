@@ -325,3 +325,14 @@ def test_the_fp16_training_step_scales_its_loss_and_the_others_do_not(monkeypatc
     assert made == [{"enabled": True, "scaled": 2}, {"enabled": False, "scaled": 2}]
     from bench.measure import profile
     assert profile.train_step_fn is step_module.train_step_fn
+
+
+def test_the_gpu_columns_doc_holds_the_generated_table():
+    import os
+
+    from bench.results.schema import GPU_COLUMNS, markdown_table
+
+    path = os.path.join(os.path.dirname(__file__), "..", "docs", "gpu-columns.md")
+    with open(path) as f:
+        assert markdown_table(GPU_COLUMNS) in f.read()
+    assert all(name in COLUMNS for name in GPU_COLUMNS)

@@ -9,7 +9,7 @@ Convention: ``macs`` counts one multiply-add as 1; ``flops`` is ``2 * macs``.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 SCHEMA_VERSION = 1
 
@@ -191,11 +191,20 @@ def empty_row() -> Dict[str, object]:
     return {name: None for name in COLUMNS}
 
 
-def markdown_table() -> str:
+# The columns docs/gpu-columns.md explains (its table is generated from their docs; a test checks it).
+GPU_COLUMNS: List[str] = [name for name, doc in _COLUMN_DOCS if doc.startswith("GPU:")] + [
+    "tf32", "cuda_graphs", "timing_rule", "notes", "compile_time_s", "compile_recompiles", "train_compile_time_s",
+    "gpu_peak_alloc_mb", "gpu_peak_reserved_mb", "gpu_nvml_used_mb", "deterministic"]
+
+
+def markdown_table(names: Optional[List[str]] = None) -> str:
+    """The column table (all columns, or ``names`` in schema order) as markdown."""
     lines = ["| column | meaning |", "|---|---|"]
-    lines += [f"| `{name}` | {doc} |" for name, doc in _COLUMN_DOCS]
+    lines += [f"| `{name}` | {doc} |" for name, doc in _COLUMN_DOCS if names is None or name in names]
     return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover - documentation helper
-    print(markdown_table())
+    import sys
+
+    print(markdown_table(GPU_COLUMNS if sys.argv[1:] == ["--gpu"] else None))
