@@ -336,3 +336,18 @@ def test_the_gpu_columns_doc_holds_the_generated_table():
     with open(path) as f:
         assert markdown_table(GPU_COLUMNS) in f.read()
     assert all(name in COLUMNS for name in GPU_COLUMNS)
+
+
+def test_a_failing_runtime_probe_costs_the_estimate_only(monkeypatch):
+    # Proves: the probe runs outside every cell's error handling, so its failure (a CUDA error, an OOM) turns
+    # into a line saying there is no estimate instead of ending the run. Only a GPU shows a real CUDA failure.
+    from bench.run import estimate
+
+    def broken(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory.\nTried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(estimate, "probe_rate", broken)
+    entry = {"preset": "resnet20", "device": "cpu", "speed": False, "train": {"dataset": "cifar10", "epochs": 10}}
+    cells = expand_grid({"include": [entry]}, "t.yaml", cuda_available=False).cells
+    line = estimate.announce(cells, "/nonexistent.csv")
+    assert line == "no time estimate: the probe failed (OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB)"
