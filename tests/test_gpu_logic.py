@@ -351,3 +351,22 @@ def test_a_failing_runtime_probe_costs_the_estimate_only(monkeypatch):
     cells = expand_grid({"include": [entry]}, "t.yaml", cuda_available=False).cells
     line = estimate.announce(cells, "/nonexistent.csv")
     assert line == "no time estimate: the probe failed (OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB)"
+
+
+def test_a_result_file_from_before_the_gpu_columns_still_loads(tmp_path):
+    import csv
+
+    from bench.results.schema import GPU_COLUMNS
+    from bench.results.validate import read_table
+
+    new = set(GPU_COLUMNS) - {"tf32", "compile_time_s", "gpu_peak_alloc_mb", "gpu_peak_reserved_mb",
+                                "gpu_nvml_used_mb"}
+    old_columns = [c for c in COLUMNS if c not in new]
+    path = tmp_path / "old.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, old_columns)
+        w.writeheader()
+        w.writerow({"cell_id": "abc", "status": "ok", "device": "cuda", "latency_ms_median": "1.5",
+                    "latency_noisy": "false"})
+    table = read_table(str(path))
+    assert list(table.frame["latency_ms_median"]) == [1.5] and "timing_rule" not in table.frame

@@ -23,7 +23,7 @@ def train_step_fn(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
                   run_model: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
                   phases: bool = False) -> Callable[[], None]:
     """A step with its own optimizer (momentum state made on the first call); ``run_model`` is the compiled model."""
-    forward = run_model or model
+    forward = run_model if run_model is not None else model  # (an nn.Module has no truth value to rely on)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
     scaler = torch.amp.GradScaler(x.device.type, enabled=precision == "fp16")
     loss_fn = nn.CrossEntropyLoss()
