@@ -15,6 +15,12 @@ How ops are attributed (no guessing from op names where the model can say it):
 * **Time.** On CPU the operators' self CPU time; on CUDA the self device
   time, i.e. the kernels each op launched. Scope markers' own time (Python
   and hook overhead) is left out, so the profiled total is operator time.
+* **Only CPU-side events count.** On CUDA, kineto also lists each kernel and
+  a copy of every ``record_function`` range that encloses kernel launches, on
+  the GPU timeline with the same name (``device_type`` CUDA). Counted as
+  markers they doubled the iterations and halved every per-iteration time;
+  a phase marked any other number of times than the profiled iterations is
+  a :class:`ProfileError`, not a number.
 
 The profiled iterations run after the timed loop, never inside it, with the
 hooks installed only for them. MACs come from :mod:`models.complexity`'s
