@@ -152,6 +152,8 @@ MEASURE_SETTINGS: Dict[str, Field] = {
     "cpu_allocator": Field(choice("tuned", "system"), "tuned", "CPU heap allocator: tuned (large buffers stay in "
                            "the process; jemalloc/tcmalloc if preloaded) | system (glibc defaults); one per process",
                            added_later=True),
+    "cuda_graphs": Field(boolean, False, "GPU inference: capture one forward in a CUDA graph, time its replays "
+                         "(launch cost gone); ignored with a note on the CPU", added_later=True),
 }
 
 SETTINGS: Dict[str, Field] = {**MODEL_SETTINGS, **MEASURE_SETTINGS}

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
+from torch.autograd import DeviceType
 
 from bench import cli
 from bench.analysis import profile_report
@@ -79,10 +80,11 @@ class Events:
         self.events = []
         self._clock = itertools.count(start)
 
-    def add(self, name, parent=None, cpu=0.0, cuda=0.0, seq=-1):
+    def add(self, name, parent=None, cpu=0.0, cuda=0.0, seq=-1, device_type=DeviceType.CPU):
         start = next(self._clock)
         e = SimpleNamespace(name=name, cpu_parent=parent, sequence_nr=seq, self_cpu_time_total=cpu,
-                            self_device_time_total=cuda, time_range=SimpleNamespace(start=start, end=start))
+                            self_device_time_total=cuda, time_range=SimpleNamespace(start=start, end=start),
+                            device_type=device_type)
         self.events.append(e)
         return e
 
@@ -117,6 +119,39 @@ def test_attribute_takes_kernel_time_on_cuda():
     totals = P.attribute(_inference_events(), "cuda")
     assert totals[("inference", "layer1", "grouped conv 3x3")][0]["us"] == 70.0
     assert totals[("inference", "layer1", "residual add")][0]["us"] == 4.0
+
+
+def _with_kineto_gpu_copies(events):
+    """What kineto adds on CUDA: each record_function range that encloses kernel launches, copied onto the GPU
+    timeline with the same name and device_type CUDA (no CPU parent, later start), and the kernels themselves."""
+    gpu = Events(start=10_000 + int(events[0].time_range.start))
+    for e in events:
+        if e.name.startswith((P.PHASE, P.SCOPE)):
+            gpu.close(gpu.add(e.name, device_type=DeviceType.CUDA, cuda=e.self_device_time_total))
+        elif e.self_device_time_total:
+            gpu.add("void cudnn_kernel<...>", device_type=DeviceType.CUDA, cuda=e.self_device_time_total)
+    return events + gpu.events
+
+
+def test_kineto_gpu_copies_of_the_scopes_neither_mark_iterations_nor_halve_the_times():
+    # Proves: GPU-side duplicates (device_type CUDA) of phase and layer scopes and the kernel events are left
+    # out, so 5 iterations stay 5 and each class keeps its kernel time and calls. Only a GPU shows that real
+    # kineto traces have this shape (the fake copies the shape torch 2.x's FunctionEvent list has).
+    events = []
+    for i in range(5):
+        events += _with_kineto_gpu_copies(_inference_events(100 * i))
+    per_iteration = P.attribute(events, "cuda")
+    conv = per_iteration[("inference", "layer1", "grouped conv 3x3")]
+    assert len(conv) == 5
+    assert P.median_iteration(per_iteration)[("inference", "layer1", "grouped conv 3x3")] == {"us": 70.0, "calls": 1}
+    assert P.median_iteration(per_iteration)[("inference", "layer1", "residual add")] == {"us": 4.0, "calls": 1}
+
+
+def test_a_phase_marked_a_different_number_of_times_than_profiled_iterations_is_an_error():
+    events = _inference_events(0) + _inference_events(100)
+    assert len(P.attribute(events, "cpu", iterations=2)[("inference", "layer1", "residual add")]) == 2
+    with pytest.raises(P.ProfileError, match="phase::inference marked 2 times in 3 profiled iterations"):
+        P.attribute(events, "cpu", iterations=3)
 
 
 def test_each_iteration_is_kept_apart_and_the_median_iteration_ignores_one_slow_one():

@@ -3,7 +3,8 @@ import time
 
 import pytest
 
-from bench.measure.timing import AUTO_MIN_SAMPLES, CudaEventTimer, PerfCounterTimer, Stopwatch, collect_samples, timed_loop
+from bench.measure.timing import (AUTO_MIN_SAMPLES, TIMING_RULE, CudaEventTimer, PerfCounterTimer, Stopwatch,
+                                  collect_samples, timed_loop)
 
 
 class FakeClock:
@@ -46,12 +47,75 @@ def test_cuda_event_timer_counts_queued_work_and_synchronizes():
     assert clock.syncs >= 4  # after warm-up and before reading each sample
 
 
-def test_fast_iterations_are_timed_in_blocks():
-    clock = FakeClock([0.01] * 10_000)
+def test_fast_calls_are_timed_one_at_a_time_from_an_idle_device_like_slow_ones():
+    # Proves: one rule at every size (no switch to pipelined block means under 1 ms): each sample is one call
+    # and a synchronize ends every sample. Only a GPU shows what the events cost (microseconds) at batch 1.
+    clock = FakeClock([0.01] * 5 + [30.0] * 5)
     timer = CudaEventTimer(event_factory=clock.event, sync=clock.sync)
-    samples = collect_samples(clock.work, timer, warmup=0, repeats=5, min_block_ms=1.0)
-    assert len(samples) == 5
-    assert samples == pytest.approx([0.01] * 5)  # per-iteration mean of a 100-iteration block
+    calls = []
+    samples = collect_samples(lambda: (calls.append(1), clock.work()), timer, warmup=0, repeats=10)
+    assert samples == pytest.approx([0.01] * 5 + [30.0] * 5) and len(calls) == 10
+    assert clock.syncs == 1 + 10  # after the warm-up, then once per sample
+    assert TIMING_RULE == "single-call"
+
+
+class LaunchClock:
+    """A GPU stream fed by a host: a call spends ``host`` ms launching, then its kernels run ``device`` ms."""
+
+    def __init__(self, host, device):
+        self.host_ms, self.device_ms = host, device
+        self.host = 0.0  # host clock, ms
+        self.free = 0.0  # when the stream has run everything queued, ms
+
+    def call(self):
+        self.host += self.host_ms
+        self.free = max(self.free, self.host) + self.device_ms  # the last kernel starts once launched
+
+    def event(self):
+        clock = self
+
+        class Event:
+            def record(self):
+                self.t = max(clock.free, clock.host)  # runs when the stream reaches it
+
+            def elapsed_time(self, other):
+                return other.t - self.t
+
+        return Event()
+
+    def sync(self):
+        self.host = max(self.host, self.free)
+
+    def timer(self):
+        return CudaEventTimer(event_factory=self.event, sync=self.sync, host_clock=lambda: self.host / 1e3)
+
+
+@pytest.mark.parametrize("host, device, share", [(0.9, 0.1, 0.9), (0.1, 4.9, 0.02)])
+def test_host_share_is_the_hosts_launch_time_over_the_event_time_of_a_call(host, device, share):
+    # Proves: the arithmetic and what is timed (host: from the start event to the call's return; device: event
+    # to event). A host-bound call (launches take 0.9 of its 1 ms) reads 0.9, a device-bound one 0.02. Only a
+    # GPU shows real launch costs (about 300 launches per eager ResNet-50 pass).
+    clock = LaunchClock(host, device)
+    loop = timed_loop(clock.call, clock.timer(), warmup=1, repeats=5)
+    assert loop.samples == pytest.approx([host + device] * 5)
+    assert loop.host_share == pytest.approx(share)
+
+
+def test_a_cpu_loop_has_no_host_share():
+    assert timed_loop(lambda: None, PerfCounterTimer(), warmup=0, repeats=3).host_share is None
+
+
+def test_the_observer_reads_before_the_first_sample_and_after_each_never_inside_a_call():
+    clock = LaunchClock(0.1, 1.0)
+    inside, seen = [False], []
+
+    def call():
+        inside[0] = True
+        clock.call()
+        inside[0] = False
+
+    timed_loop(call, clock.timer(), warmup=2, repeats=4, observe=lambda: seen.append(inside[0]))
+    assert seen == [False] * 5
 
 
 def test_fixed_repeats_give_exactly_that_many_samples():

@@ -361,3 +361,40 @@ def test_the_runner_writes_each_seeds_test_image_correctness_beside_the_csv(tmp_
     assert ";".join(r["correct_images"] for r in images) == row["top1_correct_seeds"]
     bits = [decode_bits(r["correct"], int(r["test_images"])) for r in images]
     assert [int(b.sum()) for b in bits] == [int(r["correct_images"]) for r in images]
+
+
+# ------------------------------------------------ GPU defaults (issue 21)
+def test_deterministic_auto_is_on_for_the_cpu_and_off_for_a_gpu_and_the_row_says_which():
+    from bench.train.recipe import for_device
+
+    assert for_device(resolve(None), "cpu").deterministic is True
+    assert for_device(resolve(None), "cuda").deterministic is False
+    assert for_device(resolve({"deterministic": True}), "cuda").deterministic is True  # as written stays
+    assert train()["deterministic"] is True and "deterministic" in COLUMNS
+
+
+def test_warm_up_steps_train_a_copy_off_the_clock_and_leave_the_trained_model_bit_identical(monkeypatch):
+    # Proves: the warm-up runs WARMUP_STEPS steps on a copy (its own optimizer, an unaugmented batch), so the
+    # trained weights, the RNG streams and the accuracy are those of a run without it. Only a GPU shows the
+    # seconds of cuDNN autotuning and kernel loading it keeps out of train_time_s.
+    data = training.DeviceData.from_data(training.prepare_data(resolve(TINY)), "cpu")
+    steps = []
+    real_step = training.Trainer.step
+    monkeypatch.setattr(training.Trainer, "step", lambda self, x, y: steps.append(1) or real_step(self, x, y))
+
+    def trained():
+        kept = {}
+
+        def factory():
+            kept["model"] = tiny_model()
+            return kept["model"]
+
+        result = training.train_seed(factory, data, resolve(TINY), "cpu", 5)
+        return torch.cat([p.detach().flatten() for p in kept["model"].parameters()]), result.test_acc
+
+    plain_weights, plain_acc = trained()
+    plain_steps = len(steps)
+    monkeypatch.setitem(training.WARMUP_STEPS, "cpu", 3)
+    warm_weights, warm_acc = trained()
+    assert len(steps) - plain_steps == plain_steps + 3
+    assert torch.equal(plain_weights, warm_weights) and plain_acc == warm_acc

@@ -125,7 +125,7 @@ def _read_rows(path: str) -> pd.DataFrame:
     df["latency_noisy"] = df["latency_noisy"].map(_truthy)
     df["train_step_noisy"] = df["train_step_noisy"].map(_truthy)
     df["device_name"] = df["device_name"].where(df["device_name"].notna(), df["device"])
-    return df
+    return df.copy()  # consolidated: the column swaps above leave one block each (pandas warns past 100)
 
 
 def _source(path: str, name: str, run_ids: pd.Series) -> Source:

@@ -23,7 +23,6 @@ size, whose warm-up faults the pages in again before the next timed loop.
 from __future__ import annotations
 
 import gc
-import os
 import resource
 from typing import Callable, Dict, Optional
 
@@ -162,25 +161,13 @@ def gpu_peak(fn: Callable[[], object], iterations: int = 2, device_index: Option
 
 
 def nvml_used_mb(device_index: Optional[int] = None) -> Optional[float]:
-    """Device memory in use per NVML, MiB, or None without NVML."""
-    try:
-        import pynvml
+    """Device memory in use per NVML, MiB, or None without NVML (the device found as :mod:`bench.measure.nvml` does)."""
+    from bench.measure import nvml
 
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(_physical_index(device_index))
-        return pynvml.nvmlDeviceGetMemoryInfo(handle).used / MIB
+    try:
+        import torch
+
+        pynvml, handle, _ = nvml.open_device(torch.cuda.current_device() if device_index is None else device_index)
+        return pynvml.nvmlDeviceGetMemoryInfo(handle).used / MIB if handle is not None else None
     except Exception:  # noqa: BLE001 - no driver, no NVML (any of its errors): the column stays empty
         return None
-
-
-def _physical_index(device_index: Optional[int]) -> int:
-    """NVML numbers devices physically; map through CUDA_VISIBLE_DEVICES when it lists indices."""
-    import torch
-
-    index = torch.cuda.current_device() if device_index is None else device_index
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible:
-        parts = [p.strip() for p in visible.split(",") if p.strip()]
-        if index < len(parts) and parts[index].isdigit():
-            return int(parts[index])
-    return index

@@ -15,6 +15,12 @@ How ops are attributed (no guessing from op names where the model can say it):
 * **Time.** On CPU the operators' self CPU time; on CUDA the self device
   time, i.e. the kernels each op launched. Scope markers' own time (Python
   and hook overhead) is left out, so the profiled total is operator time.
+* **Only CPU-side events count.** On CUDA, kineto also lists each kernel and
+  a copy of every ``record_function`` range that encloses kernel launches, on
+  the GPU timeline with the same name (``device_type`` CUDA). Counted as
+  markers they doubled the iterations and halved every per-iteration time;
+  a phase marked any other number of times than the profiled iterations is
+  a :class:`ProfileError`, not a number.
 
 The profiled iterations run after the timed loop, never inside it, with the
 hooks installed only for them. MACs come from :mod:`models.complexity`'s
@@ -35,10 +41,10 @@ from models import ModelConfig, model_complexity
 from models import complexity as analytic
 
 from bench.measure.kineto import quiet_profiler
+from bench.measure.step import PHASE, train_step_fn
 from bench.measure.timing import make_timer
 
 SCOPE = "prof::"
-PHASE = "phase::"
 BACKWARD_NODE = "autograd::engine::evaluate_function: "
 ADD_OPS = frozenset({"aten::add", "aten::add_"})
 BLOCK = "block"  # scope class of a residual block: its own ops are the add (or "other")
@@ -296,22 +302,37 @@ def event_time_us(event: Any, device: str) -> float:
     return float(event.self_cpu_time_total)
 
 
-def attribute(events: Sequence[Any], device: str) -> Dict[Key, List[Dict[str, float]]]:
+def _on_host(event: Any) -> bool:
+    """A CPU-side event. On CUDA, kineto also lists the kernels and a copy of each ``record_function``
+    range that encloses kernel launches, on the GPU timeline with the same name: those copies must not
+    count as iterations or scopes (kernel time reaches an op through its ``self_device_time_total``)."""
+    kind = getattr(event, "device_type", None)
+    return kind is None or kind == torch.autograd.DeviceType.CPU
+
+
+def attribute(events: Sequence[Any], device: str,
+              iterations: Optional[int] = None) -> Dict[Key, List[Dict[str, float]]]:
     """Self times (us) and op calls per (phase, stage, class), one entry per profiled iteration.
 
     ``events`` are torch.profiler ``FunctionEvent`` objects or anything with
-    their ``name``, ``cpu_parent``, ``sequence_nr``, ``time_range`` and
-    self-time attributes (the tests use fakes, including for the CUDA branch).
-    An iteration is one opening of a phase scope; each key's list has one
-    entry per iteration of its phase (0 where an iteration had none).
+    their ``name``, ``cpu_parent``, ``sequence_nr``, ``time_range``,
+    ``device_type`` and self-time attributes (the tests use fakes, including
+    for the CUDA branch). Only CPU-side events count. An iteration is one
+    opening of a phase scope; each key's list has one entry per iteration of
+    its phase (0 where an iteration had none). With ``iterations`` given, a
+    phase marked any other number of times is a :class:`ProfileError`.
     """
-    ordered = sorted(events, key=lambda e: e.time_range.start)
+    ordered = sorted((e for e in events if _on_host(e)), key=lambda e: e.time_range.start)
     phases = [e for e in ordered if e.name.startswith(PHASE)]
     iteration: Dict[int, int] = {}  # id(phase marker) -> its index among the markers of its phase
     counts: Dict[str, int] = {}
     for p in phases:
         iteration[id(p)] = counts.get(p.name, 0)
         counts[p.name] = counts.get(p.name, 0) + 1
+    wrong = {name: n for name, n in counts.items() if iterations is not None and n != iterations}
+    if wrong:
+        raise ProfileError("; ".join(f"{name} marked {n} times in {iterations} profiled iterations"
+                                     for name, n in sorted(wrong.items())))
     info = []
     for e in ordered:
         phase, scope, node = _scope_of(e)
@@ -400,7 +421,7 @@ def profile_phases(fn: Callable[[], object], model: nn.Module, device: str,
             profiled = [timer.time_block(fn, 1) for _ in range(iterations)]
     plain += [timer.time_block(fn, 1) for _ in range(OVERHEAD_ITERATIONS)]
     overhead = statistics.median(profiled) / statistics.median(plain) - 1
-    return PhaseProfile(median_iteration(attribute(prof.events(), device)), iterations, overhead,
+    return PhaseProfile(median_iteration(attribute(prof.events(), device, iterations)), iterations, overhead,
                         statistics.median(plain))
 
 
@@ -409,23 +430,6 @@ def inference_fn(model: nn.Module, x: torch.Tensor, autocast: Callable[[], Conte
         with torch.profiler.record_function(PHASE + "inference"), torch.inference_mode(), autocast():
             model(x)
     return infer
-
-
-def train_step_fn(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
-                  autocast: Callable[[], ContextManager[Any]]) -> Callable[[], None]:
-    """The harness's training step (SGD, cross-entropy), its parts in separate phase scopes."""
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def step() -> None:
-        with torch.profiler.record_function(PHASE + "train_forward"), autocast():
-            loss = loss_fn(model(x), labels)
-        with torch.profiler.record_function(PHASE + "train_backward"):
-            loss.backward()
-        with torch.profiler.record_function(PHASE + "train_optimizer"):
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-    return step
 
 
 @dataclass
@@ -458,7 +462,8 @@ def profile_batch(model: nn.Module, config: ModelConfig, settings: Dict[str, Any
     if settings.get("train_step", True) and measured.get("train_step_ms_median") is not None:
         model.train()
         labels = torch.randint(0, config.num_classes, (batch,), device=device)
-        profiles["train"] = profile_phases(train_step_fn(model, x, labels, autocast), model, device)
+        step = train_step_fn(model, x, labels, autocast, settings.get("precision", "fp32"), phases=True)
+        profiles["train"] = profile_phases(step, model, device)
         model.zero_grad(set_to_none=True)
         model.eval()
     peak, bandwidth = probe_device(device, settings.get("precision", "fp32"))

@@ -8,15 +8,25 @@ is the same for both and is tested on CPU with a fake event timer. It also
 splits the process's CPU time over the timed iterations into user and system
 time: a high system share means the loop timed the kernel (page faults of
 buffers the allocator returned to the OS), not the model.
+
+One timing rule at every batch size (:data:`TIMING_RULE`): each sample is
+one call, started with the device idle (the previous sample ended with a
+synchronize), so a sample is the latency of one request: launching its
+kernels included, nothing of the previous call overlapped. On a GPU the
+event timer also records how long the host took to return from the call
+(it launches and returns; the kernels run on): ``host_share`` is that time
+over the sample's event time, median over samples. Near 1 the GPU waited
+for launches (host-bound: eager batch 1); well below 1 the device was the
+bottleneck.
 """
 from __future__ import annotations
 
 import contextlib
 import gc
-import math
 import os
 import time
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, List, Optional, Protocol, Tuple, Union
 
 from bench.measure.stats import relative_iqr
@@ -24,6 +34,7 @@ from bench.measure.stats import relative_iqr
 AUTO_MIN_SAMPLES = 10  # repeats: auto never stops with fewer samples
 AUTO_MAX_SAMPLES = 1000
 AUTO_TARGET_RELATIVE_IQR = 0.05  # repeats: auto stops once IQR / median is below this
+TIMING_RULE = "single-call"  # each sample one call from an idle device (see the module doc)
 
 
 class Timer(Protocol):
@@ -38,6 +49,7 @@ class Timer(Protocol):
 
 class PerfCounterTimer:
     name = "perf_counter"
+    last_host_ms: Optional[float] = None  # the call is synchronous: no separate host time
 
     def time_block(self, fn: Callable[[], object], iterations: int) -> float:
         start = time.perf_counter()
@@ -55,19 +67,24 @@ class CudaEventTimer:
     name = "cuda_event"
 
     def __init__(self, event_factory: Optional[Callable[[], object]] = None,
-                 sync: Optional[Callable[[], None]] = None) -> None:
+                 sync: Optional[Callable[[], None]] = None,
+                 host_clock: Callable[[], float] = time.perf_counter) -> None:
         if event_factory is None or sync is None:
             import torch
             event_factory = event_factory or (lambda: torch.cuda.Event(enable_timing=True))
             sync = sync or torch.cuda.synchronize
         self._event = event_factory
         self._sync = sync
+        self._host_clock = host_clock
+        self.last_host_ms: Optional[float] = None  # host time spent in the calls of the last block
 
     def time_block(self, fn: Callable[[], object], iterations: int) -> float:
         start, end = self._event(), self._event()
         start.record()
+        launched = self._host_clock()
         for _ in range(iterations):
             fn()
+        self.last_host_ms = (self._host_clock() - launched) * 1e3
         end.record()
         self._sync()  # elapsed_time is only valid once both events have completed
         return float(start.elapsed_time(end))
@@ -154,6 +171,14 @@ class TimedLoop:
     sys_s: float
     machine_busy_s: Optional[float] = None  # CPU seconds used on the whole machine meanwhile (all processes)
     machine_total_s: Optional[float] = None  # CPU seconds the machine had meanwhile (cores x wall time)
+    host_ms: List[float] = field(default_factory=list)  # per sample: host time in the call (GPU timers only)
+    wall_s: float = 0.0  # wall time of the timed iterations, gaps between samples included
+
+    @property
+    def host_share(self) -> Optional[float]:
+        """Median over samples of host time in the call / the sample's time (see the module doc)."""
+        ratios = [h / s for h, s in zip(self.host_ms, self.samples) if s > 0]
+        return min(1.0, statistics.median(ratios)) if ratios else None
 
     @property
     def sys_share(self) -> Optional[float]:
@@ -176,29 +201,29 @@ class TimedLoop:
 
 
 def collect_samples(fn: Callable[[], object], timer: Timer, warmup: int, repeats: Union[int, str],
-                    max_time_s: float = 2.0, min_block_ms: float = 0.0,
-                    clock: Callable[[], float] = time.perf_counter, min_time_s: float = 0.0) -> List[float]:
+                    max_time_s: float = 2.0, clock: Callable[[], float] = time.perf_counter,
+                    min_time_s: float = 0.0) -> List[float]:
     """Per-iteration times in ms (see :func:`timed_loop`, which also gives the CPU time split)."""
-    return timed_loop(fn, timer, warmup, repeats, max_time_s, min_block_ms, clock, min_time_s).samples
+    return timed_loop(fn, timer, warmup, repeats, max_time_s, clock, min_time_s).samples
 
 
 def timed_loop(fn: Callable[[], object], timer: Timer, warmup: int, repeats: Union[int, str],
-               max_time_s: float = 2.0, min_block_ms: float = 0.0,
-               clock: Callable[[], float] = time.perf_counter, min_time_s: float = 0.0,
+               max_time_s: float = 2.0, clock: Callable[[], float] = time.perf_counter, min_time_s: float = 0.0,
                cpu_times: Callable[[], "os.times_result"] = os.times,
-               machine_times: Callable[[], Optional[Tuple[float, float]]] = machine_cpu_seconds) -> TimedLoop:
-    """Per-iteration times in ms, after ``warmup`` discarded iterations, with the CPU time split.
+               machine_times: Callable[[], Optional[Tuple[float, float]]] = machine_cpu_seconds,
+               observe: Optional[Callable[[], None]] = None) -> TimedLoop:
+    """Per-call times in ms (:data:`TIMING_RULE`), after ``warmup`` discarded calls, with the CPU time split.
 
     ``repeats`` is a fixed count, or ``"auto"``: sample until IQR/median is
     below 5% (with at least 10 samples and ``min_time_s`` spent) or
     ``max_time_s`` is spent. The minimum time keeps a fast model from being
-    judged on a 0.1 s burst that happened to be calm. When one
-    call takes less than ``min_block_ms``, iterations are timed in blocks and
-    each sample is the block's mean, so the timer's own cost stays negligible.
+    judged on a 0.1 s burst that happened to be calm. ``observe`` (GPU
+    readings) runs before the first sample and after each one, outside the
+    timed calls.
     """
     with _gc_paused():
-        return _sample(fn, timer, warmup, repeats, max_time_s, min_block_ms, clock, min_time_s, cpu_times,
-                       machine_times)
+        return _sample(fn, timer, warmup, repeats, max_time_s, clock, min_time_s, cpu_times, machine_times,
+                       observe or (lambda: None))
 
 
 @contextlib.contextmanager
@@ -219,33 +244,33 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _sample(fn: Callable[[], object], timer: Timer, warmup: int, repeats: Union[int, str], max_time_s: float,
-            min_block_ms: float, clock: Callable[[], float], min_time_s: float,
-            cpu_times: Callable[[], "os.times_result"],
-            machine_times: Callable[[], Optional[Tuple[float, float]]]) -> TimedLoop:
+            clock: Callable[[], float], min_time_s: float, cpu_times: Callable[[], "os.times_result"],
+            machine_times: Callable[[], Optional[Tuple[float, float]]], observe: Callable[[], None]) -> TimedLoop:
     for _ in range(warmup):
         fn()
     timer.synchronize()
-    block = 1
-    if min_block_ms > 0:
-        probe = timer.time_block(fn, 1)
-        if probe < min_block_ms:
-            block = min(1000, max(1, math.ceil(min_block_ms / max(probe, 1e-6))))
     samples: List[float] = []
+    host: List[float] = []
     adaptive = repeats == "auto"
     limit = AUTO_MAX_SAMPLES if adaptive else int(repeats)
+    observe()
     started = clock()
     # os.times counts every thread of the process (torch's intra-op pool too);
-    # warm-up and the block-size probe stay outside, like the samples.
+    # the warm-up stays outside, like the samples.
     before, machine_before = cpu_times(), machine_times()
     while len(samples) < limit:
-        samples.append(timer.time_block(fn, block) / block)
+        samples.append(timer.time_block(fn, 1))
+        if getattr(timer, "last_host_ms", None) is not None:
+            host.append(timer.last_host_ms)
+        observe()
         if adaptive and len(samples) >= AUTO_MIN_SAMPLES:
             elapsed = clock() - started
             stable = relative_iqr(samples) < AUTO_TARGET_RELATIVE_IQR and elapsed >= min_time_s
             if stable or elapsed > max_time_s:
                 break
     after, machine_after = cpu_times(), machine_times()
+    wall = clock() - started
     busy = total = None
     if machine_before is not None and machine_after is not None:
         busy, total = machine_after[0] - machine_before[0], machine_after[1] - machine_before[1]
-    return TimedLoop(samples, after.user - before.user, after.system - before.system, busy, total)
+    return TimedLoop(samples, after.user - before.user, after.system - before.system, busy, total, host, wall)

@@ -9,7 +9,7 @@ Convention: ``macs`` counts one multiply-add as 1; ``flops`` is ``2 * macs``.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 SCHEMA_VERSION = 1
 
@@ -49,9 +49,16 @@ _COLUMN_DOCS: List[Tuple[str, str]] = [
      "32 MiB allowed), default (no glibc)"),
     ("batch_size", "images per forward pass for this row"),
     ("requested_batch_size", "batch size the grid asked for (differs after OOM back-off)"),
+    ("cuda_graphs", "inference timed as replays of a captured CUDA graph (grid cuda_graphs: true, GPU only; the "
+     "training step stays eager)"),
+    ("timing_rule", "how each timing sample was taken: single-call = one call started with the device idle (the "
+     "previous sample ended with a synchronize), CUDA events on a GPU, perf_counter on the CPU; empty in files "
+     "from before this column (on a GPU, calls under 1 ms were then timed as pipelined block means)"),
     # status
     ("status", "ok, error, oom, timeout or diverged"),
     ("error", "one-line message for a failed cell"),
+    ("notes", "what a reader should know about an ok row, '; '-separated: a training step that ran out of "
+     "memory (its columns empty, inference kept), an energy left empty and why, cuda_graphs ignored on the CPU"),
     # complexity (per image, exact)
     ("params", "learnable parameters"),
     ("macs", "multiply-accumulates per image, conv + linear (classifier bias adds included)"),
@@ -67,7 +74,9 @@ _COLUMN_DOCS: List[Tuple[str, str]] = [
     ("latency_ms_p90", "90th percentile of the forward time, ms"),
     ("latency_ms_iqr", "interquartile range of the forward time, ms"),
     ("latency_cv", "coefficient of variation (std / mean) of the forward time"),
-    ("latency_noisy", "true when IQR / median > 0.10, latency_sys_share > 0.10 or latency_others_share > 0.10"),
+    ("latency_noisy", "true when IQR / median > 0.10; CPU rows also when latency_sys_share > 0.10 or "
+     "latency_others_share > 0.10; GPU rows (not the CPU rules) also when latency_sm_clock_change > 0.02 or "
+     "latency_clock_events has a slowdown"),
     ("latency_n", "timed repetitions kept"),
     ("latency_samples_ms", "raw per-repetition forward times, ms, ';'-separated"),
     ("latency_sys_share", "system / (user + system) CPU time of the process over the timed forward passes; "
@@ -78,13 +87,32 @@ _COLUMN_DOCS: List[Tuple[str, str]] = [
     ("throughput_img_s", "batch_size / median forward time, images/s"),
     ("achieved_gflop_s", "flops x batch_size / median forward time, GFLOP/s"),
     ("compile_time_s", "torch.compile warm-up time, excluded from timings, s"),
+    ("compile_recompiles", "graphs torch.compile compiled during this batch size's timed loops (inference and "
+     "training step; each batch size has its own compiled model): 0 expected, more means a sample timed a compile"),
+    ("latency_host_share", "GPU: median over the timed forward passes of the host's time in the call (launching, until "
+     "it returns) / the call's CUDA-event time; near 1 the GPU waited for launches (host-bound), well below 1 the "
+     "device was the bottleneck; empty on the CPU"),
+    ("latency_sm_clock_mhz", "GPU: median SM clock over NVML readings taken before the timed forward passes and after "
+     "each one (outside the timed calls), MHz"),
+    ("latency_sm_clock_change", "GPU: (max - min) / max of those SM clock readings; above 0.02 the forward passes ran "
+     "at a changing clock (noisy)"),
+    ("latency_mem_clock_mhz", "GPU: median memory clock over the same readings, MHz"),
+    ("latency_gpu_temp_c", "GPU: highest temperature read during the forward passes, deg C"),
+    ("latency_power_w", "GPU: median power draw read during the forward passes, W"),
+    ("latency_energy_j_per_image", "GPU: NVML total-energy counter over the timed forward passes (gaps between "
+     "synchronised samples included) / images processed, J; empty with a note when the loop was under 1 s "
+     "(the counter's refresh period makes it coarse) or NVML has no counter"),
+    ("latency_clock_events", "GPU: NVML clock-event (throttle) reasons seen during the forward passes, ';'-separated, "
+     "GpuIdle left out; none when none; a slowdown (power cap, thermal, HW slowdown, sync boost...) marks the "
+     "loop noisy"),
     # training-step speed
     ("train_step_ms_median", "median forward + backward + optimizer step, ms"),
     ("train_step_ms_p90", "90th percentile of the training step, ms"),
     ("train_step_ms_iqr", "interquartile range of the training step, ms"),
     ("train_step_cv", "coefficient of variation of the training step"),
-    ("train_step_noisy", "true when IQR / median > 0.10, train_step_sys_share > 0.10 or "
-     "train_step_others_share > 0.10"),
+    ("train_step_noisy", "true when IQR / median > 0.10; CPU rows also when train_step_sys_share > 0.10 or "
+     "train_step_others_share > 0.10; GPU rows also when train_step_sm_clock_change > 0.02 or "
+     "train_step_clock_events has a slowdown"),
     ("train_step_n", "timed training steps kept"),
     ("train_step_samples_ms", "raw per-step times, ms, ';'-separated"),
     ("train_step_sys_share", "system / (user + system) CPU time of the process over the timed training steps"),
@@ -92,6 +120,28 @@ _COLUMN_DOCS: List[Tuple[str, str]] = [
      "during the timed training steps"),
     ("train_throughput_img_s", "batch_size / median training step, images/s"),
     ("train_achieved_gflop_s", "3 x flops x batch_size / median step (backward ~ 2x forward), GFLOP/s"),
+    ("train_compile_time_s", "torch.compile: first training step (train-mode and backward graphs compiled), "
+     "excluded from timings, s"),
+    ("train_step_host_share",
+     "GPU: median over the timed training steps of the host's time in the call (launching, until "
+     "it returns) / the call's CUDA-event time; near 1 the GPU waited for launches (host-bound), well below 1 the "
+     "device was the bottleneck; empty on the CPU"),
+    ("train_step_sm_clock_mhz",
+     "GPU: median SM clock over NVML readings taken before the timed training steps and after "
+     "each one (outside the timed calls), MHz"),
+    ("train_step_sm_clock_change",
+     "GPU: (max - min) / max of those SM clock readings; above 0.02 the training steps ran "
+     "at a changing clock (noisy)"),
+    ("train_step_mem_clock_mhz", "GPU: median memory clock over the same readings, MHz"),
+    ("train_step_gpu_temp_c", "GPU: highest temperature read during the training steps, deg C"),
+    ("train_step_power_w", "GPU: median power draw read during the training steps, W"),
+    ("train_step_energy_j_per_image", "GPU: NVML total-energy counter over the timed training steps (gaps between "
+     "synchronised samples included) / images processed, J; empty with a note when the loop was under 1 s "
+     "(the counter's refresh period makes it coarse) or NVML has no counter"),
+    ("train_step_clock_events",
+     "GPU: NVML clock-event (throttle) reasons seen during the training steps, ';'-separated, "
+     "GpuIdle left out; none when none; a slowdown (power cap, thermal, HW slowdown, sync boost...) marks the "
+     "loop noisy"),
     # memory
     ("peak_mem_mb", "peak memory of inference: GPU max_memory_allocated, or on CPU weights + buffers + input "
      "plus the peak RSS growth while it runs, MiB"),
@@ -125,6 +175,8 @@ _COLUMN_DOCS: List[Tuple[str, str]] = [
     ("train_img_s", "training images per second over the schedule"),
     ("target_acc", "accuracy target for time_to_target_s"),
     ("time_to_target_s", "training time until test accuracy first reached target_acc (empty if never), s"),
+    ("deterministic", "training ran with deterministic kernels (recipe deterministic: auto = true on the CPU, "
+     "false on a GPU, where deterministic cuDNN turns autotuning off and picks slower kernels)"),
 ]
 
 COLUMNS: List[str] = [name for name, _ in _COLUMN_DOCS]
@@ -139,11 +191,20 @@ def empty_row() -> Dict[str, object]:
     return {name: None for name in COLUMNS}
 
 
-def markdown_table() -> str:
+# The columns docs/gpu-columns.md explains (its table is generated from their docs; a test checks it).
+GPU_COLUMNS: List[str] = [name for name, doc in _COLUMN_DOCS if doc.startswith("GPU:")] + [
+    "tf32", "cuda_graphs", "timing_rule", "notes", "compile_time_s", "compile_recompiles", "train_compile_time_s",
+    "gpu_peak_alloc_mb", "gpu_peak_reserved_mb", "gpu_nvml_used_mb", "deterministic"]
+
+
+def markdown_table(names: Optional[List[str]] = None) -> str:
+    """The column table (all columns, or ``names`` in schema order) as markdown."""
     lines = ["| column | meaning |", "|---|---|"]
-    lines += [f"| `{name}` | {doc} |" for name, doc in _COLUMN_DOCS]
+    lines += [f"| `{name}` | {doc} |" for name, doc in _COLUMN_DOCS if names is None or name in names]
     return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover - documentation helper
-    print(markdown_table())
+    import sys
+
+    print(markdown_table(GPU_COLUMNS if sys.argv[1:] == ["--gpu"] else None))

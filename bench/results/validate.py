@@ -110,6 +110,12 @@ RULES: Dict[str, Rule] = {
     "train_step_cv": _NON_NEGATIVE, "train_step_noisy": _BOOL, "train_step_n": _COUNT,
     "train_step_samples_ms": _TIMES, "train_step_sys_share": _FRACTION, "train_step_others_share": _FRACTION,
     "train_throughput_img_s": _POSITIVE, "train_achieved_gflop_s": _POSITIVE,
+    "cuda_graphs": _BOOL, "timing_rule": Rule("choice", choices=("single-call",)), "notes": _TEXT,
+    "compile_recompiles": Rule("int", 0), "train_compile_time_s": _NON_NEGATIVE,
+    **{f"{p}_{name}": r for p in ("latency", "train_step") for name, r in (
+        ("host_share", _FRACTION), ("sm_clock_mhz", _POSITIVE), ("sm_clock_change", _FRACTION),
+        ("mem_clock_mhz", _POSITIVE), ("gpu_temp_c", Rule("number", -50, 150)), ("power_w", _NON_NEGATIVE),
+        ("energy_j_per_image", _NON_NEGATIVE), ("clock_events", _TEXT))},
     # memory (CPU figures are growths of the resident set, so 0 is possible)
     "peak_mem_mb": _NON_NEGATIVE, "gpu_peak_alloc_mb": _NON_NEGATIVE, "gpu_peak_reserved_mb": _NON_NEGATIVE,
     "gpu_nvml_used_mb": _NON_NEGATIVE, "train_peak_mem_mb": _NON_NEGATIVE,
@@ -121,7 +127,7 @@ RULES: Dict[str, Rule] = {
     "resize": _COUNT, "n_seeds": _COUNT, "seeds": Rule("ints", 0), "top1_acc": _FRACTION,
     "top1_acc_std": _FRACTION, "top1_acc_seeds": Rule("samples", 0, 1), "test_images": _COUNT,
     "top1_correct_seeds": Rule("ints", 0), "val_acc": _FRACTION, "train_time_s": _NON_NEGATIVE,
-    "train_img_s": _POSITIVE, "target_acc": _FRACTION, "time_to_target_s": _NON_NEGATIVE,
+    "train_img_s": _POSITIVE, "target_acc": _FRACTION, "time_to_target_s": _NON_NEGATIVE, "deterministic": _BOOL,
 }
 NUMBER_KINDS = ("number", "int")
 

@@ -2,15 +2,23 @@
 
 Returns flat row dicts (one per batch size) and knows nothing of the runner
 or the CLI. Running out of memory at one batch size steps down to a smaller
-one when the grid allows it; any other failure propagates to the caller,
+one when the grid allows it (an out-of-memory training step keeps the
+inference columns, with a note); any other failure propagates to the caller,
 which records it as a status row.
+
+Every timed loop follows one rule (:data:`bench.measure.timing.TIMING_RULE`),
+named in the ``timing_rule`` column. On a GPU each loop also records NVML's
+clocks, temperature, power and energy (:mod:`bench.measure.nvml`), and its
+noise flag comes from those (a clock that moved, a slowdown reason), not
+from the CPU's system-time rule. ``cuda_graphs`` replays a captured forward;
+``compile`` builds one compiled model per batch size.
 """
 from __future__ import annotations
 
 import contextlib
 import gc
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -19,7 +27,7 @@ from torch import nn
 from models import build_model
 from models.complexity import stage_costs
 
-from bench.measure import allocator, memory
+from bench.measure import allocator, memory, nvml
 from bench.measure import stats
 from bench.measure.counts import measure_complexity
 from bench.results.image_schema import IMAGE_ROWS_KEY
@@ -29,12 +37,12 @@ from bench.grid import Cell
 from bench.run import console
 from bench.run.rows import cell_columns
 from bench.measure.numerics import autocast, numeric_settings
-from bench.measure.timing import OTHERS_SHARE_LIMIT, SYS_SHARE_LIMIT, TimedLoop, Timer, make_timer, timed_loop
+from bench.measure.step import train_step_fn
+from bench.measure.timing import (OTHERS_SHARE_LIMIT, SYS_SHARE_LIMIT, TIMING_RULE, TimedLoop, Timer, make_timer,
+                                  timed_loop)
 
 # Batch sizes tried after an out-of-memory error: 2^k and 1.5 * 2^k.
 _LADDER = sorted({2 ** k for k in range(13)} | {3 * 2 ** k for k in range(12)})
-# CUDA: time blocks of iterations lasting at least this long, so event overhead is negligible.
-CUDA_MIN_BLOCK_MS = 1.0
 # repeats: auto samples for at least this fraction of max_time_s before it may stop as "stable".
 AUTO_MIN_TIME_FRACTION = 0.25
 
@@ -187,8 +195,10 @@ def _measure_batch_with_backoff(model: nn.Module, cell: Cell, base: Dict[str, An
             if not is_oom(e):
                 raise
             last_error = f"out of memory at batch {batch}: {' '.join(str(e).split())[:200]}"
-            free_memory(device)
-            batch = next_smaller_batch(batch) if cell.settings["oom_backoff"] else None
+        # Freed here, not in the except block: until it ends, the exception's traceback
+        # holds the failed attempt's frames and so its tensors.
+        free_memory(device)
+        batch = next_smaller_batch(batch) if cell.settings["oom_backoff"] else None
     row = dict(base, status="oom", error=last_error, batch_size=None, requested_batch_size=requested)
     return row
 
@@ -201,11 +211,11 @@ def measure_batch(model: nn.Module, settings: Dict[str, Any], base: Dict[str, An
     training step is possible at all at this batch size.
     """
     device = settings["device"]
-    row = dict(base, batch_size=batch, status="ok")
+    row = dict(base, batch_size=batch, status="ok", timing_rule=TIMING_RULE)
     size = base["input_size"]
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=memory_format)
-    timed = _TimedBatch(model, torch.compile(model) if settings["compile"] else model, settings, base, x, batch,
-                        make_timer(device), CUDA_MIN_BLOCK_MS if device == "cuda" else 0.0)
+    timed = _TimedBatch(model, _compiled(model) if settings["compile"] else model, settings, base, x, batch,
+                        make_timer(device))
 
     if settings["speed"]:
         row.update(_inference_columns(timed))
@@ -213,12 +223,64 @@ def measure_batch(model: nn.Module, settings: Dict[str, Any], base: Dict[str, An
     if settings["train_step"] and batch * final_map_pixels > 1:
         # (BatchNorm cannot train on a single value per channel: batch 1 with
         # a 1x1 final map, e.g. an ImageNet-stem model at 32 px, has no step.)
-        # The steps update weights and BatchNorm statistics: the model is put
-        # back as it was, so what is timed next (the next batch size, the next
-        # cell's shared weights) does not depend on this measurement.
-        with preserved_state(model):
-            row.update(_train_step_columns(timed))
+        row.update(_train_step_or_oom(timed))
+    if settings["compile"]:
+        row["compile_recompiles"] = timed.recompiles
+    row["notes"] = "; ".join(dict.fromkeys(timed.notes)) or None
     return row
+
+
+def _train_step_or_oom(t: "_TimedBatch") -> Dict[str, Any]:
+    """The training-step columns; a step that runs out of memory leaves them empty with a note.
+
+    The steps update weights and BatchNorm statistics: the model is put back
+    as it was (also after an error), so what is timed next (the next batch
+    size, the next cell's shared weights) does not depend on this measurement.
+    """
+    try:
+        with preserved_state(t.model):
+            return _train_step_columns(t)
+    except Exception as e:  # noqa: BLE001 - only OOM is handled here
+        if not is_oom(e):
+            raise
+        t.notes.append(f"training step out of memory at batch {t.batch} (inference kept): "
+                       f"{' '.join(str(e).split())[:120]}")
+    free_memory(t.settings["device"])  # after the except block: the traceback no longer holds the tensors
+    return {}
+
+
+def _dynamo_graphs() -> int:
+    """Graphs torch.compile has compiled so far in this process (dynamo's own counter)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def _compiled(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A compiled model for one batch size alone: dynamo's caches are reset, so its compile time is its own
+    (not a recompile of the previous batch size's graphs with dynamic shapes, nor a cache hit reading 0 s)."""
+    torch._dynamo.reset()
+    return torch.compile(model, dynamic=False)
+
+
+def _graphed(fn: Callable[[], object], warmup: int = 3) -> Callable[[], object]:
+    """Capture one call of ``fn`` in a CUDA graph and return its replay.
+
+    The warm-up calls run on a side stream, as capture requires (cuDNN's
+    autotuning and the allocator's first requests happen there, not in the
+    graph). The input tensor is the one the graph was captured with.
+    """
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    torch.cuda.synchronize()
+    return graph.replay
 
 
 @dataclass
@@ -232,7 +294,8 @@ class _TimedBatch:
     x: torch.Tensor  # the input batch
     batch: int
     timer: Timer
-    min_block: float  # ms: shorter calls are timed in blocks
+    notes: List[str] = field(default_factory=list)  # what a reader should know about the row
+    recompiles: int = 0  # graphs torch.compile compiled during the timed loops
 
 
 def _inference_columns(t: _TimedBatch) -> Dict[str, Any]:
@@ -244,17 +307,33 @@ def _inference_columns(t: _TimedBatch) -> Dict[str, Any]:
         with torch.inference_mode(), autocast(device, precision):
             return t.run_model(t.x)
 
-    out: Dict[str, Any] = {}
+    out: Dict[str, Any] = {"cuda_graphs": False}
     if t.settings["compile"]:
-        start = time.perf_counter()
-        infer()
-        t.timer.synchronize()
-        out["compile_time_s"] = time.perf_counter() - start
-    timing, summary = _timed_columns(t, infer, "latency", "", t.base["flops"])
+        out["compile_time_s"] = _first_call_s(t, infer)
+    timed = infer
+    if t.settings.get("cuda_graphs"):
+        if device != "cuda":
+            t.notes.append("cuda_graphs ignored: CUDA graphs need a GPU, the CPU timed eager calls")
+        elif t.settings["compile"]:
+            raise RuntimeError("cuda_graphs: true with compile: true: torch.compile captures graphs itself "
+                               "(mode reduce-overhead); set one of them")
+        else:
+            timed = _graphed(infer)
+            out["cuda_graphs"] = True
+    timing, summary = _timed_columns(t, timed, "latency", "", t.base["flops"])
     out.update(timing)
     out["latency_ms_per_image"] = summary.median / t.batch
+    del timed  # a captured graph's private pool goes before memory is weighed, on the eager forward
     out.update(_peak_memory(infer, device, t.model, t.x, prefix=""))
     return out
+
+
+def _first_call_s(t: _TimedBatch, fn: Callable[[], object]) -> float:
+    """Wall time of the first call of a compiled function (the compile), synchronised."""
+    start = time.perf_counter()
+    fn()
+    t.timer.synchronize()
+    return time.perf_counter() - start
 
 
 def _timed_columns(t: _TimedBatch, fn: Callable[[], object], prefix: str, rate_prefix: str,
@@ -265,10 +344,21 @@ def _timed_columns(t: _TimedBatch, fn: Callable[[], object], prefix: str, rate_p
     (``latency``/"" and ``train_step``/``train_``). Returns the columns and the summary.
     """
     settings = t.settings
+    readings, why = nvml.loop_readings() if settings["device"] == "cuda" else (None, "")
+    if why:
+        t.notes.append(f"no GPU readings: {why}")
+    graphs = _dynamo_graphs() if settings["compile"] else 0
     loop = timed_loop(fn, t.timer, settings["warmup"], settings["repeats"], settings["max_time_s"],
-                      min_block_ms=t.min_block, min_time_s=AUTO_MIN_TIME_FRACTION * settings["max_time_s"])
+                      min_time_s=AUTO_MIN_TIME_FRACTION * settings["max_time_s"],
+                      observe=readings.read if readings else None)
+    if settings["compile"]:
+        t.recompiles += _dynamo_graphs() - graphs
     summary = stats.summarize(loop.samples)
-    out = _timing_columns(loop, summary, prefix)
+    gpu: Optional[Dict[str, Any]] = None
+    if readings is not None:
+        gpu, notes = readings.columns(prefix, loop.wall_s, t.batch * len(loop.samples))
+        t.notes.extend(notes)
+    out = _timing_columns(loop, summary, prefix, settings["device"], gpu)
     out[f"{rate_prefix}throughput_img_s"] = t.batch / (summary.median / 1e3)
     out[f"{rate_prefix}achieved_gflop_s"] = flop_per_image * t.batch / (summary.median / 1e3) / 1e9
     return out, summary
@@ -292,53 +382,54 @@ def preserved_state(model: nn.Module):
         model.train(was_training)
 
 
-def _sgd_step(model: nn.Module, run_model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-              labels: torch.Tensor, device: str, precision: str) -> Callable[[], None]:
-    """A training step with its own SGD-momentum optimizer (state created on the first step)."""
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, precision):
-            loss = loss_fn(run_model(x), labels)
-        loss.backward()
-        optimizer.step()
-
-    return step
-
-
 def _train_step_columns(t: _TimedBatch) -> Dict[str, Any]:
-    """Time, throughput and peak memory of an SGD training step on the batch."""
+    """Time, throughput and peak memory of an SGD training step on the batch (compile time when compiled)."""
     device, precision = t.settings["device"], t.settings["precision"]
     t.model.train()
     labels = torch.randint(0, t.base["num_classes"], (t.batch,), device=device)
-    step = _sgd_step(t.model, t.run_model, t.x, labels, device, precision)
+
+    def new_step() -> Callable[[], None]:
+        return train_step_fn(t.model, t.x, labels, lambda: autocast(device, precision), precision, t.run_model)
+
+    step = new_step()
+    out: Dict[str, Any] = {}
+    if t.settings["compile"]:  # train mode and backward are graphs of their own
+        out["train_compile_time_s"] = _first_call_s(t, step)
     # backward costs about twice the forward: the usual 3x rule for a training step
-    out, _ = _timed_columns(t, step, "train_step", "train_", 3 * t.base["flops"])
+    timing, _ = _timed_columns(t, step, "train_step", "train_", 3 * t.base["flops"])
+    out.update(timing)
     del step
     # Memory is weighed from a fresh start (no gradients, no momentum yet), so
     # the peak counts them as a GPU's max_memory_allocated does.
     t.model.zero_grad(set_to_none=True)
-    fresh = _sgd_step(t.model, t.run_model, t.x, labels, device, precision)
-    out.update(_peak_memory(fresh, device, t.model, t.x, prefix="train_"))
+    out.update(_peak_memory(new_step(), device, t.model, t.x, prefix="train_"))
     return out
 
 
-def _timing_columns(loop: TimedLoop, summary: stats.Summary, prefix: str) -> Dict[str, Any]:
-    """Summary columns, samples, system share and others' share of one timed loop.
+def _timing_columns(loop: TimedLoop, summary: stats.Summary, prefix: str, device: str = "cpu",
+                    gpu: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Summary columns, samples, CPU shares, host share and GPU readings of one timed loop.
 
-    A loop that spent over 10% of its CPU time in the kernel is flagged noisy:
-    it timed page faults and allocator calls as much as the model. So is one
-    during which other processes took over 10% of the machine's CPU time: it
-    timed contention for the cores.
+    Noise beyond the IQR rule: on the CPU, a loop that spent over 10% of its
+    CPU time in the kernel (it timed page faults and allocator calls as much
+    as the model), or during which other processes took over 10% of the
+    machine's CPU time (it timed contention for the cores). On a GPU those
+    do not apply (the host mostly waits on the device): an SM clock that
+    moved or a slowdown reason during the loop does (``gpu``: the loop's
+    NVML columns, None without NVML).
     """
     out = summary.as_columns(prefix)
     share, others = loop.sys_share, loop.others_share
     out[f"{prefix}_samples_ms"] = format_samples(loop.samples)
     out[f"{prefix}_sys_share"] = share
     out[f"{prefix}_others_share"] = others
-    if (share is not None and share > SYS_SHARE_LIMIT) or (others is not None and others > OTHERS_SHARE_LIMIT):
+    out[f"{prefix}_host_share"] = loop.host_share
+    out.update(gpu or {})
+    if device == "cuda":
+        noisy = gpu is not None and nvml.gpu_noisy(prefix, gpu)
+    else:
+        noisy = (share is not None and share > SYS_SHARE_LIMIT) or (others is not None and others > OTHERS_SHARE_LIMIT)
+    if noisy:
         out[f"{prefix}_noisy"] = True
     return out
 

@@ -136,43 +136,18 @@ def gpu_info() -> List[Dict[str, Any]]:
 
 
 def nvml_state(index: int) -> Dict[str, Any]:
-    """NVML facts about one GPU, or {} when NVML is unavailable."""
-    try:
-        import pynvml
+    """NVML facts about torch's ``cuda:index`` (each field guarded), or the reason there are none."""
+    from bench.measure import nvml
 
-        from bench.measure.memory import _physical_index
-
-        pynvml.nvmlInit()
-        h = pynvml.nvmlDeviceGetHandleByIndex(_physical_index(index))
-        reasons = pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(h)
-        return {
-            "uuid": _text(pynvml.nvmlDeviceGetUUID(h)),
-            "driver": _text(pynvml.nvmlSystemGetDriverVersion()),
-            "sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
-            "mem_clock_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM),
-            "max_sm_clock_mhz": pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM),
-            "temperature_c": pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU),
-            "power_w": pynvml.nvmlDeviceGetPowerUsage(h) / 1000.0,
-            "throttle_reasons": throttle_reason_names(reasons, pynvml),
-        }
-    except Exception as e:  # noqa: BLE001 - no NVML on this machine: say so rather than guess
-        return {"nvml_error": f"{type(e).__name__}: {e}"}
+    pynvml, handle, why = nvml.open_device(index)
+    return nvml.device_facts(pynvml, handle) if handle is not None else {"nvml_error": why}
 
 
 def throttle_reason_names(mask: int, pynvml_module: Any) -> List[str]:
-    """Decode NVML's throttle-reason bit mask into names (idle is not a throttle)."""
-    names = []
-    for attr in dir(pynvml_module):
-        prefix = "nvmlClocksThrottleReason"
-        if attr.startswith(prefix) and attr not in (prefix + "None", prefix + "All", prefix + "Unknown"):
-            bit = getattr(pynvml_module, attr)
-            if isinstance(bit, int) and bit and mask & bit == bit:
-                names.append(attr[len(prefix):])
-    return sorted(set(names))
+    """Decode NVML's clock-event (throttle) reason bit mask into names; idle is not a throttle."""
+    from bench.measure.nvml import reason_names
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return reason_names(mask, pynvml_module)
 
 
 def capture(command: Optional[List[str]] = None) -> Dict[str, Any]:

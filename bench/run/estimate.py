@@ -185,7 +185,10 @@ def announce(cells: Sequence[Any], csv_path: str, quick_cells: Optional[Callable
         # resnet20's on a CPU), so the probe runs the model with the most work.
         heaviest = max(cells, key=lambda c: cell_work(c).macs).model
         started = time.perf_counter()
-        rate = probe_rate("cuda" if device == "cuda" else "cpu", heaviest)
+        try:
+            rate = probe_rate("cuda" if device == "cuda" else "cpu", heaviest)
+        except Exception as e:  # noqa: BLE001 - it runs outside any cell's error handling: a failure costs the estimate only
+            return f"no time estimate: the probe failed ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
         source = (f"a {time.perf_counter() - started:.0f} s probe of {heaviest.label()}: "
                   f"{rate / 1e9:.0f} GMAC/s")
     quick_seconds = None

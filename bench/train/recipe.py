@@ -60,7 +60,8 @@ class TrainConfig:
     seed: int = 0  # first seed: data subset, model init, augmentation and order
     target_acc: Optional[float] = None  # test accuracy for time_to_target_s, fraction 0-1
     eval_every: float = 1.0  # with target_acc: evaluate every this many epochs (excluded from train time)
-    deterministic: bool = True  # deterministic kernels (CPU: exact; GPU: as far as cuDNN allows)
+    deterministic: Auto[bool] = "auto"  # deterministic kernels; auto: on CPU (exact, and free there), off on GPU
+    #   (deterministic cuDNN switches autotuning off and picks slower kernels: a time to target would time that)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -139,7 +140,7 @@ _CHECKS: Dict[str, Check] = {
     "seed": integer(0),
     "target_acc": optional(_real(0, 1, low_open=True)),
     "eval_every": _real(0, low_open=True),
-    "deterministic": boolean,
+    "deterministic": auto(boolean),
 }
 assert set(_CHECKS) == set(TRAIN_FIELDS), "every TrainConfig field needs a checker"
 
@@ -178,8 +179,8 @@ def resolve(overrides: Optional[Dict[str, Any]]) -> TrainConfig:
 # 5 epochs on 2 cores (docs/training.md): 4x the steps, and weaker
 # augmentation that a schedule this short can still fit, with flip TTA.
 DEVICE_DEFAULTS: Dict[str, Dict[str, Any]] = {
-    "cuda": {"batch_size": 512, "lr": 0.2, "crop_padding": 4, "tta_flip": False},
-    "cpu": {"batch_size": 128, "lr": 0.4, "crop_padding": 2, "tta_flip": True},
+    "cuda": {"batch_size": 512, "lr": 0.2, "crop_padding": 4, "tta_flip": False, "deterministic": False},
+    "cpu": {"batch_size": 128, "lr": 0.4, "crop_padding": 2, "tta_flip": True, "deterministic": True},
 }
 AUTO_FIELDS = tuple(DEVICE_DEFAULTS["cpu"])
 

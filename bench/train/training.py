@@ -39,6 +39,12 @@ from bench.train.recipe import MAX_WARMUP_FRACTION, TrainConfig, for_device, res
 # (and always before an evaluation, so a NaN model is never evaluated). On CPU, every step.
 CUDA_DIVERGENCE_CHECK_STEPS = 50
 CPU_DIVERGENCE_CHECK_STEPS = 1
+# Untimed steps on a throwaway copy of the model before the clock starts: on a GPU the first steps
+# autotune cuDNN, load kernels and grow the allocator's pool, seconds a time to target should not
+# count. The copy has its own optimizer and reads a batch without augmentation, so the trained model,
+# its RNG streams and its accuracy are the same as without. None on the CPU: nothing there is lazy
+# enough to matter, and the CPU's train_time_s stays comparable with earlier runs.
+WARMUP_STEPS = {"cuda": 3, "cpu": 0}
 
 
 # ------------------------------------------------------------------ recipe parts
@@ -360,7 +366,21 @@ class _SeedRun:
         self.result.correct = score(trainer.eval_model, batches, self.config.tta_flip, trainer.dtype)
         return self.result.correct.sum().item() / len(batches.labels)
 
+    def warm_up(self) -> None:
+        """:data:`WARMUP_STEPS` steps of a copy of the model, off the clock; the real model is untouched."""
+        steps = WARMUP_STEPS.get(self.device, 0)
+        if not steps:
+            return
+        copy_trainer = Trainer(copy.deepcopy(self.trainer.model), self.config, self.device, self.total,
+                               self.steps_per_epoch)
+        x, y = next(iter(self.calibration))  # unaugmented: no draw from the training generator
+        for _ in range(steps):
+            copy_trainer.step(x, y)
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
     def train(self) -> SeedResult:
+        self.warm_up()
         self.wall_start = time.perf_counter()
         self.clock.start()
         while self.trainer.steps_done < self.total:
@@ -442,9 +462,13 @@ def isolated_state(device: str, deterministic: bool) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         try:
             if deterministic:
-                # cuBLAS needs a fixed workspace to be deterministic; warn_only: an op
-                # without a deterministic kernel warns instead of failing the cell.
-                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+                # cuBLAS needs a fixed workspace to be deterministic, and torch reads the
+                # setting once, when cuBLAS first runs: it is set only while CUDA has not
+                # started (a run that timed cells first must export it before starting;
+                # torch then warns on each cuBLAS op). warn_only: an op without a
+                # deterministic kernel warns instead of failing the cell.
+                if device != "cuda" or not torch.cuda.is_initialized():
+                    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
                 torch.use_deterministic_algorithms(True, warn_only=True)
                 torch.backends.cudnn.deterministic = True
                 torch.backends.cudnn.benchmark = False
@@ -509,6 +533,7 @@ def train_columns(config: TrainConfig, data: DeviceData, results: List[SeedResul
         "n_seeds": len(results),
         "seeds": ";".join(str(r.seed) for r in results),
         "target_acc": config.target_acc,
+        "deterministic": config.deterministic,
         "status": "ok",
         "error": None,
     }
