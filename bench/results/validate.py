@@ -201,6 +201,26 @@ def _numbers(text: str) -> List[float]:
     return [float(part) for part in text.split(";")] if text else []
 
 
+# The sidecar keys the readers walk (resume, merge, compare, report), when present. A sidecar is
+# parsed as untrusted: `"cells": [1, 2]` must be a message, not a TypeError deep in a resume.
+_SIDECAR_SHAPES = {"runs": list, "cells": dict, "grid": dict}
+
+
+def sidecar_problem(data: Dict[str, Any]) -> str:
+    """'' when a sidecar's structure is what its readers expect, else what is wrong (for a message)."""
+    for key, kind in _SIDECAR_SHAPES.items():
+        value = data.get(key)
+        if value is not None and not isinstance(value, kind):
+            return f"{key}: expected a {'list' if kind is list else 'mapping'}, got {type(value).__name__}"
+    if not all(isinstance(cell, dict) for cell in (data.get("cells") or {}).values()):
+        return "cells: expected a mapping of cell id to cell"
+    grid_cells = (data.get("grid") or {}).get("cells")
+    if grid_cells is not None and not (isinstance(grid_cells, list) and
+                                       all(isinstance(c, dict) and "cell_id" in c for c in grid_cells)):
+        return "grid.cells: expected a list of cells, each with a cell_id"
+    return ""
+
+
 def _check_no_duplicates(path: str, header: Sequence[str], lines: Sequence[Line]) -> None:
     """One run measures a configuration once: the same run, cell and batch twice is a copied row."""
     cols = {name: i for i, name in enumerate(header)}

@@ -103,7 +103,7 @@ def rate_from_rows(csv_path: str) -> Optional[float]:
         return None
     rates: Dict[str, float] = {}
     try:
-        with open(csv_path, newline="", encoding="utf-8") as f:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:  # a BOM an editor added
             for row in csv.DictReader(f):
                 try:
                     rates[row["cell_id"]] = TRAIN_FACTOR * float(row["macs"]) * float(row["train_img_s"])
