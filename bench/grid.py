@@ -13,6 +13,9 @@ A grid names a matrix the way CI build matrices do::
 
 Every problem is found before any work starts and reported as one line that
 names the file, the key path and what was expected (:class:`GridError`).
+The YAML itself is read as untrusted (:func:`parse_yaml`): safe tags only, a
+key written twice in a mapping refused, aliases bounded in what they expand
+to, a leading UTF-8 BOM ignored; a refused value is printed cut short.
 """
 from __future__ import annotations
 
