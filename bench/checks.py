@@ -13,12 +13,16 @@ would otherwise let a YAML ``true`` pass as the integer 1 (and ``1`` as
 * a bool is never a number or an integer;
 * a bool matches a choice only when a bool is itself among the choices.
 
+A refused value is printed with :func:`shown`, a repr of bounded size and
+cost, which every ``got ...`` of a message about user input uses.
+
 This module sits at the bottom layer (beside :mod:`bench.errors`) and imports
 nothing from the harness, so every layer may use it.
 """
 from __future__ import annotations
 
 import math
+import reprlib
 from typing import Any, Callable
 
 Check = Callable[[Any], Any]
@@ -29,11 +33,39 @@ def is_number(v: Any) -> bool:
     return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
 
 
+class _Bounded(reprlib.Repr):
+    """A repr that reads a bounded part of a value: a few elements per level, a few levels deep."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxlist, self.maxdict, self.maxstring, self.maxother = 3, 4, 4, 40, 40
+
+    def repr_int(self, x: int, level: int) -> str:
+        # repr() itself refuses an int of more than 4,300 digits (ValueError); its size says enough
+        return repr(x) if x.bit_length() <= 128 else f"<an integer of about {int(x.bit_length() * 0.30103) + 1} digits>"
+
+    def repr_str(self, x: str, level: int) -> str:
+        return repr(x) if len(x) <= self.maxstring else repr(x[:self.maxstring]) + "..."
+
+
+_BOUNDED = _Bounded()
+
+
+def shown(value: Any, limit: int = 120) -> str:
+    """``value`` as a message shows it (``got {shown(v)}``): a repr of bounded size and cost.
+
+    A YAML alias bomb makes a value whose full repr would need gigabytes; a 5,000-digit integer
+    has no repr at all. Both, and any long value, come out as a short prefix.
+    """
+    text = _BOUNDED.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _accepting(accepts: Callable[[Any], bool], expected: str) -> Check:
     """A check that keeps the values ``accepts`` allows, as written, and otherwise says what was ``expected``."""
     def check(v: Any) -> Any:
         if not accepts(v):
-            raise ValueError(f"expected {expected}, got {v!r}")
+            raise ValueError(f"expected {expected}, got {shown(v)}")
         return v
     return check
 

@@ -60,6 +60,9 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="do not write plots and report.md after the run")
     g = p.add_argument_group("running and resuming (see docs/runner.md)")
+    g.add_argument("--no-estimate", action="store_true",
+                   help="no run-time estimate before the first cell (it may train a small model for a few seconds "
+                        "in a child process; see docs/runner.md)")
     g.add_argument("--retry-failed", action="store_true",
                    help="run again the cells the output holds with a failed status (by default only cells "
                         "missing from --out run)")
@@ -178,8 +181,11 @@ def run_command(args: argparse.Namespace, argv: List[str]) -> int:
     preflight_pretrained(grid)
     preflight_data(grid)
 
+    from bench.run import estimate
     from bench.run.runner import RunInterrupted, run_grid
     from bench.run.console import format_summary
+
+    estimate.set_enabled(not args.no_estimate)
 
     command = ["benchmark.py", *argv]
     try:
@@ -291,8 +297,10 @@ def latency_predictions(grid, run_csv: str) -> Dict[str, str]:
 
     from bench.analysis.latency_model import load_predictor
     from bench.results.fingerprint import fingerprint
+    from bench.results.validate import read_table
     from bench.run import environment
 
+    read_table(run_csv)  # the rule set every reader applies: a tampered -5 ms is refused, not printed as timed
     predictor = load_predictor(run_csv)
     env = {"software": environment.software(), "cpu": environment.cpu_info(),
            "gpus": environment.gpu_info() if any(c.settings["device"] == "cuda" for c in grid.cells) else []}

@@ -14,6 +14,9 @@ A grid names a matrix the way CI build matrices do::
 
 Every problem is found before any work starts and reported as one line that
 names the file, the key path and what was expected (:class:`GridError`).
+The YAML itself is read as untrusted (:func:`parse_yaml`): safe tags only, a
+key written twice in a mapping refused, aliases bounded in what they expand
+to, a leading UTF-8 BOM ignored; a refused value is printed cut short.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ import yaml
 from models import MODEL_FIELDS, ModelConfig, get_preset, model_complexity, preset_fields
 from models.iso import match_bottleneck_width
 
-from bench.checks import Check, auto, boolean, choice, integer, number, optional
+from bench.checks import Check, auto, boolean, choice, integer, number, optional, shown
 from bench.train import recipe
 from bench.errors import GridError
 from bench.results.compare_spec import parse_compare
@@ -51,12 +54,12 @@ def _int_list(v):
             return [integer(1)(x) for x in v]
         except ValueError:
             pass  # the whole list is named below, not just the bad element
-    raise ValueError(f"expected a non-empty list of positive integers, got {v!r}")
+    raise ValueError(f"expected a non-empty list of positive integers, got {shown(v)}")
 
 
 def _preset(v):
     if not isinstance(v, str):
-        raise ValueError(f"expected a preset name, got {v!r}")
+        raise ValueError(f"expected a preset name, got {shown(v)}")
     try:
         preset_fields(v)
     except KeyError as e:
@@ -72,11 +75,11 @@ def _match(v):
     if isinstance(v, str):
         v = {"preset": v}
     if not isinstance(v, dict):
-        raise ValueError(f"expected {_MATCH_FORMS}, plus metric: macs|params; got {v!r}")
+        raise ValueError(f"expected {_MATCH_FORMS}, plus metric: macs|params; got {shown(v)}")
     fields = {k for k in v if k not in ("preset", "value", "metric")}
     for key in fields:
         if key not in ARCHITECTURE_FIELDS or key in ("preset", "match"):
-            raise ValueError(f"unknown key {key!r}; expected {_MATCH_FORMS}")
+            raise ValueError(f"unknown key {shown(key)}; expected {_MATCH_FORMS}")
         SETTINGS[key].check(v[key])
     forms = ("preset" in v) + ("value" in v) + bool(fields)
     if forms != 1:
@@ -96,7 +99,7 @@ def _train(v):
     if v is True:
         return {}
     if not isinstance(v, dict):
-        raise ValueError(f"expected a mapping of training settings, true or null, got {v!r}")
+        raise ValueError(f"expected a mapping of training settings, true or null, got {shown(v)}")
     recipe.resolve(v)  # raises ValueError naming the bad key
     return dict(v)
 
@@ -260,19 +263,88 @@ def _read_yaml(path: str) -> Dict[str, Any]:
     if not os.path.isfile(path):
         raise GridError(path, "", "no such grid file")
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise GridError(path, where, f"malformed YAML: {problem}") from None
+        with open(path, encoding="utf-8-sig") as f:  # a BOM an editor added is not part of the grid
+            data = parse_yaml(f.read(), path)
     except (OSError, UnicodeDecodeError) as e:
         raise GridError(path, "", f"cannot read: {e}") from None
     if not isinstance(data, dict):
         raise GridError(path, "", f"expected a mapping with keys {', '.join(TOP_LEVEL_KEYS)}, "
                                   f"got {type(data).__name__}")
     return data
+
+
+# What YAML aliases may add to a document, in values (scalars, lists, mappings) beyond the ones the
+# file writes out. Sharing a train block among a few thousand cells stays far below it; a
+# "billion laughs" (aliases of aliases, 10^9 values from a few lines) is refused before anything
+# walks it: printed, hashed or copied, it would exhaust memory.
+MAX_ALIAS_EXPANSION = 1_000_000
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
+        first: Dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` merges are meant to be overridden
+            key = self.construct_object(key_node)
+            if key in first:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {shown(key)} (first at line {first[key].line + 1}); "
+                                f"write each key once", key_node.start_mark)
+            first[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text as Python values, for every YAML the harness reads; :class:`GridError` naming ``source``.
+
+    Safe tags only, no key twice in a mapping, aliases expanding to at most
+    :data:`MAX_ALIAS_EXPANSION` values beyond the file's own.
+    """
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            written, expanded = _node_counts(node)
+            if expanded - written > MAX_ALIAS_EXPANSION:
+                raise GridError(source, "", f"YAML aliases expand its {written:,} values to {expanded:,}, more "
+                                            f"than {MAX_ALIAS_EXPANSION:,} beyond the ones written (an alias "
+                                            f"bomb?); write the values out")
+        return None if node is None else loader.construct_document(node)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise GridError(source, where, f"malformed YAML: {problem}") from None
+    except RecursionError:
+        raise GridError(source, "", "YAML nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _node_counts(root: yaml.Node) -> Tuple[int, int]:
+    """(values written, values after expanding aliases) of a composed YAML document, without expanding it.
+
+    An alias is the same node object met again, so each node's expanded size is computed once.
+    """
+    sizes: Dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) not in sizes:
+            sizes[id(node)] = 0  # a recursive alias (`&a [*a]`) counts once: PyYAML builds it as a cycle
+            if isinstance(node, yaml.SequenceNode):
+                children = node.value
+            elif isinstance(node, yaml.MappingNode):
+                children = [n for pair in node.value for n in pair]
+            else:
+                children = []
+            sizes[id(node)] = 1 + sum(size(child) for child in children)
+        return sizes[id(node)]
+
+    expanded = size(root)
+    return len(sizes), expanded
 
 
 def expand_grid(raw: Dict[str, Any], path: str = "<grid>", quick: bool = False, device: Optional[str] = None,
@@ -319,10 +391,10 @@ def _check_header(raw: Dict[str, Any], path: str) -> Tuple[str, str]:
                                             f"expected one of {', '.join(TOP_LEVEL_KEYS)}")
     name = raw.get("name", os.path.splitext(os.path.basename(path))[0])
     if not isinstance(name, str) or not name:
-        raise GridError(path, "name", f"expected a non-empty string, got {name!r}")
+        raise GridError(path, "name", f"expected a non-empty string, got {shown(name)}")
     description = raw.get("description", "") or ""
     if not isinstance(description, str):
-        raise GridError(path, "description", f"expected a string, got {description!r}")
+        raise GridError(path, "description", f"expected a string, got {shown(description)}")
     return name, description
 
 
@@ -336,14 +408,14 @@ def _matrix_entries(matrix: Any, exclude: Any, path: str) -> List[Entry]:
             raise GridError(path, "exclude", "has no matrix to exclude cells from")
         return []
     if not isinstance(matrix, dict):
-        raise GridError(path, "matrix", f"expected a mapping of setting -> list of values, got {matrix!r}")
+        raise GridError(path, "matrix", f"expected a mapping of setting -> list of values, got {shown(matrix)}")
     if not matrix:
         raise GridError(path, "matrix", "is empty; give at least one setting with a list of values")
     axes = []
     for key, values in matrix.items():
         _known(key, path, f"matrix.{key}")
         if not isinstance(values, list) or not values:
-            raise GridError(path, f"matrix.{key}", f"expected a non-empty list of values, got {values!r}")
+            raise GridError(path, f"matrix.{key}", f"expected a non-empty list of values, got {shown(values)}")
         for i, v in enumerate(values):
             _check_value(key, v, path, f"matrix.{key}[{i}]")
         axes.append([(key, v) for v in values])
@@ -436,7 +508,7 @@ def _settings_block(block: Any, path: str, keypath: str) -> Dict[str, Any]:
     if block is None:
         return {}
     if not isinstance(block, dict):
-        raise GridError(path, keypath, f"expected a mapping of settings, got {block!r}")
+        raise GridError(path, keypath, f"expected a mapping of settings, got {shown(block)}")
     out = {}
     for key, value in block.items():
         _known(key, path, f"{keypath}.{key}")
@@ -448,11 +520,11 @@ def _entry_list(entries: Any, path: str, keypath: str) -> List[Dict[str, Any]]:
     if entries is None:
         return []
     if not isinstance(entries, list):
-        raise GridError(path, keypath, f"expected a list of mappings, got {entries!r}")
+        raise GridError(path, keypath, f"expected a list of mappings, got {shown(entries)}")
     out = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not entry:
-            raise GridError(path, f"{keypath}[{i}]", f"expected a non-empty mapping of settings, got {entry!r}")
+            raise GridError(path, f"{keypath}[{i}]", f"expected a non-empty mapping of settings, got {shown(entry)}")
         out.append(_settings_block(entry, path, f"{keypath}[{i}]"))
     return out
 
@@ -491,6 +563,9 @@ def _resolve_model(settings: Dict[str, Any], path: str, where: str) -> ModelConf
         return _config(preset, overrides)
     except ValueError as e:
         raise GridError(path, where, str(e)) from None
+    except OverflowError:  # width_multiplier: 1e308 makes infinite channels
+        raise GridError(path, where, "the model's sizes overflow (channels beyond any integer); "
+                                     "lower width_multiplier or the widths") from None
 
 
 def _resolve_cell(index: int, origin: str, settings: Dict[str, Any], path: str,

@@ -13,9 +13,8 @@ import os
 import sys
 from typing import Any, Dict, List, Sequence
 
-import yaml
-
-from bench.errors import UserError
+from bench.checks import shown
+from bench.errors import GridError, UserError
 
 SOURCE = "<command line>"
 DEFAULT_DIR = os.path.join("results", "profiles")
@@ -40,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_model(tokens: Sequence[str]) -> Dict[str, Any]:
     """Grid fields from ``PRESET key=value key value ...``; values read as YAML (numbers, lists)."""
-    from bench.grid import SETTINGS
+    from bench.grid import SETTINGS, parse_yaml
 
     fields: Dict[str, Any] = {}
     i = 0
@@ -59,11 +58,11 @@ def parse_model(tokens: Sequence[str]) -> Dict[str, Any]:
             i += 1
         else:
             raise UserError(f"{SOURCE}: {token}: expected a setting name (key=value or key value); "
-                            f"the preset is already {fields['preset']!r}")
-        try:
-            fields[key] = yaml.safe_load(text) if key != "preset" else text
-        except yaml.YAMLError:
-            raise UserError(f"{SOURCE}: {key}: cannot read the value {text!r}") from None
+                            f"the preset is already {shown(fields['preset'])}")
+        try:  # the grid's YAML reader: no key twice in a {...} value, aliases bounded
+            fields[key] = parse_yaml(text, SOURCE) if key != "preset" else text
+        except GridError as e:
+            raise UserError(f"{SOURCE}: {key}: cannot read the value {shown(text)} ({e.detail})") from None
     return fields
 
 
@@ -96,6 +95,9 @@ def _check_out(out: str, force: bool) -> None:
     parent = os.path.dirname(os.path.abspath(out))
     if os.path.exists(parent) and not os.path.isdir(parent):
         raise UserError(f"--out {out}: {parent} is not a folder")
+    from bench.results.files import check_writable
+
+    check_writable(out)  # /proc, a read-only folder, a full disk: refused now, not after the measurement
 
 
 def write_profile_csv(out: str, rows: List[Dict[str, Any]]) -> None:

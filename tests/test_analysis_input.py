@@ -186,3 +186,54 @@ def test_errors_name_the_true_line_even_after_a_blank_line(tmp_path, capsys):
     with open(two, "w") as f:
         f.write("\n".join(lines))
     _one_line_error(capsys, ["compare", two, "--baseline", good], "lines 2 and 4 are the same configuration")
+
+
+# ------------------------------------------------ accuracy and counts agree (issue 22, item 6)
+def _set_field(path, column, value, line=2):
+    """Rewrite one field of one line, as a hand edit would, leaving every other byte alone."""
+    import csv
+    import io
+
+    rows = list(csv.reader(open(path, newline="")))
+    rows[line - 1][rows[0].index(column)] = value
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    with open(path, "w", newline="") as f:
+        f.write(text.getvalue())
+    return path
+
+
+@pytest.mark.parametrize("column, value, expected", [
+    ("top1_acc", "0.1", "column top1_acc: 0.1 of 200 test images is 20.0 images, but the seeds' correct counts "
+                        "average 140.0"),
+    ("top1_correct_seeds", "201", "column top1_correct_seeds: 201 correct of 200 test images"),
+    ("top1_correct_seeds", "99999", "column top1_correct_seeds: 99999 correct of 200 test images"),
+    ("top1_acc_seeds", "0.9", "column top1_acc_seeds: 0.9 of 200 test images is 180.0 images, not 140 correct"),
+    ("top1_correct_seeds", "140;140", "column top1_correct_seeds: 2 seed(s), but top1_acc_seeds has 1"),
+], ids=["acc-moved", "201-of-200", "99999", "seed-acc-moved", "seed-count"])
+def test_counts_and_accuracy_that_disagree_are_refused_by_every_reader(tmp_path, capsys, column, value, expected):
+    """Before the fix compare said "-60 pp ok" and PASS for a moved top1_acc, accepted 201 of 200, and
+    99999 correct was a traceback."""
+    rows = [dict(make_row(batch=b, acc_seeds=(0.7,), test_images=200), run_id="run-a") for b in (1, 8)]
+    good = write_run(tmp_path / "good.csv", rows)
+    broken = _set_field(write_run(tmp_path / "bad.csv", rows), column, value)
+    where = f"bad.csv: line 2, {expected}"
+    _one_line_error(capsys, ["compare", broken, "--baseline", good], where)
+    _one_line_error(capsys, ["compare", good, "--baseline", broken], where)
+    _one_line_error(capsys, ["report", broken, "--out", str(tmp_path / "rep")], where)
+    _one_line_error(capsys, ["baseline", broken, "--name", "x", "--dir", str(tmp_path / "b")], where)
+    _one_line_error(capsys, ["merge", broken, "--out", str(tmp_path / "m.csv")], where)
+
+
+def test_counts_within_one_image_of_the_accuracy_pass_and_an_old_file_checks_its_seed_mean(tmp_path, capsys):
+    rows = [dict(make_row(batch=b, acc_seeds=(0.7,), test_images=200), run_id="run-a") for b in (1, 8)]
+    good = write_run(tmp_path / "good.csv", rows)
+    near = _set_field(write_run(tmp_path / "near.csv", rows), "top1_acc", repr(141 / 200))  # one image off
+    assert main(["compare", near, "--baseline", good]) == 0
+    capsys.readouterr()
+    # a file from before the counts: top1_acc must still be the mean of its seeds
+    old = [dict(make_row(batch=b, acc_seeds=(0.7, 0.72)), run_id="run-a") for b in (1, 8)]
+    old_good = write_run(tmp_path / "old.csv", old)
+    moved = _set_field(write_run(tmp_path / "moved.csv", old), "top1_acc", "0.1")
+    _one_line_error(capsys, ["compare", moved, "--baseline", old_good],
+                    "moved.csv: line 2, column top1_acc: 0.1, but the seeds' accuracies average 0.7100")

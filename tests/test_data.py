@@ -125,7 +125,8 @@ def test_splits_are_seeded_disjoint_and_labelled(tmp_path):
         again = data.prepare_data(resolve({"data_root": str(tmp_path), "train_subset": 120, "test_subset": 30,
                                            "val_size": 20}))
         other = data.prepare_data(resolve({"data_root": str(tmp_path), "train_subset": 120, "seed": 1}))
-    assert full.label == "cifar10" and len(full.train) == 200 and len(full.test) == N_TEST and full.val is None
+    assert full.label == "cifar10-subset-200-test-60"  # the tiny folder is not the 50,000/10,000 release
+    assert len(full.train) == 200 and len(full.test) == N_TEST and full.val is None
     assert sub.label == "cifar10-subset-100-test-30"
     assert (len(sub.train), len(sub.val), len(sub.test)) == (100, 20, 30)
     assert torch.equal(sub.train.images, again.train.images) and torch.equal(sub.test.images, again.test.images)
@@ -224,3 +225,107 @@ def test_pipeline_epoch_is_a_permutation_and_eval_sees_everything_in_order():
     assert [len(b[1]) for b in batches] == [32, 32, 32, 4]
     assert torch.cat([b[1] for b in batches]).tolist() == list(range(100))
     assert batches[0][0].shape == (32, 3, 48, 48)
+
+
+# ------------------------------------------------------ untrusted batch files
+class _Reduced:
+    """Pickles as ``func(*args)`` then ``__setstate__(state)``: how a crafted file calls allow-listed globals."""
+
+    def __init__(self, func, args, state):
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return self.func, self.args, self.state
+
+
+def _forged_object_labels(n: int) -> "_Reduced":
+    """An object-dtype array whose dtype flags say it holds no objects, filled with raw bytes: every
+    global it names (numpy.dtype, ndarray, _reconstruct, _codecs.encode) is on the loader's allow list."""
+    reconstruct = np.zeros(1).__reduce__()[0]  # numpy's _reconstruct, whichever module numpy 1 or 2 keeps it in
+    no_flags_object = _Reduced(np.dtype, ("O8", False, True), (3, "|", None, None, None, -1, -1, 0))
+    pointers = (0x4141414141414141).to_bytes(8, "little") * n  # not addresses of anything
+    return _Reduced(reconstruct, (np.ndarray, (0,), b"b"), (1, (n,), no_flags_object, False, pointers))
+
+
+def _write_batch(folder: str, name: str, content, protocol: int = 2) -> None:
+    with open(os.path.join(folder, name), "wb") as f:
+        pickle.dump(content, f, protocol=protocol)
+
+
+def test_a_crafted_batch_with_a_forged_object_dtype_is_a_one_line_error_not_a_crash(tmp_path):
+    """Before the fix preflight read labels.min() through the forged pointers and died with SIGSEGV."""
+    import subprocess
+    import sys
+
+    folder = write_cifar(tmp_path / "data")
+    _write_batch(folder, "test_batch", {"data": np.zeros((4, 3072), np.uint8), "labels": _forged_object_labels(4)})
+    # every global the file names is on the loader's allow list: the unpickler lets it all through
+    assert _globals_named(os.path.join(folder, "test_batch")) <= data._PICKLE_GLOBALS
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\ndefaults: {device: cpu, batch_sizes: [1], warmup: 0, repeats: 1,\n"
+                    "  train: {dataset: cifar10, epochs: 1, download: false}}\ninclude:\n  - {preset: resnet20}\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, os.path.join(root, "benchmark.py"), "--grid", str(grid), "--data-root",
+                           str(tmp_path / "data"), "--out", str(tmp_path / "o.csv"), "--no-report", "--no-progress"],
+                          cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "test_batch: labels: expected 4 integers in 0..9, got a |O array" in error[0]
+    assert not os.path.exists(tmp_path / "o.csv")
+
+
+def _globals_named(path: str):
+    import pickletools
+
+    with open(path, "rb") as f:
+        return {tuple(arg.split(" ", 1)) for op, arg, _ in pickletools.genops(f.read()) if op.name == "GLOBAL"}
+
+
+@pytest.mark.parametrize("labels,data_rows", [
+    (np.zeros(4, dtype=object), np.zeros((4, 3072), np.uint8)),         # a plain object array
+    (np.zeros(4, dtype=np.float64), np.zeros((4, 3072), np.uint8)),     # floats are not labels
+    ([0, 1, True, 3], np.zeros((4, 3072), np.uint8)),                   # a bool in the list
+    ([0, 1, 2, 3], np.zeros((4, 3072), np.int16)),                      # data wider than a byte
+    ([0, 1, 2, 3], np.zeros((4, 3072), dtype=[("a", np.uint8)])),       # a structured dtype
+    ([0, 1, 2, 3], np.zeros((4, 3072), object)),                        # object pixels
+], ids=["object-labels", "float-labels", "bool-label", "int16-data", "structured-data", "object-data"])
+def test_batches_of_any_other_dtype_are_refused_naming_the_field(tmp_path, labels, data_rows):
+    folder = str(tmp_path)
+    _write_batch(folder, "b", {"data": data_rows, "labels": labels})
+    field = "data" if isinstance(labels, list) and labels[2] is not True else "labels"
+    with pytest.raises(UserError, match=rf"b: {field}: expected"):
+        data.read_batch(os.path.join(folder, "b"))
+
+
+def test_integer_label_arrays_of_any_width_load(tmp_path):
+    _write_batch(str(tmp_path), "b", {"data": np.zeros((3, 3072), np.uint8), "labels": np.array([0, 9, 4], np.uint8)})
+    assert data.read_batch(str(tmp_path / "b")).labels.tolist() == [0, 9, 4]
+
+
+# ------------------------------------------------------ what the label says
+def _small_folder(root, train_per_batch: int, test: int) -> str:
+    folder = os.path.join(str(root), data.CIFAR_FOLDER)
+    os.makedirs(folder)
+    for name, n in [(f"data_batch_{i + 1}", train_per_batch) for i in range(5)] + [("test_batch", test)]:
+        rows, labels = _rows(n, 3)
+        _write_batch(folder, name, {"data": rows, "labels": labels}, protocol=4)  # protocol 2 spells b'' as a call
+    return folder
+
+
+def test_an_undersized_folder_is_labelled_by_the_images_it_holds(tmp_path):
+    _small_folder(tmp_path, 20, 20)  # 100 training and 20 test images, no subset asked
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert data.prepare_data(resolve({"data_root": str(tmp_path)})).label == "cifar10-subset-100-test-20"
+        assert data.prepare_data(resolve({"data_root": str(tmp_path), "val_size": 10})).label == \
+            "cifar10-subset-90-test-20"
+    assert data.cifar_label(50000, 10000) == "cifar10" and data.cifar_label(45000, 10000) == "cifar10-subset-45000"
+
+
+@pytest.mark.parametrize("train_per_batch,test,split", [(0, 20, "training"), (20, 0, "test")])
+def test_a_folder_without_images_fails_in_preflight(tmp_path, train_per_batch, test, split):
+    _small_folder(tmp_path, train_per_batch, test)
+    with pytest.raises(UserError, match=rf"g.yaml: train: .*cifar-10-batches-py holds no {split} images"), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data.preflight([resolve({"data_root": str(tmp_path)})], "g.yaml: train")

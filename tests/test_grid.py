@@ -183,3 +183,70 @@ def test_dry_run_lists_cells_with_params_and_macs(tmp_path, capsys):
     assert "2 cell(s)" in out
     assert "855,770" in out and "0.126G" in out  # resnet56: pycls params and MACs
     assert "25,028,904" in out and "4.230G" in out  # resnext50_32x4d
+
+
+# ------------------------------------------------ hostile YAML (issue 22, items 11, 13, 14)
+def _laughs(levels: int, fan: int = 9) -> str:
+    """A "billion laughs" as one YAML value: each level a list of ``fan`` copies of the one below (the
+    first written out, anchored, the others aliases of it), fan**levels strings in all."""
+    text = "&a0 [lol]"
+    for i in range(1, levels + 1):
+        text = f"&a{i} [{text}, {', '.join([f'*a{i - 1}'] * (fan - 1))}]"
+    return text
+
+
+def test_an_alias_bomb_is_refused_in_a_second_not_expanded(tmp_path):
+    """Before the fix --dry-run expanded 9**9 values into the error message: MemoryError after a minute
+    at 2 GB, or a hang. The subprocess has a time limit so that a regression cannot hang the suite."""
+    import subprocess
+    import sys
+    import time
+
+    path = write(tmp_path, f"matrix: {{depth: [{_laughs(9)}]}}\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, os.path.join(root, "benchmark.py"), "--grid", path, "--dry-run"],
+                          cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-1000:]
+    assert "YAML aliases expand its 16 values to 823,268,544, more than 1,000,000 beyond the ones written " \
+           "(an alias bomb?)" in proc.stderr
+    assert time.monotonic() - start < 60
+
+
+def test_aliases_within_the_bound_load_and_a_refused_value_prints_a_bounded_repr(tmp_path):
+    # 9**5 = 59,049 values through aliases: allowed, but the refused depth value is not printed whole
+    path = write(tmp_path, f"matrix: {{depth: [{_laughs(5)}]}}\n")
+    with pytest.raises(GridError) as info:
+        load_grid(path, cuda_available=False)
+    message = str(info.value)
+    assert "matrix.depth[0]: expected an integer >= 1, got [[[[...], [...], [...], [...], ...]," in message
+    assert len(message) < len(path) + 200
+
+
+def test_a_key_written_twice_is_refused_naming_it_anywhere_in_the_grid(tmp_path):
+    path = write(tmp_path, "defaults:\n  device: cpu\n  device: cuda\ninclude:\n  - {preset: resnet20}\n")
+    with pytest.raises(GridError, match=r"g.yaml: line 3, column 3: malformed YAML: duplicate key 'device' "
+                                        r"\(first at line 2\); write each key once"):
+        load_grid(path, cuda_available=False)
+    nested = write(tmp_path, "include:\n  - {preset: resnet20, train: {epochs: 1, lr: 0.1, epochs: 3}}\n", "n.yaml")
+    with pytest.raises(GridError, match="line 2, column 52: malformed YAML: duplicate key 'epochs'"):
+        load_grid(nested, cuda_available=False)
+    # a merge key is meant to be overridden: not a duplicate
+    merged = write(tmp_path, "base: &b {preset: resnet20, device: cpu}\ninclude:\n  - {<<: *b, device: cpu}\n", "m.yaml")
+    with pytest.raises(GridError, match="base: unknown key"):  # gets past the YAML, to the grid's own check
+        load_grid(merged, cuda_available=False)
+
+
+def test_a_grid_with_a_utf8_bom_loads_like_one_without(tmp_path):
+    text = "name: bom\ninclude:\n  - {preset: resnet20, device: cpu}\n"
+    plain = load_grid(write(tmp_path, text, "plain.yaml"), cuda_available=False)
+    (tmp_path / "bom.yaml").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    bom = load_grid(str(tmp_path / "bom.yaml"), cuda_available=False)
+    assert bom.name == "bom" and [c.cell_id for c in bom.cells] == [c.cell_id for c in plain.cells]
+
+
+def test_a_width_multiplier_that_overflows_is_a_one_line_error(tmp_path, capsys):
+    path = write(tmp_path, "include:\n  - {preset: resnet20, device: cpu, width_multiplier: 1.0e+308}\n")
+    assert main(["--grid", path, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cell 0 from include[0]: the model's sizes overflow" in err

@@ -433,9 +433,10 @@ def test_a_folder_with_fewer_images_than_the_subset_asks_for_is_refused(tmp_path
 
 def test_the_dataset_label_names_a_test_subset(tmp_path):
     root = cifar(tmp_path)
-    assert prepare(data_root=root, test_subset=20).label == "cifar10-test-20"
+    # the tiny folder holds 200 training images, not the release's 50,000: the label counts them (issue 22)
+    assert prepare(data_root=root, test_subset=20).label == "cifar10-subset-200-test-20"
     assert prepare(data_root=root, train_subset=150, test_subset=40).label == "cifar10-subset-150-test-40"
-    assert prepare(data_root=root).label == "cifar10"
+    assert prepare(data_root=root).label == "cifar10-subset-200-test-60"
 
 
 def test_the_test_subset_does_not_depend_on_the_training_seed(tmp_path):

@@ -610,3 +610,12 @@ def test_same_cpu_model_with_another_isa_makes_timings_incomparable(tmp_path, ca
     # the same ISA on both sides: the 1.7x slowdown is a regression when timings gate
     code, out, _ = compare_cli(capsys, base, write_run(tmp_path / "same.csv", slow, env=avx512), "--timings", "gate")
     assert code == 1 and line_for(out, "latency_ms_median", "8")[5] == "regressed"
+
+
+def test_a_huge_threshold_value_in_a_sidecar_is_named_in_a_short_message(tmp_path, capsys, two_rows):
+    """A value is printed through checks.shown: a sidecar's 5,000-character string is not pasted whole."""
+    cur = write_run(tmp_path / "cur.csv", two_rows)
+    base = write_run(tmp_path / "base.csv", two_rows, extra_meta={"thresholds": {"latency_ms_median": "x" * 5000}})
+    err = _bad(capsys, ["compare", cur, "--baseline", base], "base.json: thresholds: latency_ms_median: expected a "
+                                                              "fraction > 0 such as 0.05, got 'xxxxxxxx")
+    assert len(err) < 300

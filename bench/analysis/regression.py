@@ -22,6 +22,7 @@ from bench.analysis.verdicts import (  # noqa: F401 - re-exported: the verdict A
     TIMING_BY_NAME, TIMING_METRICS, VERDICTS, AccuracySample, Comparison, VerdictLine, Options, ResultFile, Verdict,
     accuracy_sample, accuracy_verdict, compare, config_key, exact_verdict, fingerprint_difference, int_text,
     mann_whitney_p, pooled_std, seed_mean_test, timing_verdict, two_proportion_test)
+from bench.checks import shown
 from bench.errors import UserError
 from bench.results.files import sidecar_path
 from bench.results.samples import parse_samples
@@ -95,13 +96,13 @@ def sidecar_thresholds(result: ResultFile) -> Dict[str, float]:
 
 def check_threshold(metric: str, value: Any, where: str) -> float:
     if metric not in TIMING_BY_NAME:
-        raise UserError(f"{where}: {metric!r} is not a timing metric; expected one of {', '.join(TIMING_BY_NAME)}")
+        raise UserError(f"{where}: {shown(metric)} is not a timing metric; expected one of {', '.join(TIMING_BY_NAME)}")
     try:
         fraction = float(value)
     except (TypeError, ValueError):
         fraction = float("nan")
     if isinstance(value, bool) or not (0 < fraction < 10):
-        raise UserError(f"{where}: {metric}: expected a fraction > 0 such as 0.05, got {value!r}")
+        raise UserError(f"{where}: {metric}: expected a fraction > 0 such as 0.05, got {shown(value)}")
     return fraction
 
 
@@ -133,11 +134,11 @@ def format_metric_value(metric: str, value: Any) -> str:
 
 def format_table(comparison: Comparison, show_all: bool = False) -> str:
     """The comparison as one table grouped by row; ok lines only with ``show_all``."""
-    shown = [ln for ln in comparison.lines if show_all or ln.verdict != OK]
+    visible = [ln for ln in comparison.lines if show_all or ln.verdict != OK]
     header = f"  {'metric':24s} {'bs':>4s} {'baseline':>13s} {'current':>13s} {'ratio':>7s}  {'verdict':12s} note"
     out = [header, "  " + "-" * (len(header) - 2)]
     group = None
-    for ln in shown:
+    for ln in visible:
         if ln.group != group:
             group = ln.group
             out.append(group)
@@ -145,7 +146,7 @@ def format_table(comparison: Comparison, show_all: bool = False) -> str:
         baseline, current = format_metric_value(ln.metric, ln.baseline), format_metric_value(ln.metric, ln.current)
         out.append(f"  {ln.metric:24s} {ln.batch or '-':>4s} {baseline:>13s} {current:>13s} {ratio:>7s}  "
                    f"{ln.verdict:12s} {ln.note}".rstrip())
-    if not shown:
+    if not visible:
         out.append("  (every line is ok)" if comparison.lines else "  (nothing to compare)")
     return "\n".join(out)
 

@@ -66,7 +66,7 @@ def rows_to_csv_text(rows: Iterable[Dict[str, Any]], columns: Sequence[str] = CO
 def read_header(csv_path: str) -> Optional[List[str]]:
     if not os.path.exists(csv_path) or os.path.getsize(csv_path) == 0:
         return None
-    with open(csv_path, newline="", encoding="utf-8") as f:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
         return next(csv.reader(f), None)
 
 
@@ -122,7 +122,7 @@ def read_lines(csv_path: str, required: Sequence[str] = ("run_id", "cell_id", "s
     if not raw_lines:  # not even a whole header: an interrupted first write
         return CsvLines(csv_path, b"", [], [], partial_tail=tail)
     try:
-        header = _parse_line(raw_lines[0].decode("utf-8").rstrip("\r\n"))
+        header = _parse_line(raw_lines[0].decode("utf-8-sig").rstrip("\r\n"))  # utf-8-sig: a BOM an editor added
     except UnicodeDecodeError:
         raise UserError(f"{csv_path}: not a result CSV (not UTF-8 text)") from None
     missing = [c for c in required if c not in header]
@@ -322,7 +322,7 @@ def upgrade_header(csv_path: str, columns: Sequence[str]) -> None:
     under its name and the new columns stay empty. The caller holds the output's lock; the rewrite is
     atomic, so a kill leaves the old file or the new one.
     """
-    with open(csv_path, newline="", encoding="utf-8") as f:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = next(reader)
         body = list(reader)
@@ -459,12 +459,17 @@ def read_sidecar(csv_path: str) -> Optional[Dict[str, Any]]:
     if not os.path.exists(path):
         return None
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a BOM an editor added is not part of the JSON
             data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: unreadable sidecar: {e}") from None
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, a 5000-digit int
+        raise UserError(f"{path}: unreadable sidecar: {one_line(e, 200)}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: unreadable sidecar: expected a JSON object")
+    from bench.results.validate import sidecar_problem  # validate reads files through this module
+
+    problem = sidecar_problem(data)
+    if problem:
+        raise UserError(f"{path}: unreadable sidecar: {problem}")
     return data
 
 

@@ -159,7 +159,72 @@ def check_lines(path: str, header: Sequence[str], lines: Sequence[Line]) -> None
             except ValueError:
                 raise UserError(f"{path}: line {line.number}, column {name}: expected {r.expected()}, "
                                 f"got {text[:40]!r}") from None
+    cols = {name: i for i, name in enumerate(header)}
+    for line in lines:
+        _check_accuracy_agrees(path, cols, line)
     _check_no_duplicates(path, header, lines)
+
+
+def _check_accuracy_agrees(path: str, cols: Dict[str, int], line: Line) -> None:
+    """``top1_acc``, ``top1_acc_seeds``, ``top1_correct_seeds`` and ``test_images`` tell one story.
+
+    An accuracy is correct / test_images exactly; the seeds' accuracies are written to 4 decimals, so
+    each column may differ from the counts by at most one image. ``compare`` tests the counts and
+    shows ``top1_acc``: a file where they disagree (201 correct of 200, a hand-edited accuracy) would
+    give a verdict about numbers that were never measured, so the row is refused.
+    """
+    def refuse(column: str, what: str) -> None:
+        raise UserError(f"{path}: line {line.number}, column {column}: {what}; "
+                        f"top1_acc, top1_acc_seeds, top1_correct_seeds and test_images disagree (an edited row?)")
+
+    images, counts = line.get(cols, "test_images"), _numbers(line.get(cols, "top1_correct_seeds"))
+    accuracies, mean = _numbers(line.get(cols, "top1_acc_seeds")), _numbers(line.get(cols, "top1_acc"))
+    n = float(images) if images else None
+    if counts and accuracies and len(counts) != len(accuracies):
+        refuse("top1_correct_seeds", f"{len(counts)} seed(s), but top1_acc_seeds has {len(accuracies)}")
+    if counts and n is not None:
+        over = next((c for c in counts if c > n), None)
+        if over is not None:
+            refuse("top1_correct_seeds", f"{over:.0f} correct of {n:.0f} test images")
+        for a, c in zip(accuracies, counts):
+            if abs(a * n - c) > _ONE_IMAGE:
+                refuse("top1_acc_seeds", f"{a:g} of {n:.0f} test images is {a * n:.1f} images, not {c:.0f} correct")
+        if mean and abs(mean[0] * n - sum(counts) / len(counts)) > _ONE_IMAGE:
+            refuse("top1_acc", f"{mean[0]:g} of {n:.0f} test images is {mean[0] * n:.1f} images, but the seeds' "
+                               f"correct counts average {sum(counts) / len(counts):.1f}")
+    elif mean and accuracies:  # no counts (an older file): the mean of the seeds, as written (4 decimals)
+        tolerance, seed_mean = (1 / n if n else _SEED_ROUNDING), sum(accuracies) / len(accuracies)
+        if abs(mean[0] - seed_mean) > tolerance + 1e-9:
+            refuse("top1_acc", f"{mean[0]:g}, but the seeds' accuracies average {seed_mean:.4f}")
+
+
+_ONE_IMAGE = 1 + 1e-6  # an image, plus the float error of acc * test_images
+_SEED_ROUNDING = 1e-4  # top1_acc_seeds is written with 4 decimals
+
+
+def _numbers(text: str) -> List[float]:
+    """The numbers of a checked cell ('' -> [])."""
+    return [float(part) for part in text.split(";")] if text else []
+
+
+# The sidecar keys the readers walk (resume, merge, compare, report), when present. A sidecar is
+# parsed as untrusted: `"cells": [1, 2]` must be a message, not a TypeError deep in a resume.
+_SIDECAR_SHAPES = {"runs": list, "cells": dict, "grid": dict}
+
+
+def sidecar_problem(data: Dict[str, Any]) -> str:
+    """'' when a sidecar's structure is what its readers expect, else what is wrong (for a message)."""
+    for key, kind in _SIDECAR_SHAPES.items():
+        value = data.get(key)
+        if value is not None and not isinstance(value, kind):
+            return f"{key}: expected a {'list' if kind is list else 'mapping'}, got {type(value).__name__}"
+    if not all(isinstance(cell, dict) for cell in (data.get("cells") or {}).values()):
+        return "cells: expected a mapping of cell id to cell"
+    grid_cells = (data.get("grid") or {}).get("cells")
+    if grid_cells is not None and not (isinstance(grid_cells, list) and
+                                       all(isinstance(c, dict) and "cell_id" in c for c in grid_cells)):
+        return "grid.cells: expected a list of cells, each with a cell_id"
+    return ""
 
 
 def _check_no_duplicates(path: str, header: Sequence[str], lines: Sequence[Line]) -> None:

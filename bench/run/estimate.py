@@ -6,7 +6,13 @@ recalibration 1x, each timed loop of the speed measurement its time budget.
 A rate in MACs per second turns work into time. The rate comes from earlier
 rows of the same output file where they have training throughput (the
 machine's own record for these models), else from a probe of a few seconds:
-a few training steps of the grid's heaviest model on this device.
+a few training steps on this device of the grid's heaviest model among those
+a probe can afford (a step of a few tenths of a second, a few hundred MB).
+
+The probe runs in a child process with a time limit, so that it can never
+stop the run: a probe that fails, is killed (the OOM killer under a tight
+cgroup) or runs over means no estimate, and the run goes on. A grid with no
+affordable model gets no probe. ``--no-estimate`` turns the whole thing off.
 
 It is a rough figure (one rate for every model; grouped convolutions and
 narrow layers run well below a plain ResNet's MAC rate on a CPU, and a busy
@@ -15,15 +21,19 @@ machine skews the probe), there to tell a 9-hour run from a 3-minute one.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
-from models import get_preset, model_complexity
+from models import ModelConfig, get_preset, model_complexity
 
+from bench.errors import one_line
 from bench.train.recipe import for_device, resolve
 
 # Training costs ~3 forward passes per image (forward + backward ~ 2x forward).
@@ -33,6 +43,9 @@ TRAIN_FACTOR = 3
 SILENT_BELOW_S = 60.0
 PESSIMISTIC_MACS_PER_S = 5e9
 PROBE_STEP_S = 0.3  # a probe step at the pessimistic rate; the probe takes ~5 of them
+PROBE_MAX_STEP_S = 3.0  # a model whose 2-image step takes longer at the pessimistic rate is not probed
+PROBE_MEMORY_BYTES = 256 << 20  # what a probe's training step may need (weights, optimizer, activations)
+PROBE_TIMEOUT_S = 120.0  # the child's limit: interpreter and torch start-up (slow on a busy machine) and the steps
 PER_CELL_OVERHEAD_S = 2.0  # model build, complexity counts (fvcore), memory probes
 # Images per split when no subset is given (bench/train/data.py).
 _SPLITS = {"cifar10": (50000, 10000), "synthetic": (10000, 2000)}
@@ -90,7 +103,7 @@ def rate_from_rows(csv_path: str) -> Optional[float]:
         return None
     rates: Dict[str, float] = {}
     try:
-        with open(csv_path, newline="", encoding="utf-8") as f:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:  # a BOM an editor added
             for row in csv.DictReader(f):
                 try:
                     rates[row["cell_id"]] = TRAIN_FACTOR * float(row["macs"]) * float(row["train_img_s"])
@@ -102,23 +115,83 @@ def rate_from_rows(csv_path: str) -> Optional[float]:
     return statistics.median(good) if good else None
 
 
-def probe_rate(device: str, config: Any = None, steps: int = 3) -> float:
-    """MAC-equivalents per second of a few training steps of ``config`` (default resnet20) on ``device``.
+_enabled = True
 
-    The batch is sized so a step takes about PROBE_STEP_S even at the
-    pessimistic rate. The median step after two warm-up steps counts: the
-    first steps pay for the allocator and kernel selection, and a busy
-    machine delays single steps.
-    """
+
+def set_enabled(enabled: bool) -> None:
+    """``--no-estimate``: no estimate line and no probe for the runs of this process."""
+    global _enabled
+    _enabled = enabled
+
+
+def probe_batch(config: ModelConfig) -> Optional[int]:
+    """The probe's batch for ``config``: a step of about PROBE_STEP_S at the pessimistic rate, 2 to 64 images,
+    within PROBE_MEMORY_BYTES; None when 2 images exceed the memory or PROBE_MAX_STEP_S (no cheap probe)."""
+    c = model_complexity(config)
+    per_image_s = TRAIN_FACTOR * c.macs / PESSIMISTIC_MACS_PER_S
+    # fp32 weights, gradients and momentum; each conv/linear output kept, with its gradient and a BN/ReLU copy
+    fixed, per_image = 4 * 3 * c.params, 4 * 3 * c.acts
+    if 2 * per_image_s > PROBE_MAX_STEP_S or fixed + 2 * per_image > PROBE_MEMORY_BYTES:
+        return None
+    by_time = int(PROBE_STEP_S / per_image_s) if per_image_s > 0 else 64
+    by_memory = int((PROBE_MEMORY_BYTES - fixed) // per_image) if per_image > 0 else 64
+    return max(2, min(64, by_time, by_memory))
+
+
+def probe_model(cells: Sequence[Any]) -> Optional[ModelConfig]:
+    """The model the probe trains: the one with the most work among those it can afford (the MAC rate
+    depends on the model: a quarter-width ResNeXt trains at ~1/6 of resnet20's on a CPU)."""
+    affordable = [c for c in cells if probe_batch(c.model) is not None]
+    return max(affordable, key=lambda c: cell_work(c).macs).model if affordable else None
+
+
+class ProbeFailed(Exception):
+    """The probe gave no rate; the message says why."""
+
+
+def probe_rate(device: str, config: Optional[ModelConfig] = None, steps: int = 3) -> float:
+    """MAC-equivalents per second of a few training steps of ``config`` (default resnet20) on ``device``,
+    measured in a child process (:class:`ProbeFailed` when it fails, is killed or runs over)."""
+    config = config or get_preset("resnet20")
+    if probe_batch(config) is None:
+        raise ProbeFailed(f"{config.label()} is too large for a quick probe")
+    from bench.run.executors import _child_env  # the harness importable in the child, wherever it started
+
+    try:
+        proc = subprocess.run(_probe_command(device, config, steps), stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, env=_child_env(), timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ProbeFailed(f"the probe ran over {PROBE_TIMEOUT_S:.0f} s") from None
+    except OSError as e:
+        raise ProbeFailed(f"the probe could not start: {e}") from None
+    if proc.returncode != 0:
+        why = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit code {proc.returncode}"
+        last = (proc.stderr.strip().splitlines() or [""])[-1][:120]
+        raise ProbeFailed(f"the probe failed ({why}{': ' + last if last else ''})")
+    try:
+        rate = float(proc.stdout.split()[-1])
+    except (IndexError, ValueError):
+        raise ProbeFailed("the probe printed no rate") from None
+    if not (math.isfinite(rate) and rate > 0):
+        raise ProbeFailed(f"the probe measured {rate:g} MAC/s")
+    return rate
+
+
+def _probe_command(device: str, config: ModelConfig, steps: int) -> List[str]:
+    return [sys.executable, "-m", "bench.run.estimate", device, json.dumps(config.to_dict()), str(steps)]
+
+
+def _measure_rate(device: str, config: ModelConfig, steps: int) -> float:
+    """The probe itself, in the child: the median step after two warm-up steps counts (the first steps
+    pay for the allocator and kernel selection, and a busy machine delays single steps)."""
     import torch
     from torch import nn
 
     from models import build_model
     from bench.measure import cpu
 
-    config = config or get_preset("resnet20")
     macs = model_complexity(config).macs
-    batch = max(2, min(64, int(PROBE_STEP_S * PESSIMISTIC_MACS_PER_S / (TRAIN_FACTOR * macs))))
+    batch = probe_batch(config) or 2
     model = build_model(config).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(batch, 3, config.input_size, config.input_size, device=device)
@@ -169,7 +242,7 @@ def announce(cells: Sequence[Any], csv_path: str, quick_cells: Optional[Callable
     when an estimate is printed) adds the quick version's time. ``rate`` skips the rows and the probe (tests).
     """
     cells = list(cells)
-    if not cells:
+    if not cells or not _enabled:
         return None
     work = total_work(cells)
     if work.seconds(PESSIMISTIC_MACS_PER_S) < SILENT_BELOW_S:
@@ -181,20 +254,23 @@ def announce(cells: Sequence[Any], csv_path: str, quick_cells: Optional[Callable
         rate = rate_from_rows(csv_path)
         source = f"training speed of the earlier rows in {os.path.basename(csv_path)}"
     if rate is None:
-        # The MAC rate depends on the model (a quarter-width ResNeXt trains at ~1/6 of
-        # resnet20's on a CPU), so the probe runs the model with the most work.
-        heaviest = max(cells, key=lambda c: cell_work(c).macs).model
+        probed = probe_model(cells)
+        if probed is None:
+            return "estimate: none (no model of the grid is small enough for a quick probe; --no-estimate hides this)"
         started = time.perf_counter()
         try:
-            rate = probe_rate("cuda" if device == "cuda" else "cpu", heaviest)
-        except Exception as e:  # noqa: BLE001 - it runs outside any cell's error handling: a failure costs the estimate only
-            return f"no time estimate: the probe failed ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
-        source = (f"a {time.perf_counter() - started:.0f} s probe of {heaviest.label()}: "
-                  f"{rate / 1e9:.0f} GMAC/s")
+            rate = probe_rate("cuda" if device == "cuda" else "cpu", probed)
+        except Exception as e:  # noqa: BLE001 - a probe must never stop a run
+            return f"estimate: none ({one_line(e, 200)}); the run goes on"
+        source = f"a {time.perf_counter() - started:.0f} s probe of {probed.label()}: {rate / 1e9:.0f} GMAC/s"
     quick_seconds = None
     quick = list(quick_cells()) if quick_cells is not None else []
-    if quick:
-        cpu_rate = rate if device == "cpu" else probe_rate("cpu", max(quick, key=lambda c: cell_work(c).macs).model)
+    quick_model = probe_model(quick) if quick and device != "cpu" else None
+    try:
+        cpu_rate = rate if device == "cpu" else (probe_rate("cpu", quick_model) if quick_model else None)
+    except Exception:  # noqa: BLE001 - no quick estimate, that is all
+        cpu_rate = None
+    if quick and cpu_rate:
         quick_seconds = total_work(quick).seconds(cpu_rate)
     seconds = work.seconds(rate)
     if quick_seconds is not None and quick_seconds > seconds / 2:  # the grid is already quick-sized
@@ -211,3 +287,12 @@ def quick_version(grid: Any) -> List[Any]:
         return expand_grid(grid.raw, grid.path, quick=True).cells
     except GridError:  # a grid whose quick section does not expand: no quick estimate
         return []
+
+
+if __name__ == "__main__":  # the probe's child: python -m bench.run.estimate DEVICE CONFIG_JSON STEPS
+    try:  # should memory run out (a tight cgroup), the kernel kills the probe, not the run
+        with open("/proc/self/oom_score_adj", "w", encoding="ascii") as f:
+            f.write("1000")
+    except OSError:
+        pass
+    print(_measure_rate(sys.argv[1], ModelConfig(**json.loads(sys.argv[2])), int(sys.argv[3])))

@@ -87,7 +87,13 @@ def run_cell_safely(cell: Cell, measure: Optional[MeasureFn] = None) -> Rows:
 
 
 def mem_available() -> Optional[int]:
-    """Bytes the kernel can give without swapping (MemAvailable), or None where unknown."""
+    """Bytes this process can still get without swapping, or None where unknown: the kernel's
+    MemAvailable, or less where a memory cgroup (a container, a systemd or batch-system limit) allows less."""
+    known = [b for b in (_meminfo_available(), cgroup_room()) if b is not None]
+    return min(known) if known else None
+
+
+def _meminfo_available() -> Optional[int]:
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:
@@ -96,6 +102,61 @@ def mem_available() -> Optional[int]:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+# (limit, usage, reclaimable page cache in memory.stat) of a cgroup v2 and a v1 memory controller
+_CGROUP_FILES = {2: ("memory.max", "memory.current", "inactive_file"),
+                 1: ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")}
+_UNLIMITED = 1 << 60  # v1 writes "no limit" as 2**63 rounded down to a page
+
+
+def cgroup_room(proc_cgroup: str = "/proc/self/cgroup", mount: str = "/sys/fs/cgroup") -> Optional[int]:
+    """Bytes the memory cgroups of this process (its own and every one above it) still allow, or None
+    when none sets a limit (or none can be read). Usage counts without the inactive page cache, which
+    the kernel reclaims before it OOM-kills."""
+    try:
+        with open(proc_cgroup, encoding="utf-8") as f:
+            entries = [line.split(":", 2) for line in f.read().splitlines() if line.count(":") >= 2]
+    except OSError:
+        return None
+    rooms = []
+    for _, controllers, path in entries:
+        if controllers == "":  # v2: "0::/path"
+            version, base = 2, mount
+        elif "memory" in controllers.split(","):
+            version, base = 1, os.path.join(mount, "memory")
+        else:
+            continue
+        folder = os.path.join(base, path.lstrip("/"))
+        # A container sees its own group at the mount's root, not at the host's path: walk up to the root.
+        while True:
+            room = _cgroup_level_room(folder, *_CGROUP_FILES[version])
+            if room is not None:
+                rooms.append(room)
+            parent = os.path.dirname(os.path.normpath(folder))
+            if os.path.normpath(folder) == os.path.normpath(base) or parent == folder:
+                break
+            folder = parent
+    return min(rooms) if rooms else None
+
+
+def _cgroup_level_room(folder: str, limit_file: str, usage_file: str, cache_key: str) -> Optional[int]:
+    try:
+        with open(os.path.join(folder, limit_file), encoding="ascii") as f:
+            limit_text = f.read().strip()
+        if limit_text == "max" or int(limit_text) >= _UNLIMITED:
+            return None
+        with open(os.path.join(folder, usage_file), encoding="ascii") as f:
+            usage = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    cache = 0
+    try:
+        with open(os.path.join(folder, "memory.stat"), encoding="ascii") as f:
+            cache = next((int(line.split()[1]) for line in f if line.split()[:1] == [cache_key]), 0)
+    except (OSError, ValueError, IndexError):
+        pass
+    return max(0, int(limit_text) - usage + min(cache, usage))
 
 
 def predicted_cpu_oom(cell: Cell, available: Optional[int] = None) -> str:

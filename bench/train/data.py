@@ -39,6 +39,9 @@ TRAIN_FILES: Dict[str, str] = {
     "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
 }
 TEST_FILES: Dict[str, str] = {"test_batch": "40351d587109b95175f43aff81a1287e"}
+# The release's sizes: only a run on all of them is labelled plain `cifar10` (see prepare_data).
+CIFAR_TRAIN_IMAGES = 50000
+CIFAR_TEST_IMAGES = 10000
 ONLINE_PROBE_TIMEOUT_S = 3.0  # an offline machine must fail fast, not hang on the download
 
 # Synthetic stand-in: fixed sizes when no subset is asked for, and a fixed data
@@ -113,14 +116,50 @@ def _read_batch(path: str) -> Split:
     batch = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in raw.items()}
     if "data" not in batch or "labels" not in batch:
         raise UserError(f"{path}: expected keys 'data' and 'labels', found {sorted(map(str, batch))}")
-    data = np.asarray(batch["data"])
-    labels = np.asarray(batch["labels"])
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.dtype != np.uint8:
-        raise UserError(f"{path}: data: expected N rows of 3072 uint8 values, got {data.dtype} {data.shape}")
-    if labels.shape != (data.shape[0],) or labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise UserError(f"{path}: labels: expected {data.shape[0]} integers in 0..{NUM_CLASSES - 1}")
+    data, labels = _plain_array(batch["data"], "u", 1), _labels(batch["labels"])
+    if data is None or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise UserError(f"{path}: data: expected N rows of 3072 uint8 values, got {_described(batch['data'])}")
+    if labels is None or labels.shape != (data.shape[0],) or (
+            labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES)):
+        raise UserError(f"{path}: labels: expected {data.shape[0]} integers in 0..{NUM_CLASSES - 1}, "
+                        f"got {_described(batch['labels'])}")
     images = torch.from_numpy(data.copy()).reshape(-1, 3, 32, 32)  # rows are R, G, B planes of 32x32
-    return Split(images, torch.from_numpy(labels.astype(np.int64)))
+    return Split(images, torch.from_numpy(labels))
+
+
+def _plain_array(value: Any, kinds: str, itemsize: int = 0) -> Optional[np.ndarray]:
+    """``value`` when it is a plain ndarray of a numeric dtype of one of ``kinds``, else None.
+
+    The allow-listed numpy globals can still rebuild a dtype with forged flags (an object dtype
+    claiming to hold no objects, filled from raw bytes): reading it dereferences those bytes as
+    pointers. So the dtype must equal, flags included, the built-in one its type string names.
+    """
+    if type(value) is not np.ndarray:  # noqa: E721 - a subclass could override what is read
+        return None
+    dtype = value.dtype
+    if dtype.kind not in kinds or dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        return None
+    builtin = np.dtype(dtype.str)
+    if dtype != builtin or dtype.flags != builtin.flags or dtype.itemsize != builtin.itemsize:
+        return None
+    return value if not itemsize or dtype.itemsize == itemsize else None
+
+
+def _labels(value: Any) -> Optional[np.ndarray]:
+    """The labels as int64: a list of Python ints (the official files) or a plain integer array."""
+    if isinstance(value, list):
+        if not all(type(x) is int for x in value):  # noqa: E721 - no bools, no numpy scalars (forgeable)
+            return None
+        return np.array(value, dtype=np.int64)  # an int beyond int64 raises OverflowError: a corrupt file
+    array = _plain_array(value, "iu")
+    return None if array is None else array.astype(np.int64)
+
+
+def _described(value: Any) -> str:
+    """What a batch holds, for a message; never reads the elements (a forged array's are unsafe)."""
+    if isinstance(value, np.ndarray):
+        return f"a {value.dtype.str} array of shape {value.shape}"
+    return f"a {type(value).__name__} of {len(value)}" if isinstance(value, list) else type(value).__name__
 
 
 def _concat(splits: List[Split]) -> Split:
@@ -276,11 +315,9 @@ def prepare_data(config: TrainConfig, source: str = "train settings") -> Trainin
     if config.dataset == "synthetic":
         train = synthetic_split(config.train_subset or SYNTHETIC_TRAIN, SYNTHETIC_DATA_SEED)
         test = synthetic_split(config.test_subset or SYNTHETIC_TEST, SYNTHETIC_DATA_SEED + 1)
-        full_train = None
     else:
         full, full_test = load_cifar10(config.data_root, download=config.download)
         check_sizes(config, len(full), len(full_test), source)
-        full_train = len(full)
         train = _subset(full, config.train_subset, config.seed)
         test = _subset(full_test, config.test_subset, TEST_SUBSET_SEED)
     if config.val_size >= len(train):
@@ -290,22 +327,30 @@ def prepare_data(config: TrainConfig, source: str = "train settings") -> Trainin
     if config.val_size:
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed + 104729))
         val, train = train.take(order[:config.val_size]), train.take(order[config.val_size:])
-    if full_train is None:
-        label = "synthetic"
-    elif len(train) == full_train:
-        label = "cifar10"
-    else:
-        label = f"cifar10-subset-{len(train)}"
-    if full_train is not None and len(test) < len(full_test):  # a 20-image accuracy must not look like a full one
-        label += f"-test-{len(test)}"
+    label = "synthetic" if config.dataset == "synthetic" else cifar_label(len(train), len(test))
     return TrainingData(train, val, test, label)
 
 
+def cifar_label(train_images: int, test_images: int) -> str:
+    """The `dataset` column of a CIFAR-10 run, from the images it used, not from the folder's name.
+
+    ``cifar10`` means all 50,000 training and 10,000 test images. Anything else names its counts,
+    whether a subset was asked for or the folder itself holds fewer images (a 100/20-image copy
+    gives ``cifar10-subset-100-test-20``): a 20-image accuracy must not look like a full one.
+    """
+    label = "cifar10" if train_images == CIFAR_TRAIN_IMAGES else f"cifar10-subset-{train_images}"
+    return label + (f"-test-{test_images}" if test_images != CIFAR_TEST_IMAGES else "")
+
+
 def check_sizes(config: TrainConfig, train_images: int, test_images: int, source: str = "train settings") -> None:
-    """Refuse subsets larger than the folder holds: the run would quietly use fewer images than it says."""
+    """Refuse an empty folder, and subsets larger than the folder holds (the run would quietly use fewer
+    images than it says)."""
     folder = os.path.join(config.data_root, CIFAR_FOLDER)
     for name, asked, held in (("train_subset", config.train_subset, train_images),
                               ("test_subset", config.test_subset, test_images)):
+        if not held:
+            split = "training" if name == "train_subset" else "test"
+            raise UserError(f"{source}: {folder} holds no {split} images; use the complete CIFAR-10 folder")
         if asked is not None and asked > held:
             raise UserError(f"{source}: {name}: asks for {asked} images but {folder} holds only {held}; "
                             f"lower {name} or use the complete CIFAR-10 folder")

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple, TypeVar, Union
 
-from bench.checks import Check, auto, boolean, choice, integer, is_number, number, optional
+from bench.checks import Check, auto, boolean, choice, integer, is_number, number, optional, shown
 
 Normalize = Tuple[Tuple[float, float, float], Tuple[float, float, float]]
 T = TypeVar("T")
@@ -85,18 +85,18 @@ def _real(low: float, high: float = math.inf, low_open: bool = False, high_open:
 
 def _path(v: Any) -> str:
     if not isinstance(v, str) or not v:
-        raise ValueError(f"expected a folder path, got {v!r}")
+        raise ValueError(f"expected a folder path, got {shown(v)}")
     return v
 
 
 def _channels_last(v: Any) -> Union[str, bool]:
     if v == "auto" or isinstance(v, bool):
         return v
-    raise ValueError(f"expected auto, true or false, got {v!r}")
+    raise ValueError(f"expected auto, true or false, got {shown(v)}")
 
 
 def _normalize(v: Any) -> Normalize:
-    expected = f"expected [[mean R, G, B], [std R, G, B]] on [0, 1] pixels (std > 0), got {v!r}"
+    expected = f"expected [[mean R, G, B], [std R, G, B]] on [0, 1] pixels (std > 0), got {shown(v)}"
     if not isinstance(v, (list, tuple)) or len(v) != 2:
         raise ValueError(expected)
     out = []
@@ -152,7 +152,7 @@ def resolve(overrides: Optional[Dict[str, Any]]) -> TrainConfig:
     Accepts the output of :meth:`TrainConfig.to_dict` (a resolved recipe round-trips).
     """
     if overrides is not None and not isinstance(overrides, dict):
-        raise ValueError(f"expected a mapping of training settings, got {overrides!r}")
+        raise ValueError(f"expected a mapping of training settings, got {shown(overrides)}")
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(TRAIN_FIELDS), key=str)
     if unknown:
