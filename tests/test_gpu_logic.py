@@ -350,7 +350,7 @@ def test_a_failing_runtime_probe_costs_the_estimate_only(monkeypatch):
     entry = {"preset": "resnet20", "device": "cpu", "speed": False, "train": {"dataset": "cifar10", "epochs": 10}}
     cells = expand_grid({"include": [entry]}, "t.yaml", cuda_available=False).cells
     line = estimate.announce(cells, "/nonexistent.csv")
-    assert line == "no time estimate: the probe failed (OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB)"
+    assert line == "estimate: none (CUDA out of memory. Tried to allocate 2.00 GiB); the run goes on"
 
 
 def test_a_result_file_from_before_the_gpu_columns_still_loads(tmp_path):
