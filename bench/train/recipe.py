@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple, TypeVar, Union
 
+from bench import choices
 from bench.checks import Check, auto, boolean, choice, integer, is_number, number, optional
 
 Normalize = Tuple[Tuple[float, float, float], Tuple[float, float, float]]
@@ -109,7 +110,7 @@ def _normalize(v: Any) -> Normalize:
 
 
 _CHECKS: Dict[str, Check] = {
-    "dataset": choice("cifar10", "synthetic"),
+    "dataset": choice(*choices.DATASETS),
     "data_root": _path,
     "download": boolean,
     "train_subset": optional(integer(1)),
@@ -117,14 +118,14 @@ _CHECKS: Dict[str, Check] = {
     "val_size": integer(0),
     "epochs": _real(0, low_open=True),
     "batch_size": auto(integer(1)),
-    "optimizer": choice("sgd", "adam"),
+    "optimizer": choice(*choices.OPTIMIZERS),
     "lr": auto(_real(0, low_open=True)),
     "momentum": _real(0, 1, high_open=True),
     "nesterov": boolean,
     "weight_decay": _real(0),
     "label_smoothing": _real(0, 1, high_open=True),
     "warmup_epochs": _real(0),
-    "schedule": choice("linear", "cosine", "constant"),
+    "schedule": choice(*choices.SCHEDULES),
     "ema": optional(_real(0, 1, low_open=True, high_open=True)),
     "tta_flip": auto(boolean),
     "bn_recalibration": integer(0),
@@ -132,7 +133,7 @@ _CHECKS: Dict[str, Check] = {
     "flip": boolean,
     "normalize": _normalize,
     "resize": optional(integer(8)),
-    "precision": choice("auto", "fp32", "bf16", "fp16"),
+    "precision": choice(*choices.TRAIN_PRECISIONS),
     "channels_last": _channels_last,
     "eval_batch_size": integer(1),
     "repeats": integer(1),
