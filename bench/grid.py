@@ -190,8 +190,9 @@ class Cell:
         """
         settings = {k: v for k, v in self.settings.items()
                     if not (k in SETTINGS and SETTINGS[k].added_later and v == SETTINGS[k].default)}
-        if settings.get("train") is not None:
-            settings["train"] = {k: v for k, v in settings["train"].items() if k != "data_root"}
+        if settings.get("train") is not None:  # hashed under its old name `repeats`, so ids stay as they were
+            settings["train"] = {("repeats" if k == "seeds" else k): v for k, v in settings["train"].items()
+                                 if k != "data_root"}
         return {
             "model": {k: v for k, v in self.model.to_dict().items() if k != "name"},
             "pretrained": self.pretrained,
