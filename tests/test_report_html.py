@@ -164,9 +164,16 @@ def test_in_chromium_the_page_has_its_plots_and_rows_sorts_and_logs_no_error(whi
     assert (tmp_path / "shot.png").stat().st_size > 10_000
 
 
+COMMITTED = sorted((ROOT / "results").rglob("report.html"))
+
+
+def test_every_committed_study_has_its_report_html():
+    assert STUDY / "report" / "report.html" in COMMITTED and len(COMMITTED) >= 3
+
+
 @needs_browser
-def test_the_committed_study_report_html_passes_its_own_self_test():
-    page = STUDY / "report" / "report.html"
+@pytest.mark.parametrize("page", COMMITTED, ids=[str(p.relative_to(ROOT)) for p in COMMITTED])
+def test_each_committed_report_html_passes_its_own_self_test(page):
     result, console = selftest(page)
     assert result["errors"] == [] and console == [] and result["broken_links"] == []
     assert result["plots"] == result["expected_plots"] > 0 and result["rows"] == result["expected_rows"] > 0
