@@ -33,6 +33,7 @@ import yaml
 from models import MODEL_FIELDS, ModelConfig, get_preset, model_complexity, preset_fields
 from models.iso import match_bottleneck_width
 
+from bench import choices
 from bench.checks import Check, auto, boolean, choice, integer, number, optional, shown
 from bench.train import recipe
 from bench.errors import GridError
@@ -118,15 +119,15 @@ class Field:
 # Model fields default to None: the preset (or ModelConfig) supplies the value.
 MODEL_SETTINGS: Dict[str, Field] = {
     "preset": Field(optional(_preset), None, "named model from the registry"),
-    "block": Field(optional(choice("basic", "bottleneck")), None, "basic | bottleneck"),
+    "block": Field(optional(choice(*choices.BLOCKS)), None, " | ".join(choices.BLOCKS)),
     "depth": Field(optional(integer(1)), None, "network depth (18..152 imagenet; 6n+2 / 9n+2 cifar)"),
     "blocks": Field(optional(_int_list), None, "explicit blocks per stage"),
     "cardinality": Field(optional(integer(1)), None, "groups of the 3x3 conv"),
     "bottleneck_width": Field(optional(auto(integer(1))), None, "width per group d, or auto (needs match)"),
     "match": Field(optional(_match), None, "iso-complexity target for bottleneck_width: auto"),
     "width_multiplier": Field(optional(_positive), None, "multiplier on stage widths"),
-    "stem": Field(optional(choice("imagenet", "cifar")), None, "imagenet | cifar"),
-    "layout": Field(optional(choice("imagenet", "cifar")), None, "stage layout (default: the stem)"),
+    "stem": Field(optional(choice(*choices.STEMS)), None, " | ".join(choices.STEMS)),
+    "layout": Field(optional(choice(*choices.LAYOUTS)), None, "stage layout (default: the stem)"),
     "stem_width": Field(optional(integer(1)), None, "stem output channels"),
     "num_classes": Field(optional(integer(1)), None, "classifier outputs"),
     "input_size": Field(optional(integer(1)), None, "input height = width, px"),
@@ -136,11 +137,12 @@ MODEL_SETTINGS: Dict[str, Field] = {
 }
 
 MEASURE_SETTINGS: Dict[str, Field] = {
-    "device": Field(choice("auto", "cpu", "cuda"), "auto", "auto | cpu | cuda"),
+    "device": Field(choice(*choices.DEVICE_SETTINGS), "auto", " | ".join(choices.DEVICE_SETTINGS)),
     "batch_sizes": Field(_int_list, [1, 32], "batch sizes to time (throughput curve)"),
-    "precision": Field(choice("fp32", "bf16", "fp16"), "fp32", "fp32 | bf16 | fp16 (autocast)"),
+    "precision": Field(choice(*choices.PRECISIONS), "fp32",
+                       " | ".join(choices.PRECISIONS) + " (autocast)"),
     "tf32": Field(boolean, False, "allow TF32 for fp32 on GPU"),
-    "memory_format": Field(choice("contiguous", "channels_last"), "contiguous", "tensor layout"),
+    "memory_format": Field(choice(*choices.MEMORY_FORMATS), "contiguous", "tensor layout"),
     "compile": Field(boolean, False, "torch.compile the model (compile time reported apart)"),
     "warmup": Field(integer(0), 5, "untimed iterations before timing"),
     "repeats": Field(auto(integer(1)), "auto", "timed iterations, or auto (until stable or max_time_s)"),
@@ -152,8 +154,9 @@ MEASURE_SETTINGS: Dict[str, Field] = {
     "train": Field(_train, None, "training settings (see bench/train/recipe.py), or null for none"),
     "profile": Field(boolean, False, "profile extra untimed iterations: time by stage and operator class "
                      "(RUN.profile.csv)", added_later=True),
-    "cpu_allocator": Field(choice("tuned", "system"), "tuned", "CPU heap allocator: tuned (large buffers stay in "
-                           "the process; jemalloc/tcmalloc if preloaded) | system (glibc defaults); one per process",
+    "cpu_allocator": Field(choice(*choices.CPU_ALLOCATORS), "tuned",
+                           "CPU heap allocator: tuned (large buffers stay in the process; jemalloc/tcmalloc if "
+                           "preloaded) | system (glibc defaults); one per process",
                            added_later=True),
     "cuda_graphs": Field(boolean, False, "GPU inference: capture one forward in a CUDA graph, time its replays "
                          "(launch cost gone); ignored with a note on the CPU", added_later=True),
@@ -194,8 +197,9 @@ class Cell:
         """
         settings = {k: v for k, v in self.settings.items()
                     if not (k in SETTINGS and SETTINGS[k].added_later and v == SETTINGS[k].default)}
-        if settings.get("train") is not None:
-            settings["train"] = {k: v for k, v in settings["train"].items() if k != "data_root"}
+        if settings.get("train") is not None:  # hashed under its old name `repeats`, so ids stay as they were
+            settings["train"] = {("repeats" if k == "seeds" else k): v for k, v in settings["train"].items()
+                                 if k != "data_root"}
         return {
             "model": {k: v for k, v in self.model.to_dict().items() if k != "name"},
             "pretrained": self.pretrained,

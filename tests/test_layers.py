@@ -26,9 +26,9 @@ RANK: Dict[str, float] = {
     "bench.results": 3,
     "bench.measure": 2,
     "models": 1,
-    # The floor: user errors and the value checks every layer shares. They import
+    # The floor: user errors, the value checks and the allowed choices every layer shares. They import
     # nothing from the harness, not even each other, so anything may use them.
-    "bench.errors": 0, "bench.checks": 0,
+    "bench.errors": 0, "bench.checks": 0, "bench.choices": 0,
 }
 # Analysis reads result files: no torch, and nothing that measures or trains.
 ANALYSIS_FORBIDDEN = ("torch", "torchvision", "fvcore", "models", "bench.measure", "bench.train", "bench.run",

@@ -353,8 +353,8 @@ def test_profile_command_prints_the_class_table_and_writes_the_csv(tmp_path, cap
     assert read_header(str(out)) == PROFILE_COLUMNS
 
 
-def test_the_readme_holds_the_generated_profile_column_table():
+def test_the_reference_holds_the_generated_profile_column_table():
     from bench.results.profile_schema import markdown_table
 
-    with open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8") as f:
+    with open(os.path.join(os.path.dirname(__file__), "..", "docs", "reference.md"), encoding="utf-8") as f:
         assert markdown_table() in f.read()

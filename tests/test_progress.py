@@ -20,7 +20,7 @@ def test_training_reports_every_epoch_with_loss_accuracy_and_position():
     from models import build_model, get_preset
 
     points = []
-    training.train_cell(lambda: build_model(get_preset("resnet20")), {**SYNTH, "repeats": 2, "target_acc": 0.99},
+    training.train_cell(lambda: build_model(get_preset("resnet20")), {**SYNTH, "seeds": 2, "target_acc": 0.99},
                         device="cpu", on_epoch=lambda p, run, runs: points.append((p, run, runs)))
     assert [(p.seed, p.epoch, p.epochs, run, runs) for p, run, runs in points] == [
         (0, 1, 2, 0, 2), (0, 2, 2, 0, 2), (1, 1, 2, 1, 2), (1, 2, 2, 1, 2)]
@@ -64,7 +64,7 @@ def test_a_short_run_gets_no_estimate_and_no_probe(monkeypatch):
 
 
 def test_a_long_run_is_estimated_from_macs_images_epochs_and_seeds():
-    cell = _grid({"dataset": "cifar10", "epochs": 10, "repeats": 3, "bn_recalibration": 0, "tta_flip": False}).cells[0]
+    cell = _grid({"dataset": "cifar10", "epochs": 10, "seeds": 3, "bn_recalibration": 0, "tta_flip": False}).cells[0]
     macs = estimate.model_complexity(cell.model).macs
     work = estimate.cell_work(cell)
     assert work.macs == macs * (3 * 50000 * 10 + 10000) * 3

@@ -22,7 +22,7 @@ def test_every_shipped_grid_under_quick_fits_the_budget(path):
     for cell in cells:
         assert cell.settings["device"] == "cpu"
         if cell.train is not None:
-            assert cell.train["train_subset"] <= 4000 and cell.train["epochs"] <= 1 and cell.train["repeats"] == 1
+            assert cell.train["train_subset"] <= 4000 and cell.train["epochs"] <= 1 and cell.train["seeds"] == 1
 
 
 def test_cardinality_quick_is_the_quarter_width_family_at_equal_macs():

@@ -47,7 +47,7 @@ BAD_VALUES = [
     ("warmup_epochs", -1), ("schedule", "step"), ("ema", 1.0), ("tta_flip", "no"), ("bn_recalibration", 1.5),
     ("crop_padding", -4),
     ("flip", None), ("normalize", [[0.5, 0.5], [0.5, 0.5]]), ("normalize", [[0, 0, 0], [1, 0, 1]]),
-    ("resize", 4), ("precision", "fp8"), ("channels_last", "yes"), ("eval_batch_size", 0), ("repeats", 0),
+    ("resize", 4), ("precision", "fp8"), ("channels_last", "yes"), ("eval_batch_size", 0), ("seeds", 0),
     ("seed", -1), ("target_acc", 1.5), ("eval_every", 0), ("deterministic", "true"), ("lr", float("nan")),
 ]
 
@@ -68,9 +68,9 @@ def test_every_field_has_a_bad_value_case_and_unknown_keys_are_named():
 
 
 def test_quick_overrides_shrink_any_recipe():
-    written = TrainConfig(epochs=30, batch_size=512, lr=0.4, val_size=5000, repeats=5).to_dict()
+    written = TrainConfig(epochs=30, batch_size=512, lr=0.4, val_size=5000, seeds=5).to_dict()
     quick = resolve({**written, **quick_overrides(written)})
-    assert quick.epochs == 1 and quick.repeats == 1 and quick.train_subset <= 4000 and quick.val_size == 0
+    assert quick.epochs == 1 and quick.seeds == 1 and quick.train_subset <= 4000 and quick.val_size == 0
     assert quick.batch_size == 64 and quick.lr == 0.05  # many small steps: ~62 in the one epoch
 
 
@@ -261,8 +261,8 @@ def test_reported_accuracy_matches_an_independent_evaluation():
     assert 0.1 < result.test_acc  # above chance after 4 steps: the model learnt something
 
 
-def test_repeats_report_mean_std_and_per_seed_values():
-    result = train(repeats=2, seed=5, val_size=50)
+def test_seeds_report_mean_std_and_per_seed_values():
+    result = train(seeds=2, seed=5, val_size=50)
     assert result["n_seeds"] == 2 and result["seeds"] == "5;6"
     per_seed = [float(a) for a in result["top1_acc_seeds"].split(";")]
     assert len(per_seed) == 2 and result["top1_acc"] == pytest.approx(sum(per_seed) / 2, abs=1e-4)
@@ -308,7 +308,7 @@ def test_train_cell_contract_through_measure_cell():
     grid = expand_grid({"include": [{
         "block": "basic", "depth": 8, "stem": "cifar", "num_classes": 10, "input_size": 32,
         "width_multiplier": 0.5, "device": "cpu", "speed": False, "train_step": False,
-        "train": {**TINY, "repeats": 2}}]}, "tiny.yaml", cuda_available=False)
+        "train": {**TINY, "seeds": 2}}]}, "tiny.yaml", cuda_available=False)
     (cell,) = grid.cells
     rows = measure_cell(cell)
     assert len(rows) == 1
@@ -350,7 +350,7 @@ def test_the_runner_writes_each_seeds_test_image_correctness_beside_the_csv(tmp_
     grid = expand_grid({"include": [{
         "block": "basic", "depth": 8, "stem": "cifar", "num_classes": 10, "input_size": 32,
         "width_multiplier": 0.5, "device": "cpu", "speed": False, "train_step": False,
-        "train": {**TINY, "repeats": 2}}]}, "tiny.yaml", cuda_available=False)
+        "train": {**TINY, "seeds": 2}}]}, "tiny.yaml", cuda_available=False)
     out = tmp_path / "r.csv"
     run_grid(grid, str(out), progress=False, log=lambda m: None)
     (row,) = list(csv.DictReader(open(out)))

@@ -8,7 +8,8 @@ Reads result files only (never builds or runs a model). The steps:
    pure pandas: points, frontiers, joins);
 3. per group and pair of axes, draw the Pareto frontier
    (:mod:`bench.analysis.report_figures`) and table it (:mod:`bench.analysis.report_markdown`);
-4. write ``report.md`` beside the figures.
+4. write ``report.md`` beside the figures, and ``report.html``: the same text and points as one
+   self-contained page with interactive plots and sortable tables (:mod:`bench.analysis.report_html`).
 
 This module only loads, composes and writes; computing and rendering live in
 the three modules above.
@@ -30,6 +31,7 @@ import pandas as pd
 from bench.errors import UserError
 from bench.analysis import space_report
 from bench.analysis import report_figures as figures
+from bench.analysis import report_html
 from bench.analysis import report_markdown as md
 # Re-exported: tests and callers know the metric table and pairs from here.
 from bench.analysis.report_points import (  # noqa: F401
@@ -42,19 +44,15 @@ from bench.results.compare_spec import parse_compare, parse_compare_arg
 from bench.results.files import sidecar_path
 from bench.results.sidecar import Sidecar
 from bench.results.validate import read_table
-from bench.results.schema import STATUS_OK
+from bench.results.schema import REGISTRY, STATUS_OK
 
 # Columns a file must have for a report; everything else is optional (filled empty).
 REQUIRED = ("cell_id", "variant", "status", "device", "precision", "batch_size", "params", "macs")
-NUMERIC = ("batch_size", "requested_batch_size", "params", "macs", "cardinality", "bottleneck_width",
-           "width_multiplier", "depth", "input_size", "threads", "latency_ms_median", "throughput_img_s",
-           "achieved_gflop_s", "peak_mem_mb", "top1_acc", "top1_acc_std", "epochs", "n_seeds", "num_classes",
-           "test_images", "train_step_ms_median", "train_peak_mem_mb", "target_acc", "time_to_target_s",
-           "train_time_s")
-TEXT = ("run_id", "variant_id", "family", "device_name", "dataset", "error", "block", "blocks", "stem", "layout",
-        "memory_format", "compile", "tf32", "pretrained", "latency_noisy", "train_step_noisy", "top1_acc_seeds",
-        "top1_correct_seeds")
+# The column types come from the registry: number columns are floats (NaN when empty), the rest objects.
+# A column an older file lacks is added empty, except the share columns (see _read_rows).
 SYS_SHARE_COLUMNS = ("latency_sys_share", "train_step_sys_share")
+NUMERIC = tuple(c.name for c in REGISTRY if c.rule.numeric and c.name not in SYS_SHARE_COLUMNS)
+TEXT = tuple(c.name for c in REGISTRY if not c.rule.numeric)
 
 
 # --------------------------------------------------------------------------- loading
@@ -119,9 +117,8 @@ def _read_rows(path: str) -> pd.DataFrame:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     df["status"] = df["status"].astype(str).str.strip().str.lower()
     df["run_id"] = df["run_id"].where(df["run_id"].notna(), "")
-    # a hand-made file may lack family: it follows from cardinality by definition
-    missing_family = df["family"].isna()
-    df.loc[missing_family, "family"] = np.where(df.loc[missing_family, "cardinality"] > 1, "resnext", "resnet")
+    # family is written by the runner (models.ModelConfig.family, its one definition); a hand-made file
+    # without it leaves it empty, drawn in the neutral colour
     df["latency_noisy"] = df["latency_noisy"].map(_truthy)
     df["train_step_noisy"] = df["train_step_noisy"].map(_truthy)
     df["device_name"] = df["device_name"].where(df["device_name"].notna(), df["device"])
@@ -291,7 +288,7 @@ def load_image_records(rows: pd.DataFrame, sources: Sequence[Source]) -> Dict[An
 
 def _write_text_atomic(path: str, text: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".md", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -312,16 +309,24 @@ def _prepare_out_dir(out_dir: str) -> None:
 
 def write_report(csv_paths: List[str], out_dir: str, compare: Optional[List[Any]] = None,
                  limitations: Sequence[str] = ()) -> str:
-    """Figures and ``report.md`` for the result CSVs in ``out_dir``; returns the report.md path.
+    """Figures, ``report.md`` and ``report.html`` for the result CSVs in ``out_dir``; returns the report.md path.
 
     Raises :class:`UserError` for unusable input (missing file or columns, no ok rows)."""
     if not csv_paths:
         raise UserError("report: no result CSV given")
     rows, sources = load_results(csv_paths)  # every input validated before the output folder is touched
     _prepare_out_dir(out_dir)
-    text, _ = build_report(rows, sources, out_dir, compare, limitations)
+    text, facts = build_report(rows, sources, out_dir, compare, limitations)
+    return write_pages(text, facts, sources, out_dir)
+
+
+def write_pages(text: str, facts: Dict[str, Any], sources: List[Source], out_dir: str) -> str:
+    """``report.md`` and, from the same text and points, ``report.html`` (one self-contained page:
+    inline SVG plots, sortable tables); returns the report.md path."""
     path = os.path.join(out_dir, "report.md")
     _write_text_atomic(path, text)
+    page = report_html.render(text, facts, out_dir, "Benchmark report: " + ", ".join(s.name for s in sources))
+    _write_text_atomic(os.path.join(out_dir, "report.html"), page)
     return path
 
 

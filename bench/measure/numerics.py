@@ -14,6 +14,8 @@ from typing import Any, ContextManager, Dict, Iterator, Optional
 
 import torch
 
+from bench.choices import PRECISIONS
+
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -21,8 +23,8 @@ def autocast_dtype(precision: str, device: str) -> Optional[torch.dtype]:
     """The autocast dtype for a precision setting (None: plain fp32); ``auto`` is bf16 on a GPU, fp32 on a CPU."""
     if precision == "auto":
         precision = "bf16" if device == "cuda" else "fp32"
-    if precision not in _DTYPES and precision != "fp32":
-        raise ValueError(f"precision: expected fp32, bf16, fp16 or auto, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected {', '.join(PRECISIONS)} or auto, got {precision!r}")
     return _DTYPES.get(precision)
 
 

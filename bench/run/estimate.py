@@ -86,7 +86,7 @@ def cell_work(cell: Any) -> Work:
         evals = math.ceil(config.epochs / config.eval_every) if config.target_acc is not None else 1
         per_eval = config.bn_recalibration + test_images * (2 if config.tta_flip is True else 1)
         per_seed = TRAIN_FACTOR * train_images * config.epochs + evals * per_eval
-        work.macs += macs * per_seed * config.repeats
+        work.macs += macs * per_seed * config.seeds
     return work
 
 

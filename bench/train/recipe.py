@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple, TypeVar, Union
 
+from bench import choices
 from bench.checks import Check, auto, boolean, choice, integer, is_number, number, optional, shown
 
 Normalize = Tuple[Tuple[float, float, float], Tuple[float, float, float]]
@@ -56,7 +58,7 @@ class TrainConfig:
     channels_last: Union[str, bool] = "auto"  # auto (on GPU) | true | false
     eval_batch_size: int = 1000  # images per evaluation forward pass
     # repetition and reporting
-    repeats: int = 1  # seeds trained (seed, seed+1, ...); mean and sample std reported
+    seeds: int = 1  # seeds trained (seed, seed+1, ...); mean and sample std reported (was `repeats`)
     seed: int = 0  # first seed: data subset, model init, augmentation and order
     target_acc: Optional[float] = None  # test accuracy for time_to_target_s, fraction 0-1
     eval_every: float = 1.0  # with target_acc: evaluate every this many epochs (excluded from train time)
@@ -68,6 +70,10 @@ class TrainConfig:
 
 
 TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+# Old spellings still read (grids and sidecars written before the rename), with a one-line note.
+# `repeats` meant the seeds here and the timed iterations in a cell: now only the latter.
+RENAMED = {"repeats": "seeds"}
+_noted: set = set()
 
 # Warm-up never takes more than this share of the steps, so a shortened
 # schedule (quick mode: 1 epoch) still decays to 0.
@@ -110,7 +116,7 @@ def _normalize(v: Any) -> Normalize:
 
 
 _CHECKS: Dict[str, Check] = {
-    "dataset": choice("cifar10", "synthetic"),
+    "dataset": choice(*choices.DATASETS),
     "data_root": _path,
     "download": boolean,
     "train_subset": optional(integer(1)),
@@ -118,14 +124,14 @@ _CHECKS: Dict[str, Check] = {
     "val_size": integer(0),
     "epochs": _real(0, low_open=True),
     "batch_size": auto(integer(1)),
-    "optimizer": choice("sgd", "adam"),
+    "optimizer": choice(*choices.OPTIMIZERS),
     "lr": auto(_real(0, low_open=True)),
     "momentum": _real(0, 1, high_open=True),
     "nesterov": boolean,
     "weight_decay": _real(0),
     "label_smoothing": _real(0, 1, high_open=True),
     "warmup_epochs": _real(0),
-    "schedule": choice("linear", "cosine", "constant"),
+    "schedule": choice(*choices.SCHEDULES),
     "ema": optional(_real(0, 1, low_open=True, high_open=True)),
     "tta_flip": auto(boolean),
     "bn_recalibration": integer(0),
@@ -133,10 +139,10 @@ _CHECKS: Dict[str, Check] = {
     "flip": boolean,
     "normalize": _normalize,
     "resize": optional(integer(8)),
-    "precision": choice("auto", "fp32", "bf16", "fp16"),
+    "precision": choice(*choices.TRAIN_PRECISIONS),
     "channels_last": _channels_last,
     "eval_batch_size": integer(1),
-    "repeats": integer(1),
+    "seeds": integer(1),
     "seed": integer(0),
     "target_acc": optional(_real(0, 1, low_open=True)),
     "eval_every": _real(0, low_open=True),
@@ -154,6 +160,15 @@ def resolve(overrides: Optional[Dict[str, Any]]) -> TrainConfig:
     if overrides is not None and not isinstance(overrides, dict):
         raise ValueError(f"expected a mapping of training settings, got {shown(overrides)}")
     overrides = dict(overrides or {})
+    written = {}  # field -> the key the user wrote, for the error message
+    for old, new in RENAMED.items():
+        if old in overrides:
+            value = overrides.pop(old)
+            if new not in overrides:  # both given (a --quick merge): the new key wins
+                overrides[new], written[new] = value, old
+            if old not in _noted:
+                _noted.add(old)
+                print(f"note: train.{old} is now train.{new}; the old key still loads", file=sys.stderr)
     unknown = sorted(set(overrides) - set(TRAIN_FIELDS), key=str)
     if unknown:
         raise ValueError(f"{unknown[0]}: unknown training setting; known: {', '.join(TRAIN_FIELDS)}")
@@ -162,7 +177,7 @@ def resolve(overrides: Optional[Dict[str, Any]]) -> TrainConfig:
         try:
             values[key] = _CHECKS[key](value)
         except ValueError as e:
-            raise ValueError(f"{key}: {e}") from None
+            raise ValueError(f"{written.get(key, key)}: {e}") from None
     config = TrainConfig(**values)
     if config.optimizer == "sgd" and config.nesterov and config.momentum == 0:
         # torch refuses this only when the optimiser is built, i.e. in the middle of a sweep
@@ -210,7 +225,7 @@ def for_device(config: TrainConfig, device: str, native_bf16: Optional[bool] = N
 # 0.05 is the lr that keeps every family above chance.
 QUICK_RECIPE: Dict[str, Any] = {
     "train_subset": 4000, "test_subset": 1000, "val_size": 0, "epochs": 1, "batch_size": 64,
-    "warmup_epochs": 0.3, "repeats": 1, "resize": None,
+    "warmup_epochs": 0.3, "seeds": 1, "resize": None,
     "tta_flip": False, "bn_recalibration": 512,  # evaluation kept cheap beside ~4,000 training images
 }
 QUICK_SGD_LR = 0.05

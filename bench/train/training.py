@@ -489,7 +489,7 @@ def train_cell(model_factory: Callable[[], nn.Module], train_settings: Dict[str,
                num_classes: int = NUM_CLASSES, input_size: int = 32,
                on_eval: Optional[Callable[[int, EvalPoint], None]] = None,
                on_epoch: Optional[Callable[[EpochPoint, int, int], None]] = None) -> Dict[str, Any]:
-    """Train ``repeats`` seeds of a cell's model; schema columns plus ``status`` and ``error``.
+    """Train ``seeds`` seeds of a cell's model; schema columns plus ``status`` and ``error``.
 
     A NaN/inf loss stops that training and returns ``status: diverged`` (the
     sweep goes on); other failures propagate to the caller. ``on_eval(seed,
@@ -510,10 +510,10 @@ def train_cell(model_factory: Callable[[], nn.Module], train_settings: Dict[str,
     data = DeviceData.from_data(prepare_data(config), device)
     results: List[SeedResult] = []
     with isolated_state(device, config.deterministic):
-        for seed in range(config.seed, config.seed + config.repeats):
+        for seed in range(config.seed, config.seed + config.seeds):
             callback = None if on_eval is None else (lambda point, s=seed: on_eval(s, point))
             epoch_cb = None if on_epoch is None else (
-                lambda point, i=seed - config.seed: on_epoch(point, i, config.repeats))
+                lambda point, i=seed - config.seed: on_epoch(point, i, config.seeds))
             results.append(train_seed(model_factory, data, config, device, seed, callback, epoch_cb))
             if results[-1].diverged:
                 break
