@@ -14,11 +14,12 @@ C=32 see 32 channels at 32x32, 64 at 16x16 and 128 at 8x8):
 Each shape is timed through the harness's own timer (``bench.measure.timing.timed_loop``,
 perf_counter, blocks of calls when one call is shorter than ``--min-block-ms``)
 in interleaved rounds: every round times every shape once, in alternating order,
-so a drifting machine hits all shapes alike. Each round gives a shape the median
-of its samples; the shape's time (``ms_best``, from which GFLOP/s and the roof
-share are computed) is the quickest of its round medians, because on a shared
-machine interference only ever adds time; the median over rounds is kept beside
-it (``ms_median``), with the rounds' spread (IQR / median). The roof is probed
+so a drifting machine hits all shapes alike. A shape's time (``ms_best``, from
+which GFLOP/s and the roof share are computed) is its quickest sample over all
+rounds, because on a shared machine interference only ever adds time (on a
+loaded 2-core machine torch's two threads wait for each other: a 0.6 ms call
+read 60 ms); the median of all samples is kept beside it (``ms_median``), with
+the spread of the rounds' medians (IQR / median) and the noisy flag. The roof is probed
 before every round and after the last, and the best probe is kept, for the same
 reason. Bytes moved are the profiler's analytic count (weights + input +
 output, ``bench.measure.profile.layer_cost``) and the roof is its matmul-peak /
@@ -103,30 +104,33 @@ Key = Tuple[str, str, int, int, int, int]  # sweep, stage, channels, spatial, d,
 
 
 def measure(batch_sizes: Sequence[int], rounds: int, repeats: int, min_block_ms: float, warmup: int,
-            probes: List[Tuple[float, float]]) -> Dict[Key, Tuple[List[float], int, int]]:
-    """Round medians (ms per call), MACs and bytes of every shape x batch, timed in interleaved rounds;
+            probes: List[Tuple[float, float]]) -> Dict[Key, Tuple[List[List[float]], int, int]]:
+    """Samples per round (ms per call), MACs and bytes of every shape x batch, timed in interleaved rounds;
     a roof probe before each round is appended to ``probes``."""
     work = {}
     for sweep, stage, ch, hw, d in shapes():
         for batch in batch_sizes:
             work[(sweep, stage, ch, hw, d, batch)] = make_shape(ch, hw, d, batch)
-    times: Dict[Key, List[float]] = {key: [] for key in work}
+    times: Dict[Key, List[List[float]]] = {key: [] for key in work}
     keys = list(work)
     timer = PerfCounterTimer()
     for index in range(rounds):
         probes.append(probe_device("cpu", "fp32"))
         for key in keys if index % 2 == 0 else reversed(keys):
             loop = timed_loop(work[key][0], timer, warmup=warmup, repeats=repeats, min_block_ms=min_block_ms)
-            times[key].append(statistics.median(loop.samples))
+            times[key].append(loop.samples)
         print(f"round {index + 1}/{rounds} done", file=sys.stderr, flush=True)
     return {key: (times[key], work[key][1], work[key][2]) for key in keys}
 
 
-def rows(measured, peak: float, bandwidth: float, lanes: int, isa: str, capability: str,
-         threads: int) -> List[Dict[str, object]]:
+def rows(measured: Dict[Key, Tuple[List[List[float]], int, int]], peak: float, bandwidth: float, lanes: int,
+         isa: str, capability: str, threads: int) -> List[Dict[str, object]]:
+    """One CSV row per shape x batch."""
     out = []
-    for (sweep, stage, ch, hw, d, batch), (round_ms, macs, nbytes) in measured.items():
-        ms, best = statistics.median(round_ms), min(round_ms)
+    for (sweep, stage, ch, hw, d, batch), (per_round, macs, nbytes) in measured.items():
+        samples = [x for one in per_round for x in one]
+        round_ms = [statistics.median(one) for one in per_round]
+        ms, best = statistics.median(samples), min(samples)
         intensity = macs * batch / nbytes
         gflop_s = 2 * macs * batch / (best / 1e3) / 1e9
         roof = min(peak, 2 * intensity * bandwidth)

@@ -113,23 +113,22 @@ def sentence(path: str, batch_size: Optional[int] = None, study_d: int = 4) -> s
 
 
 def _caveats(part: pd.DataFrame) -> str:
-    """What makes the numbers above rough: noisy shapes, and shapes that beat the probed roof."""
+    """What makes the numbers above rough: noisy shapes."""
     out = []
-    noisy, over = int(part["noisy"].sum()), int((part["roof_share"] > 1).sum())
+    noisy = int(part["noisy"].sum())
     if noisy:
-        out.append(f"{noisy} of these {len(part)} shapes were noisy (their round medians spread by more than 10%), "
-                   "so their rates are rough")
-    if over:
-        out.append(f"{over} beat the probed roof, so the probe ran slow and the roof shares overstate")
+        out.append(f"{noisy} of these {len(part)} shapes were noisy (their round medians spread by more than 10%): "
+                   "each rate is the quickest of its samples on a shared machine, not a typical one")
     return (" " + "; ".join(out)[0].upper() + "; ".join(out)[1:] + ".") if out else ""
 
 
 def _trend(gf: dict, ds: List[int]) -> str:
-    steps = [gf[b] > gf[a] for a, b in zip(ds, ds[1:])]
-    if all(steps):
+    falls = [(a, b) for a, b in zip(ds, ds[1:]) if gf[b] <= gf[a]]
+    if not falls:
         return f"the rate rises at every doubling of d, {gf[ds[-1]] / gf[ds[0]]:.1f}x from d = {ds[0]} to {ds[-1]}"
     best = max(ds, key=lambda d: gf[d])
-    return f"the rate is not monotone in d (highest at d = {best}, {gf[best]:.3g} GFLOP/s)"
+    where = ", ".join(f"d = {a} -> {b} ({gf[a]:.3g} -> {gf[b]:.3g})" for a, b in falls)
+    return f"the rate is not monotone in d: it falls at {where} and is highest at d = {best}"
 
 
 def _lanes(gf: dict, lanes: int) -> str:
@@ -145,6 +144,12 @@ def _lanes(gf: dict, lanes: int) -> str:
 
 
 def _roofline(part: pd.DataFrame, peak: float, ridge: float) -> str:
+    over = part[part["roof_share"] > 1]
+    if len(over):  # a roof below a measured rate is a probe that ran slow: no position on it means anything
+        fast = over.loc[over["gflop_s"].idxmax()]
+        return (f"The roof probe ran slow ({peak:.3g} GFLOP/s peak, below the {fast.gflop_s:.3g} GFLOP/s that "
+                f"d = {int(fast.d)} reached, and {len(over)} of these {len(part)} shapes above their roof), so this "
+                "run places no shape on the roofline.")
     right = part[part["arithmetic_intensity"] > part["ridge_macs_per_byte"]]
     left = part[part["arithmetic_intensity"] <= part["ridge_macs_per_byte"]]
     out = []
