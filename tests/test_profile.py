@@ -343,6 +343,12 @@ def test_a_class_right_of_the_ridge_is_compute_bound_in_the_rooflines_terms_at_i
                         "terms, but reaching 10.0% of the 100 GFLOP/s peak")
 
 
+def test_a_class_within_10_percent_of_the_ridge_is_just_right_of_it():
+    rows = _rows(["grouped conv 3x3"], [25.6], [10 ** 6], [6 * 10 ** 7])  # 2.13 MACs/byte, ridge 2
+    sentence = profile_report.roofline_sentence(profile_report.class_table(rows), 100.0, 25.0)
+    assert "grouped conv 3x3 at 2.13 MACs/byte, just right of the ridge: compute-bound" in sentence
+
+
 def test_no_roofline_sentence_without_a_probed_roof_or_a_class_with_macs_and_time():
     rows = _rows(["conv 1x1", "batch norm"], [0.1, 9.9], [10 ** 6, 0], [10 ** 6, 10 ** 6])
     table = profile_report.class_table(rows)

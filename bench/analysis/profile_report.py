@@ -104,6 +104,7 @@ def largest_gap(table: pd.DataFrame) -> Optional[str]:
 
 
 ROOFLINE_MIN_TIME_SHARE = 0.05  # classes below this share of the time are not worth a roofline clause
+NEAR_RIDGE = 0.10  # "just left/right of the ridge" within this relative distance
 
 
 def ridge(peak: float, bandwidth: float) -> float:
@@ -126,13 +127,15 @@ def roofline_sentence(table: pd.DataFrame, peak: Optional[float], bandwidth: Opt
     knee = ridge(peak, bandwidth)
     clauses = []
     for cls, r in t.iterrows():
+        # within 10% of the ridge the side rests on the probe's precision: say so
+        near = "just " if abs(r["intensity"] / knee - 1) < NEAR_RIDGE else ""
         if r["intensity"] > knee:
-            side = (f"right of the ridge: compute-bound in the roofline's terms, but reaching "
+            side = (f"{near}right of the ridge: compute-bound in the roofline's terms, but reaching "
                     f"{r['gflop_s'] / peak:.1%} of the {peak:.3g} GFLOP/s peak")
         else:
             roof = 2 * r["intensity"] * bandwidth
-            side = (f"left of the ridge: memory-bound in the roofline's terms, reaching {r['gflop_s'] / roof:.1%} "
-                    f"of the {roof:.3g} GFLOP/s its bytes allow at {bandwidth:.3g} GB/s")
+            side = (f"{near}left of the ridge: memory-bound in the roofline's terms, reaching "
+                    f"{r['gflop_s'] / roof:.1%} of the {roof:.3g} GFLOP/s its bytes allow at {bandwidth:.3g} GB/s")
         clauses.append(f"{cls} at {r['intensity']:.3g} MACs/byte, {side}")
     return f"Roofline (ridge at {knee:.3g} MACs/byte): " + "; ".join(clauses)
 
