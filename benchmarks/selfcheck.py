@@ -27,7 +27,8 @@ too (``harness sys``, ``timer sys``), and the allocator in effect is named
 (``--cpu-allocator``, default tuned, as in a grid run).
 
     python -m benchmarks.selfcheck [--threads 2] [--tolerance 0.05] [--max-allowance 0.03] [--rounds 6]
-        [--cpu-allocator tuned|system] [--inject-slowdown 0.10] [--case TEXT] [--out results/selfcheck-cpu.txt]
+        [--cpu-allocator tuned|system] [--inject-slowdown 0.10] [--case TEXT] [--input-size 32|224]
+        [--out results/selfcheck-cpu.txt]
 
 Exit code 0 when every pair agrees, 1 otherwise.
 """
@@ -159,6 +160,7 @@ def main(argv: List[str] = None) -> int:
     p.add_argument("--cpu-allocator", choices=allocator.ALLOCATORS, default=allocator.DEFAULT_ALLOCATOR,
                    help="heap allocator of this process (see README: the CPU allocator)")
     p.add_argument("--case", default=None, metavar="TEXT", help="only the cases whose model label contains TEXT")
+    p.add_argument("--input-size", type=int, default=None, help="only the cases at this input size (32 or 224)")
     p.add_argument("--out", default=None, help="also write the table to this file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -173,7 +175,7 @@ def main(argv: List[str] = None) -> int:
     print("\n".join(lines), flush=True)
     failed = False
     for name, fields, size, batch in CASES:
-        if args.case and args.case not in name:
+        if (args.case and args.case not in name) or (args.input_size and args.input_size != size):
             continue
         cell = expand_grid({"include": [{**fields, "input_size": size, "device": "cpu", "batch_sizes": [batch],
                                          "warmup": 3, "repeats": "auto", "max_time_s": args.max_time,
