@@ -62,3 +62,10 @@ def test_the_allowance_is_the_intervals_half_width_capped():
     assert wide.allowance == 0.03  # a spread of 25% does not excuse a 10% gap
     assert compare([1.09] * 3, [1.0] * 3, 0.05, 0.03).allowance == 0.03  # too few rounds: the cap
     assert not compare([1.09] * 3, [1.0] * 3, 0.05, 0.03).ok
+
+
+def test_rounds_spread_beyond_25_percent_are_inconclusive_not_a_disagreement():
+    # two threads on two busy cores: the per-round ratios ranged 0.24..2.9
+    verdict = compare([0.24, 0.5, 0.7, 0.9, 1.3, 2.9], [1.0] * 6, tolerance=0.05, max_allowance=0.03)
+    assert not verdict.ok and not verdict.conclusive and verdict.label.startswith("INCONCLUSIVE")
+    assert compare([1.2] * 6, [1.0] * 6, 0.05, 0.03).label == "DISAGREE"
