@@ -323,6 +323,16 @@ def latency_predictions(grid, run_csv: str) -> Dict[str, str]:
     return notes
 
 
+def _gmacs(macs: int) -> str:
+    """GMACs for the listing; a count beyond a float's range (a width of 1e200) in powers of ten, not a crash."""
+    try:
+        return f"{macs / 1e9:8.3f}"
+    except OverflowError:
+        from decimal import Decimal
+
+        return f"{Decimal(macs) / 10 ** 9:.3e}"
+
+
 def print_dry_run(grid, out: Optional[str] = None, shard=None, retry_failed: bool = False,
                   predictions: Optional[Dict[str, str]] = None) -> None:
     """The cells a run would see; with an existing ``out``, which of them it would run; with
@@ -349,6 +359,6 @@ def print_dry_run(grid, out: Optional[str] = None, shard=None, retry_failed: boo
         train = "train" if s.get("train") is not None else "no-train"
         mark = f"{state.get(cell.cell_id, ''):7s} " if state else ""
         note = f"  latency: {predictions[cell.cell_id]}" if predictions else ""
-        print(f"  {mark}{cell.cell_id}  {cell.variant:28s} params={c.params:>12,d}  MACs={c.macs / 1e9:8.3f}G  "
+        print(f"  {mark}{cell.cell_id}  {cell.variant:28s} params={c.params:>12,d}  MACs={_gmacs(c.macs)}G  "
               f"{s['device']} {s['precision']} bs={','.join(map(str, s['batch_sizes']))} {train}  [{cell.origin}]"
               f"{note}")

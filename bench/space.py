@@ -45,6 +45,14 @@ CONSTRAINTS = {"macs": "macs", "params": "params", "activations": "acts"}  # nam
 DEFAULT_GROUP_BY = "cardinality"
 # A space that accepts nothing in this many draws is refused at once (with what the draws looked like).
 ZERO_ACCEPTANCE_TRIES = 2000
+# A space whose current run of rejections is this many times longer than the mean number of draws per accepted
+# sample so far has run dry (nearly every draw is a duplicate): a run of 20 mean gaps has probability about
+# e^-20 while the acceptance rate holds, so this refuses an exhausted space, not an unlucky one.
+STALL_FACTOR = 20
+# Draws are floats: beyond 2^53 a rounded draw cannot reach every integer, and counts derived from such a
+# setting overflow a float (a width of 1e300 makes 1e600 MACs).
+MAX_INTEGER_BOUND = 2 ** 53
+MAX_N = 1_000_000  # a dry run lists ~2,000 cells a second: beyond this a space is not a grid
 
 
 def default_max_tries(n: int) -> int:
@@ -120,8 +128,9 @@ def parse_space(raw: Any, path: str, check: Callable[[str, Any, str], Any], know
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise GridError(path, f"{where}.seed", f"expected an integer >= 0, got {seed!r}")
     n = raw.get("n")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise GridError(path, f"{where}.n", f"expected the number of samples, an integer >= 1, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
+        raise GridError(path, f"{where}.n", f"expected the number of samples, an integer from 1 to {MAX_N:,}, "
+                                            f"got {n!r}")
     max_tries = raw.get("max_tries", default_max_tries(n))
     if isinstance(max_tries, bool) or not isinstance(max_tries, int) or max_tries < n:
         raise GridError(path, f"{where}.max_tries", f"expected an integer >= n ({n}), got {max_tries!r}")
@@ -191,8 +200,8 @@ def _distribution(key: str, spec: Any, path: str, keypath: str, check: Callable[
             raise GridError(path, keypath, f"expected a non-empty list of values, got {values!r}")
         return Distribution(kind, tuple(check(key, v, f"{keypath}[{i}]") for i, v in enumerate(values)))
     bounds = [_number(x) for x in values] if isinstance(values, list) and len(values) == 2 else None
-    if bounds is None or None in bounds or bounds[0] > bounds[1]:
-        raise GridError(path, keypath, f"expected [low, high] with low <= high, got {values!r}")
+    if bounds is None or None in bounds or not all(map(math.isfinite, bounds)) or bounds[0] > bounds[1]:
+        raise GridError(path, keypath, f"expected [low, high], two finite numbers with low <= high, got {values!r}")
     lo, hi = bounds
     if kind == "log_uniform" and lo <= 0:
         raise GridError(path, keypath, f"expected low > 0 (a log scale), got {values!r}")
@@ -201,10 +210,29 @@ def _distribution(key: str, spec: Any, path: str, keypath: str, check: Callable[
             raise GridError(path, keypath, f"expected two integers, got {values!r}")
         lo, hi = int(lo), int(hi)
     integer = kind == "int" or _takes_integers(key, check)
+    if integer and max(abs(lo), abs(hi)) > MAX_INTEGER_BOUND:
+        raise GridError(path, keypath, f"expected bounds within +-2^53 for an integer setting (a float draw cannot "
+                                       f"reach every integer beyond), got {values!r}")
     # both ends must be valid values of the setting (e.g. cardinality >= 1)
     for end, x in (("low", lo), ("high", hi)):
         check(key, int(round(x)) if integer else x, f"{keypath} ({end} end)")
     return Distribution(kind, (lo, hi), integer)
+
+
+def space_size(space: Space) -> Optional[int]:
+    """An upper bound on the distinct draws of ``space`` (choices x integers in each range); None when a
+    setting is continuous. Constraints and architectures that coincide only lower the true count."""
+    size = 1
+    for dist in space.distributions.values():
+        if dist.kind == "choice":
+            size *= len(dist.values)
+        elif dist.kind == "int":
+            size *= dist.values[1] - dist.values[0] + 1
+        elif dist.integer:
+            size *= int(round(dist.values[1])) - int(round(dist.values[0])) + 1
+        else:
+            return None
+    return size
 
 
 def _takes_integers(key: str, check: Callable[[str, Any, str], Any]) -> bool:
@@ -231,15 +259,20 @@ def draw_samples(space: Space, path: str, resolve: Callable[[Dict[str, Any]], Mo
     ``resolve(draw)`` returns the model the draw makes on top of the grid's
     defaults, raising ``ValueError`` for an impossible one (a rejection,
     counted as ``invalid``)."""
+    size = space_size(space)
+    if size is not None and size < space.n:
+        raise GridError(path, "sample.n", f"n={space.n:,} exceeds the {size:,} distinct draws the settings allow "
+                                          "(choices x integers in each range); lower n or widen the settings")
     rng = random.Random(space.seed)
     report = SampleReport(space.n)
     keys = sorted(space.distributions)
     entries: List[Tuple[str, Dict[str, Any]]] = []
     seen = set()
     ranges: Dict[str, List[float]] = {}
+    last = 0  # the try that found the latest sample
     while report.accepted < space.n:
-        if report.tries >= space.max_tries or (report.tries >= ZERO_ACCEPTANCE_TRIES and not report.accepted):
-            raise GridError(path, "sample", _refusal(space, report, ranges))
+        if report.tries >= space.max_tries or _stalled(report, last):
+            raise GridError(path, "sample", _refusal(space, report, ranges, report.tries - last))
         report.tries += 1
         draw = {k: space.distributions[k].draw(rng) for k in keys}
         verdict = _judge(draw, resolve, space, seen, ranges)
@@ -247,9 +280,17 @@ def draw_samples(space: Space, path: str, resolve: Callable[[Dict[str, Any]], Mo
             report.rejected[verdict] += 1
             continue
         report.accepted += 1
+        last = report.tries
         desc = ", ".join(f"{k}={_short(v)}" for k, v in draw.items())
         entries.append((f"sample[{report.accepted - 1}] ({desc})", draw))
     return entries, report
+
+
+def _stalled(report: SampleReport, last: int) -> bool:
+    """No new sample for ZERO_ACCEPTANCE_TRIES draws and for STALL_FACTOR mean gaps (see STALL_FACTOR)."""
+    gap = report.tries - last
+    mean_gap = last / report.accepted if report.accepted else 0
+    return gap >= max(ZERO_ACCEPTANCE_TRIES, STALL_FACTOR * mean_gap)
 
 
 def _judge(draw: Dict[str, Any], resolve: Callable[[Dict[str, Any]], ModelConfig], space: Space,
@@ -278,11 +319,12 @@ def _judge(draw: Dict[str, Any], resolve: Callable[[Dict[str, Any]], ModelConfig
 _MODEL_KEYS = frozenset(f.name for f in ModelConfig.__dataclass_fields__.values()) | {"preset"}
 
 
-def _refusal(space: Space, report: SampleReport, ranges: Dict[str, List[float]]) -> str:
+def _refusal(space: Space, report: SampleReport, ranges: Dict[str, List[float]], gap: int) -> str:
     spans = "; ".join(f"{name} ranged {lo:.4g}..{hi:.4g} against [{space.constraints[name][0]:.4g}, "
                       f"{space.constraints[name][1]:.4g}]" for name, (lo, hi) in ranges.items())
+    why_stop = "max_tries" if report.tries >= space.max_tries else f"none new in the last {gap} draws"
     head = (f"no draw was accepted in {report.tries} tries" if not report.accepted else
-            f"only {report.accepted} of n={space.n} distinct samples after {report.tries} tries (max_tries)")
+            f"only {report.accepted} of n={space.n} distinct samples after {report.tries} tries ({why_stop})")
     why = ", ".join(f"{k} {v}" for k, v in report.rejected.most_common())
     return f"{head}; rejected: {why}" + (f"; {spans}" if spans else "") + \
         "; widen the distributions or the constraints, or lower n"

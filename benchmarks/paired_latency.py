@@ -9,7 +9,11 @@ whether B differs from A.
 
     python -m benchmarks.paired_latency --grid grids/study-cpu-speed.yaml \\
         --a resnet29_w0.25 --b resnext29_32x4d_w0.25 --batch-size 1 [--phase inference|train_step]
-        [--rounds 30] [--calls 10] [--threads 2]
+        [--rounds 30] [--calls 10] [--threads 2] [--rounds-csv results/studies/cpu-cardinality/paired_rounds.csv]
+
+``--rounds-csv`` appends every round (A's and B's ms, the ratio, who went
+first) to a CSV, so the printed ratio and interval can be recomputed from the
+file (``bench.measure.paired.read_rounds``); nothing already in it is changed.
 
 Each variant runs with its cell's device, precision, memory format and
 ``cpu_allocator`` (both must agree on the allocator: it is one per process).
@@ -17,7 +21,9 @@ Each variant runs with its cell's device, precision, memory format and
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from typing import Callable, List, Optional
 
 import torch
@@ -26,7 +32,7 @@ from bench.errors import UserError
 from bench.grid import Cell, load_grid
 from bench.measure import allocator
 from bench.measure.numerics import autocast, numeric_settings
-from bench.measure.paired import PairedRatio, time_interleaved
+from bench.measure.paired import PairedRatio, comparison_label, rounds_csv, time_interleaved
 from bench.measure.profile import inference_fn, train_step_fn
 from bench.measure.timing import make_timer
 from bench.run.cell import build_for_cell, memory_format_of
@@ -77,6 +83,15 @@ def compare(grid: str, name_a: str, name_b: str, batch: int, phase: str, rounds:
         return time_interleaved(fn_a, fn_b, make_timer(device), rounds=rounds, calls=calls)
 
 
+def append_rounds(path: str, paired: PairedRatio, comparison: str, started: str) -> None:
+    """Append the rounds to ``path`` (with the header when the file is new); follows no symlink."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    with os.fdopen(fd, "a") as f:
+        f.write(rounds_csv(paired, comparison, started, header=os.fstat(f.fileno()).st_size == 0))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", required=True)
@@ -87,12 +102,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=30, help="alternating rounds (>= 6 for a 95%% interval)")
     parser.add_argument("--calls", type=int, default=10, help="timed calls of each variant per round")
     parser.add_argument("--threads", type=int, default=None, help="default: the cells' own setting")
+    parser.add_argument("--rounds-csv", default=None, metavar="PATH", help="append every round to this CSV")
     args = parser.parse_args(argv)
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     try:
         paired = compare(args.grid, args.a, args.b, args.batch_size, args.phase, args.rounds, args.calls,
                          args.threads)
+        if args.rounds_csv:
+            append_rounds(args.rounds_csv, paired, comparison_label(args.phase, args.batch_size, args.a, args.b),
+                          started)
     except (UserError, allocator.AllocatorConflict, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: {args.rounds_csv}: cannot append the rounds: {error.strerror or error}", file=sys.stderr)
         return 2
     print(f"{args.phase} at batch {args.batch_size}: {paired.describe(args.a, args.b)}")
     return 0

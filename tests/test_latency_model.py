@@ -60,6 +60,46 @@ def test_too_few_cells_are_refused_with_one_line():
         L.fit(known_points(6).head(5), KEY, source="run.csv")
 
 
+def test_a_model_of_a_known_power_law_beats_every_baseline_on_the_same_folds():
+    model = L.fit(known_points(), KEY)
+    assert [b.name for b in model.baselines] == ["constant", "MACs only", "activations only"]
+    assert all(b.beaten and b.p_value < 1e-6 and b.median_ape > 0.01 for b in model.baselines)
+    assert model.beats_baselines and model.verdict().startswith("beats constant (p = ")
+    assert all(len(b.heldout_ape) == len(model.heldout_ape) for b in model.baselines)  # the same cells
+
+
+def test_a_constant_baseline_held_out_is_the_geometric_mean_of_the_other_folds():
+    # intercept only, k = n: each cell predicted by the geometric mean of the others (as the constant baseline is)
+    pts = known_points(10)
+    pts["latency_bs1_ms"] = [1.0] * 9 + [8.0]
+    model = L.fit(pts, KEY, k=10)
+    constant = model.baselines[0].heldout_ape
+    others = np.exp(np.log(pts["latency_bs1_ms"]).sum() - np.log(pts["latency_bs1_ms"]))  # product of the rest
+    expected = np.abs(others ** (1 / 9) / pts["latency_bs1_ms"] - 1)
+    assert sorted(constant) == pytest.approx(sorted(expected))
+
+
+def test_a_model_of_pure_noise_does_not_beat_the_constant_and_says_no_claim_rests_on_it():
+    pts = known_points(60, seed=3)
+    pts["latency_bs1_ms"] = np.exp(np.random.default_rng(4).normal(1.0, 0.3, len(pts)))  # counts explain nothing
+    model = L.fit(pts, KEY)
+    constant = model.baselines[0]
+    assert not constant.beaten and not model.beats_baselines
+    assert "does not beat constant (held-out median APE" in model.verdict()
+    assert model.verdict().endswith("no claim rests on this model")
+
+
+def test_quiet_points_drop_variants_whose_batch_1_latency_is_flagged_noisy():
+    speed = pd.DataFrame({"device": "cpu", "device_name": "X", "precision": "fp32", "threads": [2, 2, 2],
+                          "variant_id": ["a", "b", "c"], "latency_bs1_ms": [1.0, 2.0, 3.0]})
+    rows = pd.DataFrame({"device": "cpu", "device_name": "X", "precision": "fp32", "threads": 2,
+                         "variant_id": ["a", "a", "b", "c"], "batch_size": [1, 32, 1, 1],
+                         "latency_noisy": [False, True, True, None]})
+    # a's batch-32 row is noisy but its batch-1 latency is not; c's flag is unset (an older file): kept
+    assert list(L.quiet_points(speed, rows)["variant_id"]) == ["a", "c"]
+    assert list(L.quiet_points(speed, rows.drop(columns="latency_noisy"))["variant_id"]) == ["a", "b", "c"]
+
+
 def test_a_group_the_model_never_saw_has_no_prediction():
     assert all(math.isnan(v) for v in L.fit(known_points(), KEY).predict(5e7, 4e5, 3e5, "8"))
 
@@ -82,8 +122,8 @@ sample:
 """
 
 
-def _timed_run(tmp_path, env, timed=20):
-    """A result file in which the first ``timed`` sampled cells were timed at the known power law."""
+def _timed_run(tmp_path, env, timed=20, noisy=False, latency=power_law):
+    """A result file in which the first ``timed`` sampled cells were timed at ``latency`` (the known power law)."""
     grid_path = tmp_path / "space.yaml"
     grid_path.write_text(SPACE_YAML)
     grid = expand_grid(__import__("yaml").safe_load(SPACE_YAML), str(grid_path), cuda_available=False)
@@ -95,7 +135,8 @@ def _timed_run(tmp_path, env, timed=20):
                     "status": "ok", "device": "cpu", "device_name": env["cpu"].get("cpu_model"), "precision": "fp32",
                     "threads": 2, "cardinality": cell.model.cardinality, "batch_size": 1, "macs": c.macs,
                     "params": c.params, "activations": c.acts,
-                    "latency_ms_median": power_law(c.macs, c.acts, c.params, str(cell.model.cardinality))})
+                    "latency_noisy": noisy,
+                    "latency_ms_median": latency(c.macs, c.acts, c.params, str(cell.model.cardinality))})
         rows.append(row)
     csv = str(tmp_path / "run.csv")
     ResultWriter(csv).append(rows)
@@ -121,6 +162,21 @@ def test_dry_run_predict_annotates_untimed_samples_with_the_model_s_latency(tmp_
             predicted = float(line.split("latency: predicted ")[1].split(" ms")[0])
             known = power_law(c.macs, c.acts, c.params, str(cell.model.cardinality))
             assert predicted == pytest.approx(known, rel=2e-3)  # printed to 3 significant digits
+
+
+def test_dry_run_predict_refuses_a_run_whose_latencies_are_all_noisy(tmp_path, capsys):
+    grid_path, csv, _ = _timed_run(tmp_path, _this_machine(), noisy=True)
+    assert main(["--grid", grid_path, "--dry-run", "--predict", csv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "latency_noisy: all 20 batch-1 latencies are flagged noisy" in err and "\n" not in err
+
+
+def test_dry_run_predict_refuses_a_model_that_does_not_beat_its_baselines(tmp_path, capsys):
+    noise = iter(np.exp(np.random.default_rng(5).normal(1.0, 0.3, 30)))
+    grid_path, csv, _ = _timed_run(tmp_path, _this_machine(), timed=30, latency=lambda *counts: float(next(noise)))
+    assert main(["--grid", grid_path, "--dry-run", "--predict", csv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not beat constant" in err and err.endswith("no predictions from it") and "\n" not in err
 
 
 def test_dry_run_predict_refuses_a_run_from_another_machine(tmp_path, capsys):

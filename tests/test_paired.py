@@ -96,3 +96,34 @@ def test_the_script_names_the_grids_variants_when_one_is_missing(tmp_path, capsy
     assert main(["--grid", _grid(tmp_path), "--a", "resnet20", "--b", "resnet21"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no variant 'resnet21'; the grid has: resnet20, resnet20_w2" in err
+
+
+def test_the_rounds_csv_gives_back_the_ratio_and_interval_printed(tmp_path, capsys):
+    from benchmarks.paired_latency import main
+    from bench.measure.paired import read_rounds
+
+    rounds = tmp_path / "rounds.csv"
+    assert main(["--grid", _grid(tmp_path), "--a", "resnet20", "--b", "resnet20_w2", "--rounds", "7",
+                 "--calls", "1", "--rounds-csv", str(rounds)]) == 0
+    printed = capsys.readouterr().out
+    assert main(["--grid", _grid(tmp_path), "--a", "resnet20", "--b", "resnet20", "--rounds", "6",
+                 "--calls", "1", "--rounds-csv", str(rounds)]) == 0  # appended: the first comparison stays
+    back = read_rounds(str(rounds))
+    assert [key[0] for key in back] == ["inference bs1 resnet20_w2/resnet20", "inference bs1 resnet20/resnet20"]
+    first = next(iter(back.values()))
+    assert len(first.ratios) == 7 and first.describe("resnet20", "resnet20_w2") in printed
+    # recomputed by hand from the file's ratio column: the sign-test ranks at n = 7 (95%) are the extremes
+    import csv
+    with open(rounds) as f:
+        ratios = sorted(float(r["ratio"]) for r in csv.DictReader(f) if r["comparison"].startswith("inference bs1 resnet20_w2"))
+    assert first.interval == (ratios[0], ratios[-1]) and first.ratio == ratios[3]
+
+
+def test_a_malformed_rounds_csv_is_one_line_naming_the_line(tmp_path):
+    from bench.errors import UserError
+    from bench.measure.paired import ROUND_COLUMNS, read_rounds
+
+    path = tmp_path / "rounds.csv"
+    path.write_text(",".join(ROUND_COLUMNS) + "\ninference bs1 b/a,t,0.95,0,a,1.0,-2,x\n")
+    with pytest.raises(UserError, match=r"rounds.csv: line 2: expected positive finite ms"):
+        read_rounds(str(path))

@@ -358,3 +358,46 @@ def test_the_reference_holds_the_generated_profile_column_table():
 
     with open(os.path.join(os.path.dirname(__file__), "..", "docs", "reference.md"), encoding="utf-8") as f:
         assert markdown_table() in f.read()
+
+
+def _rows(cls, ms, macs, nbytes, batch=128):
+    """Profile rows of one inference group: per class ms, MACs per image, bytes per batch."""
+    return pd.DataFrame({"op_class": cls, "ms": ms, "macs": macs, "bytes": nbytes, "batch_size": batch})
+
+
+def test_a_class_right_of_the_ridge_is_compute_bound_in_the_rooflines_terms_at_its_share_of_the_peak():
+    # peak 100 GFLOP/s, 25 GB/s: ridge at 2 MACs/byte. Grouped 3x3: 1e6 MACs x 128 / 4e7 bytes = 3.2 MACs/byte,
+    # 2 x 1.28e8 MACs in 25.6 ms = 10 GFLOP/s = 10% of the peak; conv 1x1: 1 MAC/byte, 2.56e8 FLOPs in 51.2 ms
+    # = 5 GFLOP/s against the 2 x 1 x 25 = 50 GFLOP/s its bytes allow: 10% of the bandwidth roof
+    rows = _rows(["grouped conv 3x3", "conv 1x1", "batch norm"], [25.6, 51.2, 20.0], [10 ** 6, 10 ** 6, 0],
+                 [4 * 10 ** 7, 128 * 10 ** 6, 10 ** 8])
+    sentence = profile_report.roofline_sentence(profile_report.class_table(rows), 100.0, 25.0)
+    assert sentence == ("Roofline (ridge at 2 MACs/byte): conv 1x1 at 1 MACs/byte, left of the ridge: memory-bound "
+                        "in the roofline's terms, reaching 10.0% of the 50 GFLOP/s its bytes allow at 25 GB/s; "
+                        "grouped conv 3x3 at 3.2 MACs/byte, right of the ridge: compute-bound in the roofline's "
+                        "terms, but reaching 10.0% of the 100 GFLOP/s peak")
+
+
+def test_a_class_within_10_percent_of_the_ridge_is_just_right_of_it():
+    rows = _rows(["grouped conv 3x3"], [25.6], [10 ** 6], [6 * 10 ** 7])  # 2.13 MACs/byte, ridge 2
+    sentence = profile_report.roofline_sentence(profile_report.class_table(rows), 100.0, 25.0)
+    assert "grouped conv 3x3 at 2.13 MACs/byte, just right of the ridge: compute-bound" in sentence
+
+
+def test_no_roofline_sentence_without_a_probed_roof_or_a_class_with_macs_and_time():
+    rows = _rows(["conv 1x1", "batch norm"], [0.1, 9.9], [10 ** 6, 0], [10 ** 6, 10 ** 6])
+    table = profile_report.class_table(rows)
+    assert profile_report.roofline_sentence(table, None, 25.0) is None
+    assert profile_report.roofline_sentence(table, 100.0, 25.0) is None  # conv 1x1 has 1% of the time
+
+
+def test_the_committed_profile_calls_nothing_memory_bound_right_of_its_ridge():
+    df = profile_report.load_profiles(["results/studies/cpu-cardinality/profile/pair.profile.csv"])
+    for _, _, rows in profile_report.groups(df):
+        table = profile_report.class_table(rows)
+        knee = profile_report.ridge(rows["peak_gflop_s"].iloc[0], rows["bandwidth_gb_s"].iloc[0])
+        sentence = profile_report.roofline_sentence(table, rows["peak_gflop_s"].iloc[0], rows["bandwidth_gb_s"].iloc[0])
+        for clause in sentence.split(": ", 1)[1].split("; "):
+            cls = clause.split(" at ")[0]
+            right = table.loc[cls, "intensity"] > knee
+            assert ("compute-bound" in clause) == right and ("memory-bound" in clause) == (not right)

@@ -98,14 +98,54 @@ def test_a_sampled_grid_can_mix_with_include_cells():
     ({**SPACE, "constraints": {"macs": [60e6, 20e6]}}, "sample.constraints.macs", "impossible constraint"),
     ({**SPACE, "constraints": {"flops": [1, 2]}}, "sample.constraints.flops", "unknown constraint"),
     ({**SPACE, "constraints": {"macs": [1e3, 2e3]}}, "sample", "no draw was accepted in 2000 tries"),
-    ({**SPACE, "n": 50, "settings": {"cardinality": {"choice": [1, 2]}}, "constraints": {}}, "sample",
-     "only 2 of n=50 distinct samples"),
+    ({**SPACE, "n": 50, "settings": {"cardinality": {"choice": [1, 2]}}, "constraints": {}}, "sample.n",
+     "n=50 exceeds the 2 distinct draws the settings allow"),
+    ({**SPACE, "settings": {"cardinality": {"int": [1, float("inf")]}}}, "sample.settings.cardinality.int",
+     "two finite numbers"),
+    ({**SPACE, "settings": {"bottleneck_width": {"uniform": [4, float("nan")]}}},
+     "sample.settings.bottleneck_width.uniform", "two finite numbers"),
+    ({**SPACE, "settings": {"bottleneck_width": {"log_uniform": [4, 1e300]}}},
+     "sample.settings.bottleneck_width.log_uniform", "within +-2^53 for an integer setting"),
+    ({**SPACE, "n": 10 ** 8}, "sample.n", "an integer from 1 to 1,000,000"),
 ])
 def test_bad_spaces_are_refused_with_one_line(sample, where, message):
     with pytest.raises(GridError) as err:
         expand(sample)
     text = str(err.value)
     assert f"g.yaml: {where}: " in text and message in text and "\n" not in text
+
+
+def test_an_n_beyond_a_finite_space_is_refused_before_drawing_even_when_huge():
+    import time
+
+    space = {**SPACE, "n": 20_000, "settings": {**SPACE["settings"], "cardinality": {"choice": [1, 2, 4, 8, 16, 32]},
+                                                 "depth": {"choice": [20, 29, 38]}}}
+    started = time.process_time()
+    with pytest.raises(GridError, match=r"sample\.n: n=20,000 exceeds the 1,098 distinct draws"):
+        expand(space)  # 6 cardinalities x 61 rounded widths x 3 depths
+    assert time.process_time() - started < 1.0  # was 50 x n = 1,000,000 tries, 22 s
+
+
+def test_a_space_that_runs_dry_under_its_constraints_is_refused_once_new_samples_stop_coming():
+    # 4 x 61 x 3 = 732 settings could fill n = 600, but the MAC budget leaves far fewer: the sampler stops
+    # when the run of draws without a new sample grows to 20 mean gaps, instead of trying 50 x n times
+    from bench import space as S
+
+    with pytest.raises(GridError) as err:
+        expand({**SPACE, "n": 600})
+    text = str(err.value)
+    assert "sample: only " in text and "of n=600 distinct samples" in text and "none new in the last" in text
+    tries = int(text.split(" tries")[0].rsplit(" ", 1)[1])
+    assert tries < S.default_max_tries(600) / 3
+
+
+def test_a_continuous_setting_that_makes_few_architectures_stalls_in_bounded_draws():
+    # the channels round, so width_multiplier 0.25..0.26 makes a handful of models: no size bound applies,
+    # and the stall rule refuses after about max(2000, 20 mean gaps) draws
+    sample = {"seed": 0, "n": 40, "settings": {"width_multiplier": {"uniform": [0.25, 0.26]},
+                                               "cardinality": {"choice": [1, 2]}}}
+    with pytest.raises(GridError, match=r"only \d+ of n=40 distinct samples after \d+ tries \(none new"):
+        expand(sample)
 
 
 def test_a_zero_acceptance_refusal_says_what_the_draws_cost():
@@ -133,7 +173,7 @@ def test_the_cli_refuses_a_bad_space_before_any_work(tmp_path, capsys):
     out = tmp_path / "r.csv"
     assert main(["--grid", str(path), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"error: {path}: sample: only 1 of n=2") and "\n" not in err
+    assert err.startswith(f"error: {path}: sample.n: n=2 exceeds the 1 distinct draws") and "\n" not in err
     assert not out.exists()
 
 
@@ -147,3 +187,17 @@ def test_the_shipped_space_grids_train_and_time_the_same_48_architectures():
     assert len(train.cells) == 48 and all(20e6 <= model_complexity(c.model).macs <= 60e6 for c in train.cells)
     assert all(c.train is not None and not c.settings["speed"] for c in train.cells)
     assert all(c.train is None and c.settings["speed"] for c in speed.cells)
+
+
+def test_the_dry_run_lists_a_cell_whose_macs_exceed_a_float_instead_of_crashing(tmp_path, capsys):
+    path = tmp_path / "huge.yaml"
+    path.write_text("defaults: {preset: resnext29_32x4d, width_multiplier: 0.25, stem_width: 16, device: cpu}\n"
+                    f"include:\n  - {{bottleneck_width: {10 ** 200}}}\n")
+    assert main(["--grid", str(path), "--dry-run", "--out", str(tmp_path / "r.csv")]) == 0
+    from decimal import Decimal
+
+    from bench.grid import load_grid
+
+    macs = model_complexity(load_grid(str(path), cuda_available=False).cells[0].model).macs
+    printed = Decimal(capsys.readouterr().out.split("MACs=")[1].split("G")[0])
+    assert abs(printed * 10 ** 9 / macs - 1) < Decimal("1e-3")  # the count, in powers of ten beyond a float

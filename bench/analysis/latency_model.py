@@ -13,6 +13,15 @@ prediction band of a new cell is ``pred x exp(+-q)``, with q the 90th
 percentile of the held-out |log error|: nine in ten held-out cells fell inside
 such a band.
 
+A model is judged against the trivial predictors it must beat, fitted and
+held out on the same folds: a constant (the geometric mean latency), MACs alone
+(log latency on log MACs) and activations alone. It *beats* a baseline only
+when its held-out |log error| is smaller point for point, by a one-sided
+Wilcoxon signed-rank test at p < 0.05; a model that does not beat every
+baseline says so, and ``--predict`` refuses to use it. Only cells whose
+batch-1 latency is not flagged noisy (``latency_noisy``: spread, system time
+or other processes above 10%) are fitted: a model of noise predicts nothing.
+
 A model remembers the environment fingerprints (:mod:`bench.results.fingerprint`)
 of the runs it was fitted on and refuses to predict for any other: a latency
 model does not transfer between machines or software versions.
@@ -34,15 +43,22 @@ from bench.results.fingerprint import fingerprint
 FEATURES = ("macs", "activations", "params")
 K_FOLDS = 5
 BAND_QUANTILE = 90
+BEATS_P = 0.05  # one-sided Wilcoxon signed-rank level for "beats a baseline"
+# name -> (log features, group offsets): the predictors a latency model must beat
+BASELINES: Dict[str, Tuple[Tuple[str, ...], bool]] = {
+    "constant": ((), False), "MACs only": (("macs",), False), "activations only": (("activations",), False)}
+MODEL_NAME = "counts + group"
 
 ModelKey = Tuple[str, str, str, int]  # device, device name, precision, threads (0 = torch's default)
 
 
-def design_matrix(features: pd.DataFrame, levels: Sequence[str]) -> np.ndarray:
-    """[1, log MACs, log activations, log params, one-hot group (the first level is the reference)]."""
-    cols = [np.ones(len(features))] + [np.log(features[f].to_numpy(dtype=float)) for f in FEATURES]
-    groups = features["group"].astype(str).to_numpy()
-    cols += [(groups == level).astype(float) for level in levels[1:]]
+def design_matrix(features: pd.DataFrame, levels: Sequence[str], columns: Sequence[str] = FEATURES,
+                  groups: bool = True) -> np.ndarray:
+    """[1, log of each of ``columns``, one-hot group (the first level is the reference) when ``groups``]."""
+    cols = [np.ones(len(features))] + [np.log(features[f].to_numpy(dtype=float)) for f in columns]
+    if groups:
+        labels = features["group"].astype(str).to_numpy()
+        cols += [(labels == level).astype(float) for level in levels[1:]]
     return np.column_stack(cols)
 
 
@@ -83,6 +99,38 @@ def percentage_errors(log_pred: np.ndarray, log_true: np.ndarray) -> np.ndarray:
     return np.abs(np.exp(log_pred - log_true) - 1)
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """A trivial predictor's held-out errors on the model's folds, and whether the model beats it."""
+
+    name: str
+    heldout_ape: np.ndarray
+    p_value: float  # one-sided Wilcoxon signed-rank: the model's |log error| is smaller
+
+    @property
+    def median_ape(self) -> float:
+        return float(np.median(self.heldout_ape))
+
+    @property
+    def p90_ape(self) -> float:
+        return float(np.percentile(self.heldout_ape, BAND_QUANTILE))
+
+    @property
+    def beaten(self) -> bool:
+        return self.p_value < BEATS_P
+
+
+def beats_p_value(model_abs_log: np.ndarray, baseline_abs_log: np.ndarray) -> float:
+    """One-sided Wilcoxon signed-rank p that the model's |log errors| are smaller than the baseline's, paired
+    by cell; 1.0 when every pair ties (nothing to tell them apart)."""
+    from scipy.stats import wilcoxon
+
+    diff = model_abs_log - baseline_abs_log
+    if not np.any(diff != 0):
+        return 1.0
+    return float(wilcoxon(model_abs_log, baseline_abs_log, alternative="less", zero_method="wilcox").pvalue)
+
+
 @dataclass
 class LatencyModel:
     key: ModelKey
@@ -94,6 +142,23 @@ class LatencyModel:
     band_log: float  # 90th percentile of the held-out |log error|
     fingerprints: List[Dict[str, Any]] = field(default_factory=list)
     measured: pd.DataFrame = field(default=None, repr=False)  # type: ignore[assignment]
+    baselines: List[Baseline] = field(default_factory=list)
+
+    @property
+    def beats_baselines(self) -> bool:
+        return all(b.beaten for b in self.baselines)
+
+    def verdict(self) -> str:
+        """'beats the constant (p = 0.001), MACs only (...) and ...' or what it does not beat."""
+        if not self.baselines:
+            return "no baseline compared"
+        lost = [b for b in self.baselines if not b.beaten]
+        if not lost:
+            return "beats " + ", ".join(f"{b.name} (p = {b.p_value:.2g})" for b in self.baselines) + \
+                " on held-out error (one-sided Wilcoxon signed-rank)"
+        return ("does not beat " + ", ".join(f"{b.name} (held-out median APE {b.median_ape:.1%} vs "
+                                            f"{self.median_ape:.1%}, p = {b.p_value:.2g})" for b in lost)
+                + ": no claim rests on this model")
 
     @property
     def median_ape(self) -> float:
@@ -140,8 +205,31 @@ def fit(points: pd.DataFrame, key: ModelKey, k: int = K_FOLDS,
     ok = ~np.isnan(held)
     ape = percentage_errors(held[ok], y[ok])
     band = float(np.percentile(np.abs(held[ok] - y[ok]), BAND_QUANTILE)) if ok.any() else math.inf
+    baselines = []
+    for name, (columns, groups) in BASELINES.items():
+        # the same folds and the same cells as the model, so each pair of errors is one cell predicted twice
+        base = heldout_predictions(design_matrix(points, levels, columns, groups), y, folds)[ok]
+        baselines.append(Baseline(name, percentage_errors(base, y[ok]),
+                                  beats_p_value(np.abs(held[ok] - y[ok]), np.abs(base - y[ok]))))
     return LatencyModel(key, levels, fit_least_squares(x, y), len(points), k, ape, band,
-                        list(fingerprints or []), points.assign(heldout_ms=np.exp(held)))
+                        list(fingerprints or []), points.assign(heldout_ms=np.exp(held)), baselines)
+
+
+def quiet_points(speed: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """The speed points whose batch-1 latency row is not flagged ``latency_noisy`` (an unset flag, as in files
+    older than the column, counts as not noisy)."""
+    if "latency_noisy" not in rows.columns:
+        return speed
+    flag = rows["latency_noisy"].astype(str).str.strip().str.lower().isin(("true", "1"))
+    batch = pd.to_numeric(rows["batch_size"], errors="coerce")
+    keys = ["device", "device_name", "precision", "threads", "variant_id"]
+    noisy = rows[flag & (batch == 1)][keys].copy()
+    noisy["threads"] = pd.to_numeric(noisy["threads"], errors="coerce").fillna(0)
+    marks = set(map(tuple, noisy.astype(str).to_numpy()))
+    speed_keys = speed[keys].copy()
+    speed_keys["threads"] = pd.to_numeric(speed_keys["threads"], errors="coerce").fillna(0)
+    keep = [tuple(k) not in marks for k in speed_keys.astype(str).to_numpy()]
+    return speed[keep]
 
 
 def describe(key: ModelKey) -> str:
@@ -216,4 +304,13 @@ def load_predictor(csv_path: str) -> Predictor:
     speed["group"] = group_labels(speed, group_by).to_numpy()
     timed = {(str(r.variant_id), str(r.device), str(r.precision)): float(r.latency_bs1_ms)
              for r in speed.itertuples()}
-    return Predictor(csv_path, fit_all(speed, [sidecar], csv_path), group_by, timed)
+    quiet = quiet_points(speed, ok)
+    if quiet.empty:
+        raise UserError(f"{csv_path}: latency_noisy: all {len(speed)} batch-1 latencies are flagged noisy; a latency "
+                        "model is fitted on quiet cells only: re-time some on a quiet machine")
+    models = fit_all(quiet, [sidecar], csv_path)
+    for model in models.values():
+        if not model.beats_baselines:
+            raise UserError(f"{csv_path}: latency model for {describe(model.key)} {model.verdict()}; "
+                            "no predictions from it")
+    return Predictor(csv_path, models, group_by, timed)

@@ -5,7 +5,11 @@ variant x batch size x phase group (inference; the training step), the
 operator classes' time share is set beside their MAC share, the MAC-carrying
 classes are placed on a roofline (achieved GFLOP/s against MACs per byte,
 under the device's measured peak and bandwidth), and one sentence names the
-class whose time share and MAC share differ most.
+class whose time share and MAC share differ most. A second sentence places
+each MAC-carrying class that takes a real share of the time on that roofline:
+left of the ridge it is memory-bound in the roofline's terms, right of it
+compute-bound, and in both cases the share of the roof it reaches is given, so
+no explanation says more than the measurements beside it.
 """
 from __future__ import annotations
 
@@ -97,6 +101,43 @@ def largest_gap(table: pd.DataFrame) -> Optional[str]:
     cls = max(t.index, key=lambda c: round(excess[c], 9))
     time, macs = t.loc[cls, "time_share"], t.loc[cls, "mac_share"]
     return f"{cls}: {_pct(macs, time)} of MACs, {_pct(time, macs)} of time"
+
+
+ROOFLINE_MIN_TIME_SHARE = 0.05  # classes below this share of the time are not worth a roofline clause
+NEAR_RIDGE = 0.10  # "just left/right of the ridge" within this relative distance
+
+
+def ridge(peak: float, bandwidth: float) -> float:
+    """The roofline's ridge in MACs per byte: where 2 FLOPs per MAC x bandwidth reaches the peak."""
+    return peak / (2 * bandwidth)
+
+
+def roofline_sentence(table: pd.DataFrame, peak: Optional[float], bandwidth: Optional[float]) -> Optional[str]:
+    """Where each MAC-carrying class with >= 5% of the time sits against the probed roof, from the numbers.
+
+    'grouped conv 3x3: 1.59 MACs/byte, right of the ridge (1.51): compute-bound in the roofline's terms, but
+    reaching 9.1% of the 97.4 GFLOP/s peak'. None without a probed roof or such a class.
+    """
+    if not peak or not bandwidth or pd.isna(peak) or pd.isna(bandwidth):
+        return None
+    t = table.dropna(subset=["gflop_s", "intensity"])
+    t = t[(t["macs"] > 0) & (t["time_share"] >= ROOFLINE_MIN_TIME_SHARE)]
+    if t.empty:
+        return None
+    knee = ridge(peak, bandwidth)
+    clauses = []
+    for cls, r in t.iterrows():
+        # within 10% of the ridge the side rests on the probe's precision: say so
+        near = "just " if abs(r["intensity"] / knee - 1) < NEAR_RIDGE else ""
+        if r["intensity"] > knee:
+            side = (f"{near}right of the ridge: compute-bound in the roofline's terms, but reaching "
+                    f"{r['gflop_s'] / peak:.1%} of the {peak:.3g} GFLOP/s peak")
+        else:
+            roof = 2 * r["intensity"] * bandwidth
+            side = (f"{near}left of the ridge: memory-bound in the roofline's terms, reaching "
+                    f"{r['gflop_s'] / roof:.1%} of the {roof:.3g} GFLOP/s its bytes allow at {bandwidth:.3g} GB/s")
+        clauses.append(f"{cls} at {r['intensity']:.3g} MACs/byte, {side}")
+    return f"Roofline (ridge at {knee:.3g} MACs/byte): " + "; ".join(clauses)
 
 
 def groups(df: pd.DataFrame) -> List[Tuple[Tuple, str, pd.DataFrame]]:
@@ -201,8 +242,8 @@ def render(df: pd.DataFrame, out_dir: str, paths: Sequence[str]) -> List[str]:
     lines = ["## Where the time goes (profile)", "",
              "From " + ", ".join(f"`{p}`" for p in paths) + ": torch.profiler over extra untimed iterations, "
              "time attributed to operator classes (per stage in the CSV), set beside the analytic MACs. Shares are "
-             "fairly robust to a loaded machine; absolute ms and GFLOP/s are not. Memory-bound classes carry no "
-             "MACs and so are absent from the roofline.", ""]
+             "fairly robust to a loaded machine; absolute ms and GFLOP/s are not. Classes without MACs (batch "
+             "norm, ReLU, adds, pooling) are absent from the roofline.", ""]
     for key, group, rows in groups(df):
         cell_id, variant, device, precision, batch = key
         table = class_table(rows)
@@ -211,11 +252,14 @@ def render(df: pd.DataFrame, out_dir: str, paths: Sequence[str]) -> List[str]:
         lines += [f"### {title}", ""]
         if gap:
             lines += [f"Largest gap: {gap}.", ""]
+        r = rows.iloc[0]
+        roof = roofline_sentence(table, r["peak_gflop_s"], r["bandwidth_gb_s"])
+        if roof:
+            lines += [f"{roof}.", ""]
         lines += [agreement_line(rows), ""]
         lines += format_class_table(table) + [""]
         base = _slug("profile", variant, f"bs{int(batch)}", device, precision, group)
         share_chart(table, f"time share vs MAC share: {title}", os.path.join(out_dir, base + "-shares"))
-        r = rows.iloc[0]
         roofline_chart(table, r["peak_gflop_s"], r["bandwidth_gb_s"], f"roofline: {title}",
                        os.path.join(out_dir, base + "-roofline"))
         lines += [f"![time share vs MAC share, {title}]({base}-shares.png)", "",

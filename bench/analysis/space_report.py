@@ -47,7 +47,7 @@ def section(rows: pd.DataFrame, sidecars: Sequence[Optional[dict]], out_dir: str
     if len(speed):
         speed["group"] = _groups(speed, ok, by)
         lines += _speed_lines(speed, by, out_dir)
-        lines += _latency_model_lines(speed, sidecars, out_dir)
+        lines += _latency_model_lines(speed, ok, out_dir)
     return lines
 
 
@@ -137,28 +137,39 @@ def _speed_lines(speed: pd.DataFrame, by: str, out_dir: str) -> List[str]:
     return lines
 
 
-def _latency_model_lines(speed: pd.DataFrame, sidecars: Sequence[Optional[dict]], out_dir: str) -> List[str]:
+def _latency_model_lines(speed: pd.DataFrame, rows: pd.DataFrame, out_dir: str) -> List[str]:
     lines = ["### Latency model", "",
              "log latency = b0 + b1 log MACs + b2 log activations + b3 log params + a group offset, fitted per "
-             "device, precision and thread count on the timed variants; errors are held out (k-fold, folds "
-             "stratified by group): each variant predicted by a fit that never saw it.", ""]
-    body = []
+             "device, precision and thread count on the timed variants whose batch-1 latency is not flagged noisy; "
+             "errors are held out (k-fold, folds stratified by group): each variant predicted by a fit that never "
+             "saw it. Beside it, on the same folds, the baselines it must beat: a constant (the geometric mean), "
+             "MACs alone and activations alone. The model beats a baseline when its held-out |log error| is "
+             f"smaller cell for cell (one-sided Wilcoxon signed-rank, p < {L.BEATS_P}).", ""]
     for key, points in speed[speed["latency_bs1_ms"].notna()].groupby(
             ["device", "device_name", "precision", "threads"], sort=False):
         key = (str(key[0]), str(key[1]), str(key[2]), int(key[3]))
+        quiet = L.quiet_points(points, rows)
+        lines += [f"**{L.describe(key)}**: {len(quiet)} of {len(points)} timed variants have a batch-1 latency "
+                  "not flagged noisy.", ""]
         try:
-            model = L.fit(points, key, fingerprints=[])
+            model, fitted_on = L.fit(quiet, key, fingerprints=[]), "not noisy"
         except UserError as e:
-            lines += [f"- {L.describe(key)}: not fitted: {str(e).split(': ', 2)[-1]}", ""]
-            continue
+            lines += [f"No model fitted on them: {str(e).split(': ', 2)[-1]}.", ""]
+            try:
+                model, fitted_on = L.fit(points, key, fingerprints=[]), "all, noisy included"
+            except UserError:
+                continue
+            lines += [f"For reference only, the same comparison on all {len(points)} variants, noisy latencies "
+                      "included (no claim rests on it):", ""]
         name = f"space-latency-model-{key[0]}-{key[2]}-{key[3]}"
         _predicted_figure(model, os.path.join(out_dir, name))
-        body.append((L.describe(key), model.n, f"{model.k}-fold", f"{model.median_ape:.1%}",
-                     f"{model.p90_ape:.1%}", ", ".join(f"{c:+.3f}" for c in model.coef[1:4]),
-                     f"[{name}.png]({name}.png)"))
-    if body:
-        lines += _table(["device", "variants", "validation", "median APE (held out)", "p90 APE (held out)",
-                         "exponents of MACs, activations, params", "predicted vs measured"], body)
+        body = [(f"{L.MODEL_NAME} (exponents {', '.join(f'{c:+.3f}' for c in model.coef[1:4])})", fitted_on,
+                 len(model.heldout_ape), f"{model.median_ape:.1%}", f"{model.p90_ape:.1%}", "–")]
+        body += [(b.name, fitted_on, len(b.heldout_ape), f"{b.median_ape:.1%}", f"{b.p90_ape:.1%}",
+                  f"{'yes' if b.beaten else 'no'} (p = {b.p_value:.2g})") for b in model.baselines]
+        lines += _table(["predictor", "cells fitted", "held out", "median APE", "p90 APE",
+                         "model beats it?"], body)
+        lines += [f"The model {model.verdict()}. [Held-out predictions against measurements]({name}.png).", ""]
     return lines
 
 

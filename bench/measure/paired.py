@@ -12,15 +12,25 @@ comparison can be trusted. The order within a round alternates (AB, BA, AB,
 The confidence interval of the median ratio comes from order statistics
 (a sign-test interval): it assumes nothing about the ratios' distribution,
 only that rounds are independent draws.
+
+The rounds themselves are the evidence: :func:`rounds_csv` writes them (one
+row per round, A's and B's ms and their ratio) and :func:`read_rounds` reads
+them back into the same :class:`PairedRatio`, so anyone can recompute the
+ratio and its interval from the file.
 """
 from __future__ import annotations
 
+import csv
+import io
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
+from bench.errors import UserError
 from bench.measure.timing import Timer
+
+ROUND_COLUMNS = ["comparison", "started", "confidence", "round", "first", "a_ms", "b_ms", "ratio"]
 
 
 @dataclass(frozen=True)
@@ -101,3 +111,45 @@ def time_interleaved(fn_a: Callable[[], object], fn_b: Callable[[], object], tim
         for fn, out in order:
             out.append(statistics.median(timer.time_block(fn, 1) for _ in range(calls)))
     return PairedRatio(a_ms, b_ms, confidence)
+
+
+def comparison_label(phase: str, batch: int, name_a: str, name_b: str) -> str:
+    """How a comparison is named in the rounds CSV: 'inference bs1 B/A'."""
+    return f"{phase} bs{batch} {name_b}/{name_a}"
+
+
+def rounds_csv(paired: PairedRatio, comparison: str, started: str, header: bool) -> str:
+    """CSV rows (and the header line, when asked) of every round: who went first, A's and B's ms, B/A."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    if header:
+        writer.writerow(ROUND_COLUMNS)
+    for index, (a, b) in enumerate(zip(paired.a_ms, paired.b_ms)):
+        # repr keeps every digit, so the interval recomputed from the file is the one printed
+        writer.writerow([comparison, started, paired.confidence, index, "a" if index % 2 == 0 else "b",
+                         repr(a), repr(b), repr(b / a)])
+    return buf.getvalue()
+
+
+def read_rounds(path: str) -> Dict[Tuple[str, str], PairedRatio]:
+    """Every comparison in a rounds CSV, (comparison, started) -> its rounds; a malformed file is a UserError."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path}: cannot read the paired rounds: {e}") from None
+    out: Dict[Tuple[str, str], Tuple[List[float], List[float], float]] = {}
+    for line, row in enumerate(rows, start=2):
+        missing = [c for c in ROUND_COLUMNS if row.get(c) in (None, "")]
+        if missing:
+            raise UserError(f"{path}: line {line}: {missing[0]}: missing")
+        try:
+            a, b, confidence = float(row["a_ms"]), float(row["b_ms"]), float(row["confidence"])
+        except ValueError:
+            raise UserError(f"{path}: line {line}: a_ms, b_ms, confidence: expected numbers") from None
+        if not (a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b) and 0 < confidence < 1):
+            raise UserError(f"{path}: line {line}: expected positive finite ms and a confidence in (0, 1)")
+        a_ms, b_ms, _ = out.setdefault((row["comparison"], row["started"]), ([], [], confidence))
+        a_ms.append(a)
+        b_ms.append(b)
+    return {key: PairedRatio(a, b, conf) for key, (a, b, conf) in out.items()}
