@@ -203,8 +203,11 @@ class Soak:
 
     def full_disk(self) -> None:
         filler = os.path.join(self.folder, "filler")
+        runs_before = len(self.sidecar_runs())
         proc = self.start()
         self.counts["runs"] += 1
+        while proc.poll() is None and len(self.sidecar_runs()) == runs_before:  # its own entry is down
+            time.sleep(0.003)
         self.wait_for_rows(proc, 1)
         fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         for size in (65536, 1):  # to the last byte
@@ -224,6 +227,13 @@ class Soak:
                                                           f"{side['runs'][-1]['status']!r}, not 'failed'")
         self.counts["full-disk runs stopped in one line"] += proc.returncode == 2
         self.snapshot()
+
+    def sidecar_runs(self) -> List[dict]:
+        try:
+            with open(os.path.join(self.folder, "soak.json")) as f:
+                return json.load(f).get("runs") or []
+        except (OSError, ValueError):
+            return []
 
     def finish(self) -> None:
         for _ in range(3):
