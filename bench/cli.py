@@ -13,7 +13,7 @@ import shlex
 import sys
 from typing import TYPE_CHECKING, Dict, List, Optional
 
-from bench.errors import UserError
+from bench.errors import UserError, os_error_text
 
 if TYPE_CHECKING:
     from bench.run.shard import Shard
@@ -138,7 +138,19 @@ def _run_subcommand(name: str, argv: List[str]) -> int:
         return list_presets_command()
     module = importlib.import_module(module_name)
     module.add_arguments(parser)
-    return int(module.run(parser.parse_args(argv)) or 0)
+    args = parser.parse_args(argv)
+    if name not in WRITERS:
+        return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except OSError as e:  # a full disk mid-write: the writers replace files atomically, so nothing is lost
+        where = e.filename or getattr(args, "out", None) or "the output"
+        raise UserError(f"{name}: cannot write {where}: {os_error_text(e)}; files already there are unchanged") \
+            from None
+
+
+# Subcommands that write result or report files; an OSError while writing is a one-line error (exit 2).
+WRITERS = ("report", "merge")
 
 
 def list_presets_command() -> int:

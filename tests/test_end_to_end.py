@@ -4,7 +4,7 @@ import json
 import pytest
 
 from bench.cli import main
-from bench.results.files import read_results
+from bench.results.validate import read_table
 from bench.results.schema import COLUMNS
 from models import get_preset, model_complexity
 
@@ -47,7 +47,7 @@ def test_exit_code_and_files(run):
 
 def test_csv_reads_back_with_the_schema_and_sane_values(run):
     _, _, out = run
-    df = read_results(str(out))
+    df = read_table(str(out)).frame
     assert list(df.columns) == COLUMNS
     assert len(df) == 4 and set(df["status"]) == {"ok"}
     assert df["cell_id"].nunique() == 2 and df["run_id"].nunique() == 1

@@ -195,7 +195,7 @@ def test_a_full_disk_mid_run_without_a_small_filesystem(tmp_path, monkeypatch):
 
     out = tmp_path / "r.csv"
     grid = tiny_grid()
-    real_append, real_json = ResultWriter.append, runner.write_json_atomic
+    real_append, real_json = ResultWriter.append, runner.write_bytes_atomic
     full = []
 
     def append(self, rows):
@@ -209,7 +209,7 @@ def test_a_full_disk_mid_run_without_a_small_filesystem(tmp_path, monkeypatch):
         real_json(path, data)
 
     monkeypatch.setattr(ResultWriter, "append", append)
-    monkeypatch.setattr(runner, "write_json_atomic", write_json)
+    monkeypatch.setattr(runner, "write_bytes_atomic", write_json)
 
     def measure(cell):
         if cell.cell_id == grid.cells[1].cell_id:

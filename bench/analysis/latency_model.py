@@ -37,7 +37,8 @@ import pandas as pd
 
 from bench.analysis.edf import cardinality_bin, group_labels, group_order, sampled_cells, speed_points
 from bench.errors import UserError
-from bench.results.files import read_results, read_sidecar
+from bench.results.files import read_sidecar
+from bench.results.validate import read_table
 from bench.results.fingerprint import fingerprint
 
 FEATURES = ("macs", "activations", "params")
@@ -292,7 +293,7 @@ class Predictor:
 
 def load_predictor(csv_path: str) -> Predictor:
     """Fit latency models on a result file's timed cells; UserError when it has too few."""
-    rows = read_results(csv_path, required=("cell_id", "status", "batch_size", "macs", "params"))
+    rows = read_table(csv_path, required=("cell_id", "status", "batch_size", "macs", "params")).frame
     sidecar = read_sidecar(csv_path)
     ok = rows[rows["status"].astype(str).str.strip().str.lower() == "ok"]
     speed = speed_points(ok)

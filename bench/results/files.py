@@ -12,22 +12,32 @@ Crash safety rests on three rules:
 * anything that rewrites a file (replacing a retried cell, a merged output,
   the sidecar) writes a temporary file and renames it over the old one.
 
+The folder may be shared with someone hostile, so no file is opened through
+a symbolic link the harness did not make (``O_NOFOLLOW``; a temporary file
+is created with ``O_EXCL``), a file is never truncated unless the harness
+created it, and a lock is keyed on the output's real path.
+
 The sidecar (``NAME.json`` beside ``NAME.csv``) holds the resolved grid, the
 environment and the list of runs that wrote the file.
 """
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
 import os
+import re
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from bench.errors import UserError, one_line, os_error_text
-from bench.results.schema import COLUMNS, STATUS_OK
+from bench.errors import UserError, os_error_text
+from bench.results.schema import COLUMNS, FAILED_STATUSES, STATUS_OK
+
+ROW_STATUSES = (STATUS_OK,) + tuple(FAILED_STATUSES)
 
 
 def sidecar_path(csv_path: str) -> str:
@@ -91,6 +101,8 @@ class CsvLines:
     header: List[str]
     lines: List[Line]
     partial_tail: bytes = b""  # bytes after the last newline (a write cut short)
+    missing_newline: bool = False  # the last line is a whole row that only lacks its newline
+
 
     @property
     def index(self) -> Dict[str, int]:
@@ -140,7 +152,30 @@ def read_lines(csv_path: str, required: Sequence[str] = ("run_id", "cell_id", "s
             raise UserError(f"{csv_path}: line {n}: expected {len(header)} fields, found {len(fields)}; "
                             f"the file was edited or is not a result file of this tool")
         lines.append(Line(n, raw, fields))
+    whole = _whole_row(tail, header)
+    if whole is not None:  # only the newline is missing: the row is finished (kept, newline supplied)
+        lines.append(Line(len(raw_lines) + 1, tail + b"\n", whole))
+        return CsvLines(csv_path, raw_lines[0], header, lines, missing_newline=True)
     return CsvLines(csv_path, raw_lines[0], header, lines, partial_tail=tail)
+
+
+def _whole_row(tail: bytes, header: List[str]) -> Optional[List[str]]:
+    """The fields of ``tail`` when it is a finished row lacking only its newline, else None.
+
+    Finished means: it parses strictly (no open quote), has the header's number
+    of fields and a status this harness writes. A write cut inside its last
+    field would pass too; the writer puts the newline down in the same write as
+    the row, so that takes a cut exactly at the end of a row's last value.
+    """
+    if not tail or not header or "status" not in header:
+        return None
+    try:
+        fields = next(csv.reader([tail.decode("utf-8")], strict=True), [])
+    except (UnicodeDecodeError, csv.Error):
+        return None
+    if len(fields) != len(header) or fields[header.index("status")] not in ROW_STATUSES:
+        return None
+    return fields
 
 
 # --------------------------------------------------------------- repair on resume
@@ -168,6 +203,9 @@ def repair_tail(csv_path: str) -> TailRepair:
     if not os.path.exists(csv_path):
         return TailRepair()
     parsed = read_lines(csv_path)
+    if parsed is not None and parsed.missing_newline:
+        _append_bytes(csv_path, b"\n")  # a whole last row: keep it, and start the next append on a new line
+        return TailRepair()
     if parsed is None or not parsed.partial_tail:
         return TailRepair()
     dropped = cut_write_rows(parsed)
@@ -176,10 +214,12 @@ def repair_tail(csv_path: str) -> TailRepair:
     if not parsed.header:
         keep = 0
     size = os.path.getsize(csv_path)
-    with open(csv_path, "r+b") as f:
-        f.truncate(keep)
-        f.flush()
-        os.fsync(f.fileno())
+    fd = open_no_follow(csv_path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, keep)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     return TailRepair(dropped, size - keep)
 
 
@@ -272,10 +312,12 @@ class ResultWriter:
         text = rows_to_csv_text(rows, self.columns, header=self._needs_header)
         parent = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(parent, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = open_no_follow(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
         try:
             before = os.fstat(fd).st_size  # we hold the output's lock: nobody else appends
             data = text.encode("utf-8")
+            if before and os.pread(fd, 1, before - 1) != b"\n":  # a whole last row without its newline
+                data = b"\n" + data
             written = 0
             try:
                 while written < len(data):
@@ -334,8 +376,53 @@ def upgrade_header(csv_path: str, columns: Sequence[str]) -> None:
     write_bytes_atomic(csv_path, rows_to_csv_text(rows, columns, header=True).encode("utf-8"))
 
 
+def open_no_follow(path: str, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` that refuses a symbolic link in the last component (one line, not a followed link)."""
+    try:
+        return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP and os.path.islink(path):
+            raise OSError(errno.ELOOP, "is a symbolic link; refusing to follow it", path) from None
+        raise
+
+
+def _append_bytes(path: str, data: bytes) -> None:
+    fd = open_no_follow(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_bytes_atomic(path: str, data: bytes) -> None:
     """Replace ``path`` with ``data``: temporary file, fsync, rename."""
+    write_files_atomic({path: data})
+
+
+def write_files_atomic(files: Dict[str, bytes]) -> None:
+    """Replace each path with its bytes; a failure while writing (a full disk) changes none of them.
+
+    Every new copy is written and fsync'd to a temporary file beside its path
+    (created with ``O_EXCL``, so no planted link is followed) before the
+    first rename, which needs no space. A rename replaces a link at ``path``,
+    never the file it points to.
+    """
+    staged: List[Tuple[str, str]] = []
+    try:
+        for path, data in files.items():
+            staged.append((_stage(path, data), path))
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+        raise
+
+
+def _stage(path: str, data: bytes) -> str:
+    """A fsync'd temporary copy of ``data`` beside ``path``, with the mode ``path`` has (or 0o644)."""
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=parent)
@@ -344,20 +431,20 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        if os.path.exists(path):
-            os.chmod(tmp, os.stat(path).st_mode & 0o777)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        mode = os.lstat(path).st_mode & 0o777 if os.path.isfile(path) and not os.path.islink(path) else 0o644
+        os.chmod(tmp, mode)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.unlink(tmp)
         raise
+    return tmp
+
+
+def json_bytes(data: Dict[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode("utf-8")
 
 
 def write_json_atomic(path: str, data: Dict[str, Any]) -> None:
-    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
-    write_bytes_atomic(path, text.encode("utf-8"))
+    write_bytes_atomic(path, json_bytes(data))
 
 
 def check_writable(path: str, what: str = "--out") -> None:
@@ -395,9 +482,16 @@ def check_folder_writable(folder: str, what: str) -> None:
     check_writable(os.path.join(folder, ".probe"), what)
 
 
+_LOCK_CONTENT = re.compile(rb"(\d{1,10}\n)?")
+
+
 def lock_path(csv_path: str) -> str:
-    """The hidden lock file of a result CSV: ``.NAME.csv.lock`` beside it."""
-    root, name = os.path.split(os.path.abspath(csv_path))
+    """The hidden lock file of a result CSV: ``.NAME.csv.lock`` beside the file it really is.
+
+    Keyed on the real path, so a run writing through a symbolic link to another run's output takes
+    that output's lock (and is refused while the other writes) instead of a lock of its own.
+    """
+    root, name = os.path.split(os.path.realpath(csv_path))
     return os.path.join(root, f".{name}.lock")
 
 
@@ -410,6 +504,11 @@ class OutputLock:
     merge replacing a file under a running job would drop the job's rows; the
     second writer is refused instead. The lock is a hidden file beside the CSV
     (the CSV itself is replaced on retries, which would drop a lock held on it).
+
+    The lock file is opened without following a link, and one that is not a
+    plain file of this harness (a link, a hard link, anything but a pid) is
+    refused rather than written: a planted ``.NAME.csv.lock`` must not cost
+    the file it points to.
     """
 
     def __init__(self, csv_path: str) -> None:
@@ -424,7 +523,7 @@ class OutputLock:
             return
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open()
         except OSError as e:
             raise UserError(f"{self.csv_path}: cannot create the lock file {self.path}: {os_error_text(e)}") from None
         try:
@@ -433,12 +532,27 @@ class OutputLock:
             os.close(fd)
             raise UserError(f"{self.csv_path}: another run is writing this output right now (a run, merge or "
                             f"baseline holds {os.path.basename(self.path)}); wait for it or write elsewhere") from None
-        try:
+        try:  # the pid is a courtesy for whoever looks; the flock is what guards. _open checked it holds one.
             os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-        except OSError:  # the pid is a courtesy for whoever looks; the flock is what guards
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
             pass
         self._fd = fd
+
+    def _open(self) -> int:
+        """The lock file's descriptor: created here, or an existing one that is this harness's lock file."""
+        try:
+            return open_no_follow(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            pass
+        fd = open_no_follow(self.path, os.O_RDWR)
+        info = os.fstat(fd)
+        content = os.pread(fd, 64, 0)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or not _LOCK_CONTENT.fullmatch(content):
+            os.close(fd)
+            raise OSError(errno.EEXIST, "exists and is not a lock file of this harness (a hard link or other data); "
+                                        "left untouched: remove it if it is stale", self.path)
+        return fd
 
     def release(self) -> None:
         if self._fd is not None:
@@ -471,26 +585,3 @@ def read_sidecar(csv_path: str) -> Optional[Dict[str, Any]]:
     if problem:
         raise UserError(f"{path}: unreadable sidecar: {problem}")
     return data
-
-
-def read_results(csv_path: str, required: Sequence[str] = ("cell_id", "status")):
-    """A result CSV as a pandas DataFrame; :class:`UserError` for a missing or malformed file."""
-    import pandas as pd
-
-    if not os.path.exists(csv_path):
-        raise UserError(f"{csv_path}: no such results file")
-    try:
-        with open(csv_path, "rb") as f:
-            data = f.read()
-        # A run killed mid-write may leave a cut last line: read whole lines only.
-        data = data[:data.rfind(b"\n") + 1] if not data.endswith(b"\n") and b"\n" in data else data
-        df = pd.read_csv(io.BytesIO(data), keep_default_na=True)
-    except pd.errors.EmptyDataError:
-        raise UserError(f"{csv_path}: empty results file") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
-        raise UserError(f"{csv_path}: not a readable CSV: {one_line(e)}") from None
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise UserError(f"{csv_path}: missing column(s) {', '.join(missing)}; is this a result file of this tool?")
-    return df
-

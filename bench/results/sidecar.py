@@ -8,7 +8,8 @@ runs forward on resume), ``compare`` and ``report`` read runs the same way.
 
 It also answers whether a sidecar belongs to its CSV at all: every row names
 the run that wrote it (``run_id``), and a sidecar that knows none of a CSV's
-run ids was copied from, or left behind by, another run.
+run ids was copied from, or left behind by, another run; and whether a JSON
+is a sidecar of this harness at all (:meth:`Sidecar.is_harness`).
 """
 from __future__ import annotations
 
@@ -31,6 +32,15 @@ class Sidecar:
         """The sidecar beside ``csv_path``; None when absent, :class:`UserError` when unreadable."""
         data = read_sidecar(csv_path)
         return None if data is None else cls(sidecar_path(csv_path), data)
+
+    @staticmethod
+    def is_harness(data: Any) -> bool:
+        """Whether ``data`` (a parsed JSON) is a sidecar this harness wrote, in either layout: it names its runs.
+
+        A JSON that merely shares the sidecar's name (``{}``, another tool's
+        settings) is not one, and the runner refuses to overwrite it.
+        """
+        return isinstance(data, dict) and (isinstance(data.get("runs"), list) or bool(data.get("run_id")))
 
     @property
     def runs(self) -> List[Dict[str, Any]]:

@@ -9,9 +9,13 @@ empty, never ``nan``), or two rows of one configuration are each a one-line
 generated from the column registry (:data:`bench.results.schema.REGISTRY`),
 where each sits beside its column's meaning and unit.
 
-A last line without its newline is a write cut short (or a hand edit): it is
-left out and the reader gets a note saying so, as ``merge`` and the runner's
-resume do.
+A last line without its newline that is not a whole row is a write cut short
+(or a hand edit): it is left out and the reader gets a note saying so, as
+``merge`` and the runner's resume do. A whole row (every field, a valid
+status) that only lacks the newline is finished and is read.
+
+:func:`read_table` is the one reader of result CSVs for analysis (report,
+compare, baseline, the latency model behind ``--predict``).
 """
 from __future__ import annotations
 
@@ -150,9 +154,9 @@ def tail_note(parsed: CsvLines) -> str:
     if not tail:
         return ""
     fields = len(next(csv.reader([tail.decode("utf-8", errors="replace")]), []))
-    if fields >= len(parsed.header):
-        return ("the last line has no newline (a write cut short, or an edit): left out; "
-                "add the newline if the line is whole")
+    if fields >= len(parsed.header):  # a whole row lacking only its newline is read as finished (read_lines)
+        return (f"the last line has no newline and is not a whole row ({fields} fields, or an open quote or a "
+                f"status this harness does not write): left out")
     return (f"the last line is cut ({fields} of {len(parsed.header)} fields; a run was killed mid-write): "
             f"left out; resuming that run repairs the file")
 

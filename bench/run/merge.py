@@ -1,14 +1,22 @@
 """``benchmark.py merge``: combine the outputs of shards (or of separate runs) into one CSV.
 
 Rows are copied byte for byte, grouped by cell, in the grid's order where a
-grid is known (so the same shards merged in any order give the same file).
-A cell id that two inputs hold with different settings is an error: ids are
-hashes of the settings, so the inputs come from incompatible harness
-versions or were edited. The same cell held twice with the same settings
-(shards that overlapped, a cell run again elsewhere) is kept once: its ok
-attempt, else the first. Cells of the grid that no input holds are listed,
-and the exit code is 1, so a pipeline notices an unfinished sweep; the
-merged file is written all the same.
+grid is known (cells of no known grid by cell id), and the inputs are read in
+the order of their paths, so the same inputs given in any order give the
+same files. A cell id that two inputs hold with different settings is an
+error: ids are hashes of the settings, so the inputs come from incompatible
+harness versions or were edited. So are different exact metrics (params,
+MACs, ... follow from the settings). The same cell held twice with the same
+settings and counts (shards that overlapped, a cell run again elsewhere) is
+kept once: its ok attempt, else the latest run's (run ids start with their
+start time); when the attempts' measurements (timings, memory, accuracy)
+differ, merge says so, naming the cells. Cells of the grid that no input
+holds are listed, and the exit code is 1, so a pipeline notices an
+unfinished sweep; the merged file is written all the same.
+
+The CSV and the sidecar are written to temporary files first and renamed
+only when both are down, so a full disk leaves an existing ``--out`` as it
+was (one-line error, exit 2).
 
 The grid comes from ``--grid`` (expanded with the same ``--quick``,
 ``--device`` and ``--data-root`` as the shards) or else from the inputs'
@@ -23,9 +31,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from bench.errors import UserError
-from bench.results.files import (Line, OutputLock, check_writable, cut_write_rows, read_lines, read_sidecar,
-                                 sidecar_path, write_bytes_atomic, write_json_atomic)
+from bench.errors import UserError, os_error_text
+from bench.results.files import (Line, OutputLock, check_writable, cut_write_rows, json_bytes, read_lines,
+                                 read_sidecar, sidecar_path, write_files_atomic)
 from bench.results.schema import COLUMNS, SCHEMA_VERSION, STATUS_OK
 from bench.results.validate import check_lines
 
@@ -35,6 +43,10 @@ from bench.results.validate import check_lines
 SETTING_COLUMNS = ("variant", "preset", "family", "block", "depth", "blocks", "cardinality", "bottleneck_width",
                    "width_multiplier", "stem", "layout", "num_classes", "input_size", "device", "precision",
                    "memory_format", "compile", "requested_batch_size")
+# Columns that follow exactly from a cell's settings (the analytic counts): two attempts at one cell that
+# disagree on one were counted by different code or edited, and neither can be preferred.
+EXACT_COLUMNS = ("params", "macs", "flops", "activations", "feature_dim", "groups", "stage_channels",
+                 "stage_strides")
 MAX_LISTED = 10
 
 
@@ -59,6 +71,10 @@ class _Attempt:
     def ok(self) -> bool:
         return all(line.fields[_COL["status"]] == STATUS_OK for line in self.lines)
 
+    def preference(self) -> Tuple[bool, str, bytes]:
+        """The larger is kept: an ok attempt, then the latest run, then (a tie) the bytes; never the input order."""
+        return self.ok, self.lines[0].fields[_COL["run_id"]], b"".join(line.raw for line in self.lines)
+
 
 _COL = {name: i for i, name in enumerate(COLUMNS)}
 
@@ -69,6 +85,7 @@ class MergeResult:
     cells: int = 0
     rows: int = 0
     duplicates: List[str] = field(default_factory=list)  # ids held twice with the same settings
+    differing: List[str] = field(default_factory=list)  # of those, ids whose attempts' measurements differ
     missing: List[Dict[str, Any]] = field(default_factory=list)  # grid cells no input holds
     failed: int = 0
     expected: Optional[int] = None
@@ -84,7 +101,7 @@ def merge_files(inputs: List[str], out: str, grid_cells: Optional[List[Dict[str,
     """
     _check_paths(inputs, out, force)
     with OutputLock(out):
-        return _merge_locked(inputs, out, grid_cells, grid_meta)
+        return _merge_locked(sorted(inputs), out, grid_cells, grid_meta)
 
 
 def _merge_locked(inputs: List[str], out: str, grid_cells: Optional[List[Dict[str, Any]]],
@@ -102,14 +119,17 @@ def _merge_locked(inputs: List[str], out: str, grid_cells: Optional[List[Dict[st
 
     expected = grid_cells if grid_cells is not None else _expected_from_sidecars(known_cells, sidecars)
     rank = {c["cell_id"]: i for i, c in enumerate(expected or [])}
-    order.sort(key=lambda cid: rank.get(cid, len(rank)))  # stable: cells of no known grid keep input order
+    order.sort(key=lambda cid: (rank.get(cid, len(rank)), "" if cid in rank else cid))  # unknown: by id
 
     body = _merged_body(header_raw, order, attempts, result)
     if expected is not None:
         result.expected = len(expected)
         result.missing = [c for c in expected if c["cell_id"] not in attempts]
-    write_bytes_atomic(out, body)
-    write_json_atomic(sidecar_path(out), _merged_sidecar(inputs, sidecars, known_cells, grid_meta, result))
+    meta = _merged_sidecar(inputs, sidecars, known_cells, grid_meta, result)
+    try:
+        write_files_atomic({out: body, sidecar_path(out): json_bytes(meta)})
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot write the merge: {os_error_text(e)}; nothing was replaced") from None
     return result
 
 
@@ -157,8 +177,14 @@ def _add_attempts(path: str, lines: List[Line], attempts: Dict[str, _Attempt], o
         if conflict:
             raise UserError(f"cell {cid} has different settings in {old.source} and {path} ({conflict}); "
                             f"the inputs come from different harness versions or were edited")
+        conflict = _exact_conflict(old, new)
+        if conflict:
+            raise UserError(f"cell {cid} has different counts in {old.source} and {path} ({conflict}); counts "
+                            f"follow from the settings, so one file was edited or counted by another version")
         result.duplicates.append(f"{cid} ({old.source}, {path})")
-        if new.ok and not old.ok:
+        if [line.raw for line in old.lines] != [line.raw for line in new.lines] and cid not in result.differing:
+            result.differing.append(cid)
+        if new.preference() > old.preference():
             attempts[cid] = new
 
 
@@ -229,6 +255,17 @@ def _setting_conflict(a: _Attempt, b: _Attempt) -> str:
     return ""
 
 
+def _exact_conflict(a: _Attempt, b: _Attempt) -> str:
+    """The first exact-metric column on which two attempts at one cell disagree ('' if none)."""
+    for name in EXACT_COLUMNS:
+        i = _COL[name]
+        va = sorted({ln.fields[i] for ln in a.lines if ln.fields[i]})
+        vb = sorted({ln.fields[i] for ln in b.lines if ln.fields[i]})
+        if va and vb and va != vb:
+            return f"{name}: {','.join(va)[:40]} vs {','.join(vb)[:40]}"
+    return ""
+
+
 def _sidecar_cells(meta: Optional[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     if not meta:
         return {}
@@ -282,7 +319,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"merged {len(args.inputs)} file(s): {result.cells} cell(s), {result.rows} row(s) -> {result.out}")
     if result.duplicates:
         print(f"{len(result.duplicates)} cell(s) were in more than one input with the same settings; kept one "
-              f"(its ok attempt if any): " + "; ".join(result.duplicates[:MAX_LISTED]), file=sys.stderr)
+              f"(its ok attempt if any, else the latest run's): " + "; ".join(result.duplicates[:MAX_LISTED]),
+              file=sys.stderr)
+    if result.differing:
+        print(f"{len(result.differing)} of them hold different measurements (timings, memory, accuracy) in their "
+              f"inputs; only the kept attempt is in {result.out}: " + ", ".join(result.differing[:MAX_LISTED]),
+              file=sys.stderr)
     if result.failed:
         print(f"{result.failed} cell(s) have a failed status (run those shards again with --retry-failed)",
               file=sys.stderr)

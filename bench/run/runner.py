@@ -29,8 +29,8 @@ from bench.run import console, environment
 from bench.errors import UserError, os_error_text
 from bench.run.executors import Executor, SerialExecutor, run_cell_safely  # noqa: F401 - re-exported
 from bench.grid import Cell, Grid
-from bench.results.files import (OutputLock, ResultWriter, TailRepair, check_writable, read_sidecar, repair_tail,
-                                 scan_cells, sidecar_path, write_json_atomic)
+from bench.results.files import (OutputLock, ResultWriter, TailRepair, check_writable, json_bytes, open_no_follow,
+                                 read_sidecar, repair_tail, scan_cells, sidecar_path, write_bytes_atomic)
 from bench.run import started as started_mark
 from bench.run.rows import failure_rows
 from bench.results.schema import FAILED_STATUSES, SCHEMA_VERSION
@@ -197,6 +197,7 @@ def run_grid(grid: Grid, csv_path: str, executor: Optional[Executor] = None, pro
     run already writing it).
     """
     executor = executor or SerialExecutor()
+    csv_path = _real_output(csv_path)
     side = sidecar_path(csv_path)
     check_writable(csv_path)  # a read-only folder or a full disk: one line now, not a traceback after a cell
     lock = OutputLock(csv_path)
@@ -220,24 +221,40 @@ def run_grid(grid: Grid, csv_path: str, executor: Optional[Executor] = None, pro
         summary = RunSummary(csv_path, side, plan=plan)
         if not plan.todo:
             log("nothing to run")
+            _settle_sidecar(csv_path, log)  # a run killed after (or during) its last cell still says 'running'
             return summary
+        previous = _previous_sidecar(csv_path, plan, log)  # refuses another tool's JSON before anything is written
         try:
             writer.append([])  # the header, so even a run stopped before its first cell leaves a valid CSV
         except OSError as e:
             raise UserError(f"{csv_path}: cannot write results: {os_error_text(e)}") from None
-        return _run_plan(grid, plan, writer, executor, summary, progress, command, quick, retry_failed, log)
+        return _run_plan(grid, plan, writer, executor, summary, progress, command, quick, retry_failed, previous,
+                         log)
     finally:
         lock.release()
 
 
+def _real_output(csv_path: str) -> str:
+    """The file ``--out`` really is: a run through a symbolic link writes (and locks) the linked file.
+
+    So two runs reaching one file by two names share one lock, and the sidecar, the started mark and
+    the per-image and profile files sit beside the file they describe. A link to nothing is refused:
+    it would create a file wherever it points.
+    """
+    if os.path.islink(csv_path) and not os.path.exists(csv_path):
+        raise UserError(f"--out {csv_path}: is a symbolic link to a missing file ({os.readlink(csv_path)}); "
+                        f"refusing to create a file through it")
+    return os.path.realpath(csv_path) if os.path.islink(csv_path) else csv_path
+
+
 def _run_plan(grid: Grid, plan: Plan, writer: ResultWriter, executor: Executor, summary: RunSummary,
               progress: bool, command: Optional[List[str]], quick: bool, retry_failed: bool,
-              log: Log) -> RunSummary:
+              previous: Optional[Dict[str, Any]], log: Log) -> RunSummary:
     run_id = new_run_id()
     segment = _new_segment(run_id, grid, plan, executor, environment.capture(command), quick, retry_failed)
-    meta = _start_sidecar(summary.csv_path, grid, segment, executor, quick, plan, log)
+    meta = _start_sidecar(grid, segment, executor, quick, previous)
     try:
-        write_json_atomic(summary.sidecar_path, meta)
+        write_sidecar(summary.sidecar_path, meta)
     except OSError as e:
         raise UserError(f"{summary.sidecar_path}: cannot write the sidecar: {os_error_text(e)}") from None
     # In-process cells can take the runner down with them (the OOM killer): mark each one before it
@@ -364,7 +381,7 @@ def _write_cell(cell: Cell, rows: List[Dict[str, Any]], profile_rows: List[Dict[
         if profile_rows:  # RUN.profile.csv beside RUN.csv
             ResultWriter(profile_path(csv_path), PROFILE_COLUMNS).append(profile_rows)
     except OSError as e:
-        raise UserError(f"{csv_path}: cannot write results: {os_error_text(e)}") from None
+        raise UserError(f"{e.filename or csv_path}: cannot write results: {os_error_text(e)}") from None
 
 
 def _count_cell(summary: RunSummary, rows: List[Dict[str, Any]]) -> None:
@@ -391,38 +408,85 @@ def _end_segment(segment: Dict[str, Any], meta: Dict[str, Any], summary: RunSumm
     _finish_sidecar(summary.sidecar_path, meta, segment["status"], log)
 
 
+# Every status a run's entry can hold. The sidecar written at the start pads "running" to the longest,
+# so that on a full disk the final status can be written over it in place, whatever it is.
+RUN_STATUSES = ("running", "finished", "interrupted", "failed", "killed")
+_RUNNING = b'"status": "running"'
+_STATUS_WIDTH = len(_RUNNING) + max(map(len, RUN_STATUSES)) - len("running")
+
+
+def write_sidecar(path: str, meta: Dict[str, Any]) -> None:
+    """Write the sidecar atomically, a ``"running"`` status padded with blanks (which JSON ignores)."""
+    write_bytes_atomic(path, json_bytes(meta).replace(_RUNNING, _RUNNING.ljust(_STATUS_WIDTH)))
+
+
 def _finish_sidecar(path: str, meta: Dict[str, Any], status: str, log: Log) -> None:
     """Write the final sidecar; on a full disk, at least make its status true.
 
     The atomic rewrite needs free space for the new copy. When there is none,
-    the status words of the sidecar written at the start are overwritten in
-    place (``"running"`` becomes the final status padded to the same length),
+    the padded ``"running"`` of the sidecar written at the start is
+    overwritten in place by the final status (any of them fits the padding),
     which reuses the file's blocks, so the next run does not take a failed run
-    for a killed one.
+    for a killed one, nor a finished one for a running one.
     """
     try:
-        write_json_atomic(path, meta)
+        write_sidecar(path, meta)
         return
     except OSError as e:
         reason = os_error_text(e)
-    patched = False
-    old, new = b'"status": "running"', f'"status": "{status}"'.encode()
-    if len(new) <= len(old):
-        new += b" " * (len(old) - len(new))  # JSON ignores the padding
-        try:
-            with open(path, "r+b") as f:
-                data = f.read()
-                if old in data:
-                    f.seek(0)
-                    f.write(data.replace(old, new))
-                    f.flush()
-                    os.fsync(f.fileno())
-                    patched = True
-        except OSError:
-            pass
+    patched = _patch_status(path, status)
     log(f"warning: {path}: cannot write the sidecar ({reason}); "
         + (f"its status now says {status!r}, its other final facts are missing" if patched
            else "it still says 'running'"))
+
+
+def _patch_status(path: str, status: str) -> bool:
+    """Overwrite the padded running status in place (no new blocks needed); True when done."""
+    old, new = _RUNNING.ljust(_STATUS_WIDTH), f'"status": "{status}"'.encode().ljust(_STATUS_WIDTH)
+    try:
+        fd = open_no_follow(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        data = os.pread(fd, os.fstat(fd).st_size, 0)
+        if old not in data:
+            return False
+        start = 0
+        while (at := data.find(old, start)) >= 0:  # the top level's and this run's entry
+            os.pwrite(fd, new, at)
+            start = at + len(old)
+        os.fsync(fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _settle_sidecar(csv_path: str, log: Log) -> None:
+    """Call a run that the sidecar still says is running ``killed``: we hold the lock, so it is gone."""
+    try:
+        data = read_sidecar(csv_path)
+    except UserError:
+        return  # the next run that has cells to do moves it aside
+    if data is None or not Sidecar.is_harness(data):
+        return
+    stale = [r for r in data.get("runs") or [] if isinstance(r, dict) and r.get("status") == "running"]
+    for run in stale:
+        run["status"] = "killed"
+    if data.get("status") == "running":
+        data["status"] = "killed"
+        stale = stale or [data]
+    if not stale:
+        return
+    path = sidecar_path(csv_path)
+    try:
+        write_sidecar(path, data)
+    except OSError as e:
+        if not _patch_status(path, "killed"):
+            log(f"warning: {path}: cannot record the killed run ({os_error_text(e)}); it still says 'running'")
+            return
+    log(f"{path}: the run that was still 'running' died before it could say so; now recorded as 'killed'")
 
 
 def _record_killed_cell(grid: Grid, csv_path: str, writer: ResultWriter, mark: "started_mark.Mark",
@@ -449,43 +513,67 @@ def _record_killed_cell(grid: Grid, csv_path: str, writer: ResultWriter, mark: "
         f"status={status} ({message}); --retry-failed runs it again")
 
 
-def _start_sidecar(csv_path: str, grid: Grid, segment: Dict[str, Any], executor: Executor, quick: bool,
-                   plan: Plan, log: Log) -> Dict[str, Any]:
-    """The sidecar for this run: the earlier runs' entries kept, this one appended.
+def _previous_sidecar(csv_path: str, plan: Plan, log: Log) -> Optional[Dict[str, Any]]:
+    """The sidecar this run carries forward, or None; whatever is not this file's sidecar is set aside.
+
+    Only a file this harness wrote for this CSV is adopted. A JSON that is not a
+    sidecar of this harness at all is refused (it is someone's file that merely
+    shares the name); an unreadable one is kept as ``NAME.json.corrupt``; one
+    that describes other runs (it knows none of the CSV's run ids, or its CSV
+    is gone) or is a symbolic link is kept as ``NAME.json.other-run``. Nothing
+    is overwritten.
+    """
+    path = sidecar_path(csv_path)
+    has_rows = bool(plan.done or plan.skipped or plan.retry or plan.foreign)
+    if not os.path.lexists(path):
+        if has_rows:
+            log(f"warning: {path} is missing; the earlier rows' environment is unknown")
+        return None
+    if os.path.islink(path):
+        return _set_aside(path, "other-run", "is a symbolic link, not a sidecar this harness wrote", log)
+    try:
+        data = read_sidecar(csv_path)
+    except UserError as e:
+        return _set_aside(path, "corrupt", str(e).split(": ", 1)[-1], log)
+    if not Sidecar.is_harness(data):
+        raise UserError(f"{path}: exists and is not a sidecar of this harness (no schema_version and runs); "
+                        f"it would be overwritten: move it or choose another --out")
+    sidecar = Sidecar(path, data)
+    csv_run_ids = [r.run_id for r in scan_cells(csv_path).values()]
+    if sidecar.foreign(csv_run_ids):
+        return _set_aside(path, "other-run", sidecar.mismatch(csv_path, csv_run_ids).split(": ", 1)[-1], log)
+    if not os.path.exists(csv_path):
+        return _set_aside(path, "other-run", f"describes runs of a {os.path.basename(csv_path)} that is gone", log)
+    return data
+
+
+def _set_aside(path: str, suffix: str, why: str, log: Log) -> None:
+    backup = _back_up(path, suffix)
+    if backup is None:
+        raise UserError(f"{path}: {why}; cannot move it aside, so it would be overwritten: choose another --out")
+    log(f"warning: {path}: {why}; kept as {backup}, starting a new one (the earlier rows' environment is "
+        f"unknown)")
+    return None
+
+
+def _start_sidecar(grid: Grid, segment: Dict[str, Any], executor: Executor, quick: bool,
+                   previous: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The sidecar for this run: the earlier runs' entries (of ``previous``) kept, this one appended.
 
     The top-level ``run_id``, ``environment`` and ``grid`` describe the latest
     run (what a reader of a single-run file expects); ``runs`` has every run
     that wrote rows here and ``cells`` every cell any of them was asked for.
     """
-    previous: Optional[Dict[str, Any]] = None
-    has_rows = bool(plan.done or plan.skipped or plan.retry or plan.foreign)
-    unreadable = False
-    if has_rows:
-        try:
-            previous = read_sidecar(csv_path)
-        except UserError as e:
-            unreadable = True
-            backup = _back_up(sidecar_path(csv_path))
-            kept = f"kept as {backup}" if backup else "it could not be kept"
-            log(f"warning: {e}; {kept}, starting a new one (the earlier runs' environment is lost)")
     runs: List[Dict[str, Any]] = []
     cells: Dict[str, Any] = {}
-    sidecar = Sidecar(sidecar_path(csv_path), previous) if previous else None
-    csv_run_ids = [r.run_id for r in scan_cells(csv_path).values()] if sidecar else []
-    if sidecar and sidecar.foreign(csv_run_ids):  # left by another run: not this file's provenance
-        log(f"warning: {sidecar.mismatch(csv_path, csv_run_ids)}; starting a new one "
-            f"(the earlier rows' environment is unknown)")
-        previous = sidecar = None
     if previous:
-        runs = sidecar.runs  # either sidecar layout, as a list of runs
+        runs = Sidecar("", previous).runs  # either sidecar layout, as a list of runs
         for run in runs:
             if run.get("status") == "running":  # we hold the lock, so that run is gone
                 run["status"] = "killed"
         cells = dict(previous.get("cells") or {})
         if not cells:
             cells = {c["cell_id"]: c for c in (previous.get("grid") or {}).get("cells", [])}
-    elif has_rows and not unreadable:
-        log(f"warning: {sidecar_path(csv_path)} is missing; the earlier rows' environment is unknown")
     cells.update({c.cell_id: c.to_dict() for c in grid.cells})
     runs.append(segment)
     return {
@@ -502,13 +590,13 @@ def _start_sidecar(csv_path: str, grid: Grid, segment: Dict[str, Any], executor:
     }
 
 
-def _back_up(path: str) -> Optional[str]:
-    """Move an unreadable sidecar aside (NAME.json.corrupt, then .corrupt-2, ...) rather than overwrite it."""
+def _back_up(path: str, suffix: str = "corrupt") -> Optional[str]:
+    """Move a sidecar aside (NAME.json.SUFFIX, then .SUFFIX-2, ...) rather than overwrite it."""
     for n in range(1, 100):
-        backup = f"{path}.corrupt" + ("" if n == 1 else f"-{n}")
-        if not os.path.exists(backup):
+        backup = f"{path}.{suffix}" + ("" if n == 1 else f"-{n}")
+        if not os.path.lexists(backup):
             try:
-                os.replace(path, backup)
+                os.rename(path, backup)
             except OSError:
                 return None
             return backup

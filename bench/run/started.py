@@ -6,7 +6,9 @@ written and every resume would run that cell first and die again. Before each
 such cell the runner writes ``.NAME.csv.started`` (durably: fsync'd) naming
 the cell, and removes it once the cell's rows are on disk or the run stops in
 an orderly way. A mark found at the next start therefore names a cell that
-was running when its process died.
+was running when its process died. The mark and its temporary file are
+created afresh (``O_EXCL``, no link followed), so a link planted under
+either name costs nothing but the link.
 
 The mark also holds the kernel's OOM-kill counter (``oom_kill`` in
 ``/proc/vmstat``, which counts every OOM kill, cgroup limits included) and
@@ -27,7 +29,7 @@ ISOLATE_HINT = "use --isolate for risky grids"
 
 
 def mark_path(csv_path: str) -> str:
-    root, name = os.path.split(os.path.abspath(csv_path))
+    root, name = os.path.split(os.path.realpath(csv_path))
     return os.path.join(root, f".{name}.started")
 
 
@@ -75,10 +77,13 @@ def write(csv_path: str, cell_id: str, run_id: str = "") -> None:
                        "boot_id": boot_id(), "time": time.time()})
     path = mark_path(csv_path)
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(data + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    _unlink(tmp)  # a leftover of a kill, or a planted link: removing a link never touches its target
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)  # ours, new
+    try:
+        os.write(fd, (data + "\n").encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 
@@ -86,7 +91,8 @@ def read(csv_path: str) -> Optional[Mark]:
     """The mark a killed run left; None when there is none (or it is unreadable: then no cell is known)."""
     path = mark_path(csv_path)
     try:
-        with open(path, encoding="utf-8") as f:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))  # a planted link is no mark of ours
+        with os.fdopen(fd, encoding="utf-8") as f:
             data = json.load(f)
         kills = data.get("oom_kills")
         return Mark(str(data["cell_id"]), str(data.get("run_id") or ""),
@@ -100,9 +106,11 @@ def read(csv_path: str) -> Optional[Mark]:
 
 def clear(csv_path: str) -> None:
     for path in (mark_path(csv_path), mark_path(csv_path) + ".tmp"):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError:  # best effort: a stale mark costs one misrecorded cell, not the run
-            pass
+        _unlink(path)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:  # missing, or best effort: a stale mark costs one misrecorded cell, not the run
+        pass
