@@ -57,6 +57,8 @@ _COLUMN_DOCS: List[Tuple[str, str]] = [
     ("macs", "multiply-accumulates per image, conv + linear (classifier bias adds included)"),
     ("flops", "floating-point operations per image = 2 x macs"),
     ("activations", "output elements of conv and linear layers per image"),
+    ("counters", "the independent counts that agreed exactly on params, macs and activations: analytic+fvcore "
+     "(fvcore installed) or analytic+flop_counter (torch's FlopCounterMode, where fvcore is absent)"),
     # architecture
     ("stage_channels", "output channels per stage, e.g. 256-512-1024-2048"),
     ("stage_strides", "stride of each stage's output relative to the input, e.g. 4-8-16-32"),

@@ -99,6 +99,7 @@ RULES: Dict[str, Rule] = {
     "status": Rule("choice", choices=(STATUS_OK,) + tuple(FAILED_STATUSES)), "error": _TEXT,
     # complexity and architecture
     "params": _COUNT, "macs": _COUNT, "flops": _COUNT, "activations": _COUNT,
+    "counters": Rule("choice", choices=("analytic+fvcore", "analytic+flop_counter")),
     "stage_channels": _TEXT, "stage_strides": _TEXT, "feature_dim": _COUNT, "groups": _COUNT,
     # inference and training-step speed
     "latency_ms_median": _POSITIVE, "latency_ms_p90": _POSITIVE, "latency_ms_iqr": _NON_NEGATIVE,
