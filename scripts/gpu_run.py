@@ -273,7 +273,8 @@ def pack(run: Run) -> None:
         os.replace(tmp, os.path.join(run.out, TARBALL))
     except OSError as e:  # a file replaced under us mid-step: the previous tarball stays, the next pack retries
         print(f"== packing skipped this time: {e}", flush=True)
-        if os.path.exists(tmp):
+    finally:
+        if os.path.exists(tmp):  # a pack cut short (an error, or a signal) leaves no stray file in $OUT
             os.remove(tmp)
 
 
@@ -382,26 +383,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run.results = plan
     os.makedirs(ctx.path("logs"), exist_ok=True)
     pack(run)
-
-    def stop(signum, frame):  # killed from outside: say so in the summary, keep what finished
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        for res in plan:
+            print(f"== {_now()} step {res.step} {res.name}: {res.label}", flush=True)
+            log = ctx.path("logs", f"{res.step}-{res.name}.log")
+            run_command(run, res, log, args.max_step_s)
+            print(f"== step {res.step} {res.label}: {res.status} rc {res.rc} in {res.seconds} s", flush=True)
+            _print_tail(log)
+            pack(run)
+    except Stopped as stopped:  # killed from outside: end the running step, say so, keep what finished
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut this short
         if run.child is not None:
             _kill_group(run.child)
-        run.notes.append(f"stopped by signal {signum} at {_now()}")
+        run.notes.append(f"stopped by signal {stopped.signum} at {_now()}")
         pack(run)
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, stop)
-    for res in plan:
-        print(f"== {_now()} step {res.step} {res.name}: {res.label}", flush=True)
-        log = ctx.path("logs", f"{res.step}-{res.name}.log")
-        run_command(run, res, log, args.max_step_s)
-        print(f"== step {res.step} {res.label}: {res.status} rc {res.rc} in {res.seconds} s", flush=True)
-        _print_tail(log)
-        pack(run)
+        return 128 + stopped.signum
     run.finished = True
     pack(run)
     print(open(os.path.join(out, SUMMARY_TXT), encoding="utf-8").read(), flush=True)
     return 0 if all(r.status == "ok" for r in plan) else 1
+
+
+class Stopped(Exception):
+    """SIGTERM arrived; raised wherever the script was (a wait, a pack) and handled once in main()."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum, frame) -> None:
+    raise Stopped(signum)
 
 
 def _new_work_dir() -> str:
