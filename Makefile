@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 QUICK_STAMP := $(VENV)/.installed-quick
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: quick test test-all lint install install-quick clean
+.PHONY: quick test test-all lint install install-quick install-min test-min clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,5 +39,24 @@ lint: $(TEST_STAMP)
 test-all: $(TEST_STAMP)
 	$(PY) -m pytest -q -m ''
 
+# The GPU machine's Python reproduced on a CPU: torch 2.11.0, torchvision 0.26.0, no fvcore, no Ray
+# (scripts/minimal_env.sh; reused while its stamp matches, so MIN_VENV may live outside the tree, as
+# in CI). The harness runs from the tree, uninstalled, as it does there: the quick grid, the timing,
+# profile and GPU-logic tests, and the GPU script's CPU dry run (docs/gpu.md).
+MIN_VENV ?= .venv-min
+MIN_PY := $(MIN_VENV)/bin/python
+MIN_TESTS := tests/test_timing.py tests/test_kineto.py tests/test_profile.py tests/test_measure.py \
+	tests/test_recipe_device.py tests/test_paired.py tests/test_complexity.py tests/test_layers.py \
+	tests/test_gpu_script.py
+
+install-min:
+	bash scripts/minimal_env.sh $(MIN_VENV)
+
+test-min: install-min
+	out=$$(mktemp -d) && rc=0 && $(MIN_PY) benchmark.py --grid grids/quick.yaml --device cpu \
+		--out $$out/quick.csv --no-progress --no-report || rc=$$?; rm -rf $$out; exit $$rc
+	$(MIN_PY) -m pytest -q -p no:cacheprovider $(MIN_TESTS)
+	$(MIN_PY) -m pytest -q -p no:cacheprovider -m slow tests/test_gpu_script.py
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(MIN_VENV) *.egg-info .pytest_cache

@@ -159,6 +159,9 @@ REGISTRY: Tuple[Column, ...] = (
     C("macs", "multiply-accumulates per image, conv + linear (classifier bias adds included)", "MACs", COUNT),
     C("flops", "floating-point operations per image = 2 x macs", "FLOPs", COUNT),
     C("activations", "output elements of conv and linear layers per image", "", COUNT),
+    C("counters", "the independent counts that agreed exactly on params, macs and activations: analytic+fvcore "
+      "(fvcore installed) or analytic+flop_counter (torch's FlopCounterMode, where fvcore is absent)", "",
+      one_of(("analytic+fvcore", "analytic+flop_counter"))),
     # architecture
     C("stage_channels", "output channels per stage, e.g. 256-512-1024-2048", "", TEXT),
     C("stage_strides", "stride of each stage's output relative to the input, e.g. 4-8-16-32", "", TEXT),

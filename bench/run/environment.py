@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import re
 import subprocess
 import sys
 from typing import Any, Dict, List, Optional
@@ -27,7 +28,27 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# Where the tree has no .git (it was copied to a GPU machine), the commit its preparing script
+# recorded (scripts/carry_gpu.sh writes carry/GIT_COMMIT; scripts/gpu_run.py exports it as this).
+GIT_COMMIT_ENV = "BENCH_GIT_COMMIT"
+_COMMIT_FORM = re.compile(r"[0-9a-f]{7,40}(-dirty)?")
+
+
 def git_commit(path: Optional[str] = None) -> Optional[str]:
+    """HEAD of the checkout (``-dirty`` when tracked files changed), else ``$BENCH_GIT_COMMIT`` marked as recorded.
+
+    The recorded form reads ``<commit> (recorded)``: git did not confirm it, the script that copied the
+    tree said it. A value that is not a commit hash is ignored rather than written as one.
+    """
+    return _git_head(path) or _recorded_commit()
+
+
+def _recorded_commit() -> Optional[str]:
+    value = os.environ.get(GIT_COMMIT_ENV, "").strip()
+    return f"{value} (recorded)" if _COMMIT_FORM.fullmatch(value) else None
+
+
+def _git_head(path: Optional[str]) -> Optional[str]:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path or os.path.dirname(os.path.abspath(__file__)),
                              capture_output=True, text=True, timeout=5)
