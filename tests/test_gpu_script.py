@@ -243,14 +243,6 @@ def steps_table():
     return "\n".join(lines)
 
 
-def gpu_columns_table():
-    """docs/gpu.md's GPU column list: every result column whose doc names the GPU, CUDA or NVML."""
-    from bench.results.schema import COLUMN_DOCS
-
-    lines = ["| column | meaning |", "|---|---|"]
-    lines += [f"| `{n}` | {d} |" for n, d in COLUMN_DOCS.items() if re.search(r"GPU|CUDA|NVML|\bcuda\b", d)]
-    return "\n".join(lines)
-
 
 def _block(name):
     text = open(DOC, encoding="utf-8").read()
@@ -259,11 +251,11 @@ def _block(name):
     return m.group(1)
 
 
-@pytest.mark.parametrize("name,make", [("steps", steps_table), ("gpu-columns", gpu_columns_table)])
+@pytest.mark.parametrize("name,make", [("steps", steps_table)])
 def test_the_generated_tables_of_docs_gpu_md_match_the_code(name, make):
     assert _block(name) == make(), f"regenerate docs/gpu.md's {name} block:\n{make()}"
 
 
 if __name__ == "__main__":  # print the generated blocks of docs/gpu.md
     sys.path.insert(0, ROOT)
-    print(steps_table(), gpu_columns_table(), sep="\n\n")
+    print(steps_table())
