@@ -134,7 +134,7 @@ def _layer_counts(config: ModelConfig) -> Tuple[Tuple[Layer, int], ...]:
         if plan.blocks > 1:  # the repeated block is the same block each time: listed once, counted
             repeat, size = block_layers(config.block, size, plan.out_channels, plan.inner_width, plan.out_channels,
                                         1, plan.groups)
-            counts += [(layer, n * (plan.blocks - 1)) for layer, n in _once(repeat)]
+            counts += _once(repeat, plan.blocks - 1)
         c_in = plan.out_channels
     fc = make_layer("linear", 1, 1, 1, c_in, config.num_classes, 1, linear(c_in, config.num_classes).macs)
     head = (make_layer("avgpool", size, 1, 1, c_in, c_in, size), make_layer("flatten", 1, 1, 1, c_in, c_in, 1), fc)
@@ -142,9 +142,10 @@ def _layer_counts(config: ModelConfig) -> Tuple[Tuple[Layer, int], ...]:
 
 
 @lru_cache(maxsize=1 << 16)
-def _once(ops: Tuple[Layer, ...]) -> Tuple[Tuple[Layer, int], ...]:
-    """A block's operators with the repeats inside it merged (a bottleneck runs its BN shape twice)."""
-    return tuple(Counter(ops).items())
+def _once(ops: Tuple[Layer, ...], times: int = 1) -> Tuple[Tuple[Layer, int], ...]:
+    """A block's operators with the repeats inside it merged (a bottleneck runs its BN shape twice), each
+    count multiplied by ``times`` (the block's repeats)."""
+    return tuple((layer, n * times) for layer, n in Counter(ops).items())
 
 
 def inventory(config: ModelConfig, batch: int = 1, precision: str = "fp32",

@@ -24,11 +24,9 @@ predicting with another machine's table is refused.
 from __future__ import annotations
 
 import csv
-import heapq
 import math
 import os
 import re
-import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Sequence, Set, Tuple
@@ -46,6 +44,10 @@ INVENTORY_COLUMNS = ("variant_id", "shape", "count", "macs")
 K_FOLDS = 5
 NEIGHBOURS = 4
 BAND_QUANTILE = 90
+# A table entry is a shape's fastest round: on a shared 2-core machine another process's thread stalls torch's
+# 2-thread barriers, and the stalls only ever add time (a ReLU read 0.04 ms in one round and 19.8 ms in
+# another). The fitted per-layer overhead then carries the stalls the end-to-end runs met.
+TABLE_STATISTIC = "min"
 OVERHEAD_ROWS = {"call": "call k1 s1 g1 c1>1 h1", "op": "op k1 s1 g1 c1>1 h1"}
 Spec = Tuple[int, str, str, int]  # batch, precision, memory format, threads
 Layers = Sequence[Tuple[str, int, int]]  # (shape, count, MACs per image)
@@ -115,7 +117,7 @@ class LayerTable:
     cache: Dict[Any, float] = field(default_factory=dict, repr=False)
     _index: Dict[Spec, Any] = field(default_factory=dict, repr=False)
 
-    def index(self, spec: Spec) -> Dict[Tuple[Any, ...], List[Neighbour]]:
+    def index(self, spec: Spec) -> Dict[Tuple[Any, ...], Family]:
         if spec not in self._index:
             self._index[spec] = family_index(self.entries.get(spec, {}))
         return self._index[spec]
@@ -126,8 +128,23 @@ class LayerTable:
         return entry[0] if entry else math.nan
 
 
-def load_table(path: str, current: Dict[str, Any], current_id: str) -> LayerTable:
-    """The rows of ``path`` measured on this machine; UserError when it holds only other machines' rows."""
+def _statistic(path: str, line: int, row: Mapping[str, str], statistic: str) -> float:
+    """A row's time: ``median`` (``ms_median``) or ``min`` (the fastest round of ``samples_ms``)."""
+    if statistic == "min" and row.get("samples_ms"):
+        try:
+            values = [float(v) for v in row["samples_ms"].split()]
+        except ValueError:
+            raise UserError(f"{path}: line {line}: samples_ms: expected numbers separated by spaces") from None
+        if not values or not all(math.isfinite(v) and v >= 0 for v in values):
+            raise UserError(f"{path}: line {line}: samples_ms: expected finite numbers >= 0")
+        return min(values)
+    return _field(path, line, row, "ms_median", float)
+
+
+def load_table(path: str, current: Dict[str, Any], current_id: str, statistic: str = TABLE_STATISTIC) -> LayerTable:
+    """The rows of ``path`` measured on this machine; UserError when it holds only other machines' rows.
+
+    A later row of a key replaces an earlier one (a shape timed again)."""
     rows = _read_csv(path, TABLE_COLUMNS)
     recorded = (read_sidecar(path) or {}).get("fingerprints") or {}
     ids = {r["fingerprint_id"] for r in rows}
@@ -150,7 +167,7 @@ def load_table(path: str, current: Dict[str, Any], current_id: str) -> LayerTabl
                 raise UserError(f"{path}: line {line}: {e}") from None
         spec = (_field(path, line, row, "batch_size", int), row["precision"], row["memory_format"],
                 _field(path, line, row, "threads", int))
-        entries[spec][shape] = (_field(path, line, row, "ms_median", float), _field(path, line, row, "macs", int))
+        entries[spec][shape] = (_statistic(path, line, row, statistic), _field(path, line, row, "macs", int))
     return LayerTable(path, current_id, recorded.get(current_id, current), dict(entries))
 
 
@@ -166,46 +183,53 @@ class LayerSum:
     per_shape: Dict[str, float] = field(default_factory=dict)  # shape -> ms of one call
 
 
-Neighbour = Tuple[float, float, float, str, float, float]  # log c_in, log c_out, log size, text, work, ms
+Family = Tuple[np.ndarray, List[str], np.ndarray, np.ndarray]  # log (c_in, c_out, size) rows, texts, log work, log ms
 
 
-def family_index(entries: Mapping[str, Tuple[float, int]]) -> Dict[Tuple[Any, ...], List[Neighbour]]:
-    """family -> the table's shapes of that family (the overhead rows left out)."""
-    index: Dict[Tuple[Any, ...], List[Neighbour]] = defaultdict(list)
+def family_index(entries: Mapping[str, Tuple[float, int]]) -> Dict[Tuple[Any, ...], Family]:
+    """family -> its shapes in the table (the overhead rows left out), as arrays for a quick distance."""
+    members: Dict[Tuple[Any, ...], List[Tuple[Shape, str, float, float]]] = defaultdict(list)
     for text, (ms, macs) in entries.items():
         if text not in OVERHEAD_ROWS.values():
             s = Shape.parse(text)
-            index[s.family].append((math.log(s.c_in), math.log(s.c_out), math.log(s.size), text, s.work(macs), ms))
-    return dict(index)
+            members[s.family].append((s, text, s.work(macs), ms))
+    return {family: (np.log([[s.c_in, s.c_out, s.size] for s, _, _, _ in rows]), [t for _, t, _, _ in rows],
+                     np.log([w for _, _, w, _ in rows]), np.log([max(ms, 1e-9) for _, _, _, ms in rows]))
+            for family, rows in members.items()}
 
 
-def interpolate(index: Mapping[Tuple[Any, ...], List[Neighbour]], shape: str, macs: int, batch: int,
+def interpolate(index: Mapping[Tuple[Any, ...], Family], shape: str, macs: int, batch: int,
                 exclude: Set[str] = frozenset()) -> float:
     """A missing shape's time from its family's nearest neighbours (NaN when the family is empty).
 
     ``macs`` is per image, as inventories give it; the table's MACs are of the whole batch."""
     target = Shape.parse(shape)
-    work = target.work(macs * batch)
-    ci, co, h = math.log(target.c_in), math.log(target.c_out), math.log(target.size)
-    near = heapq.nsmallest(NEIGHBOURS, ((abs(a - ci) + abs(b - co) + 2 * abs(c - h), w, ms)
-                                        for a, b, c, text, w, ms in index.get(target.family, ())
-                                        if text != shape and text not in exclude))
-    if not near:
+    family = index.get(target.family)
+    if family is None:
         return math.nan
-    x = [math.log(w) for _, w, _ in near]
-    y = [math.log(ms) for _, _, ms in near]
-    mx, my = sum(x) / len(x), sum(y) / len(y)
-    sxx = sum((xi - mx) ** 2 for xi in x)
+    feats, texts, log_work, log_ms = family
+    distance = np.abs(feats - np.log([target.c_in, target.c_out, target.size])) @ np.array([1.0, 1.0, 2.0])
+    usable = len(texts)
+    if exclude:  # (without it the shape is missing from the table, so it is none of its own neighbours)
+        left_out = np.array([t == shape or t in exclude for t in texts])
+        distance[left_out] = np.inf
+        usable -= int(left_out.sum())
+    if not usable:
+        return math.nan
+    near = np.argsort(distance, kind="stable")[:min(NEIGHBOURS, usable)]
+    x, y = log_work[near], log_ms[near]
+    sxx = float(((x - x.mean()) ** 2).sum())
     # ms ~ work ** slope through the neighbours (least squares in logs); clamped so a few noisy points
     # cannot invert it; one neighbour (or equal work) scales in proportion
-    slope = min(1.2, max(0.0, sum((xi - mx) * (yi - my) for xi, yi in zip(x, y)) / sxx)) if sxx > 1e-12 else 1.0
-    return math.exp(statistics.median(yi - slope * xi for xi, yi in zip(x, y)) + slope * math.log(work))
+    slope = min(1.2, max(0.0, float(((x - x.mean()) * (y - y.mean())).sum()) / sxx)) if sxx > 1e-12 else 1.0
+    return math.exp(float(np.median(y - slope * x)) + slope * math.log(target.work(macs * batch)))
 
 
 def layer_sum(table: LayerTable, layers: Layers, spec: Spec, exclude: Set[str] = frozenset()) -> LayerSum:
     """Sum of count x table time over ``layers``; shapes in ``exclude`` are treated as missing."""
     entries = table.entries.get(spec, {})
     index = table.index(spec)
+    cache = table.cache.setdefault(spec, {})
     total, n, interp, missing, per = 0.0, 0, 0, 0, {}
     for shape, count, macs in layers:
         n += count
@@ -215,10 +239,9 @@ def layer_sum(table: LayerTable, layers: Layers, spec: Spec, exclude: Set[str] =
         elif exclude:
             ms = interpolate(index, shape, macs, spec[0], exclude)
         else:  # a dry run over a sampled space asks for the same missing shapes again and again
-            key = (spec, shape, macs)
-            if key not in table.cache:
-                table.cache[key] = interpolate(index, shape, macs, spec[0])
-            ms = table.cache[key]
+            ms = cache.get(shape)
+            if ms is None:
+                ms = cache[shape] = interpolate(index, shape, macs, spec[0])
         if entry is None:
             interp += count
             missing += count if math.isnan(ms) else 0
@@ -316,14 +339,14 @@ def read_inventories(path: str) -> Dict[str, List[Tuple[str, int, int]]]:
     return dict(out)
 
 
-def read_e2e(path: str, fingerprint_id: str) -> Dict[Spec, Dict[str, float]]:
-    """spec -> variant_id -> measured median ms, this machine's rows only."""
+def read_e2e(path: str, fingerprint_id: str, statistic: str = "median") -> Dict[Spec, Dict[str, float]]:
+    """spec -> variant_id -> measured ms (median or fastest round), this machine's rows only."""
     out: Dict[Spec, Dict[str, float]] = defaultdict(dict)
     for line, row in enumerate(_read_csv(path, E2E_COLUMNS), start=2):
         if row["fingerprint_id"] == fingerprint_id:
             spec = (_field(path, line, row, "batch_size", int), row["precision"], row["memory_format"],
                     _field(path, line, row, "threads", int))
-            out[spec][row["variant_id"]] = _field(path, line, row, "ms_median", float)
+            out[spec][row["variant_id"]] = _statistic(path, line, row, statistic)
     return dict(out)
 
 
