@@ -339,14 +339,14 @@ def layer_table_predictions(grid, table_csv: str) -> Dict[str, str]:
         if s["device"] != "cpu":
             notes[cell.cell_id] = "table: CPU tables only"
             continue
-        layers = [(layer.shape, n, layer.macs) for layer, n in inventory(cell.model).layers]
+        blocks = [(group.id, group.keys) for group in inventory(cell.model).groups]
         parts = []
         for batch in s["batch_sizes"]:
             spec = (batch, s["precision"], s["memory_format"], s.get("threads") or 0)
             if spec not in predictor.table.entries:
                 parts.append(f"bs{batch} not in the table")
                 continue
-            ms, lo, hi, total = predictor.predict(layers, spec)
+            ms, lo, hi, total = predictor.predict(blocks, spec)
             parts.append(f"bs{batch} {ms:.3g} ms" + (f" [{lo:.3g}-{hi:.3g}]" if lo == lo else " [no band]")
                          + (f" ({total.interpolated} layers interpolated)" if total.interpolated else ""))
         notes[cell.cell_id] = "table " + ", ".join(parts)

@@ -18,6 +18,7 @@ part of the shape: they are columns of the table, given once per inventory.
 """
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -51,14 +52,31 @@ def make_layer(kind: str, kernel: int, stride: int, groups: int, c_in: int, c_ou
     return Layer(kind, kernel, stride, groups, c_in, c_out, size, macs, shape)
 
 
+class Group(NamedTuple):
+    """The operators of one block (or the stem, or the head) with their counts; blocks shared by many
+    variants are the same object, with the same ``id``, so a reader can cache per block."""
+
+    id: int
+    layers: Tuple[Tuple[Layer, int], ...]
+    keys: Tuple[Tuple[str, int, int], ...]  # (shape, count, MACs per image): what the analysis reads
+
+
+_group_ids = itertools.count()
+
+
 @dataclass(frozen=True)
 class Inventory:
-    """The operators of one variant at one batch, precision and memory format: (layer, times it runs)."""
+    """The operators of one variant at one batch, precision and memory format, block by block."""
 
-    layers: Tuple[Tuple[Layer, int], ...]
+    groups: Tuple[Group, ...]
     batch: int
     precision: str
     memory_format: str
+
+    @property
+    def layers(self) -> Tuple[Tuple[Layer, int], ...]:
+        """(layer, times it runs); a shape may be listed once per block it appears in."""
+        return tuple(item for group in self.groups for item in group.layers)
 
     @property
     def n_layers(self) -> int:
@@ -70,7 +88,7 @@ class Inventory:
         return sum(layer.macs * n for layer, n in self.layers)
 
     def shapes(self) -> Counter:
-        """shape string -> how many times it runs (a shape may be listed more than once in ``layers``)."""
+        """shape string -> how many times it runs."""
         counts: Counter = Counter()
         for layer, n in self.layers:
             counts[layer.shape] += n
@@ -123,35 +141,36 @@ def stem_layers(config: ModelConfig) -> Tuple[List[Layer], int]:
 
 
 @lru_cache(maxsize=1 << 15)
-def _layer_counts(config: ModelConfig) -> Tuple[Tuple[Layer, int], ...]:
+def _layer_groups(config: ModelConfig) -> Tuple[Group, ...]:
     ops, size = stem_layers(config)
-    counts = [(layer, 1) for layer in ops]
+    groups = [_group(tuple(ops))]
     c_in = config.resolved_stem_width()
     for plan in config.stages():
         ops, size = block_layers(config.block, size, c_in, plan.inner_width, plan.out_channels, plan.stride,
                                  plan.groups)
-        counts += _once(ops)
+        groups.append(_group(ops))
         if plan.blocks > 1:  # the repeated block is the same block each time: listed once, counted
             repeat, size = block_layers(config.block, size, plan.out_channels, plan.inner_width, plan.out_channels,
                                         1, plan.groups)
-            counts += _once(repeat, plan.blocks - 1)
+            groups.append(_group(repeat, plan.blocks - 1))
         c_in = plan.out_channels
     fc = make_layer("linear", 1, 1, 1, c_in, config.num_classes, 1, linear(c_in, config.num_classes).macs)
     head = (make_layer("avgpool", size, 1, 1, c_in, c_in, size), make_layer("flatten", 1, 1, 1, c_in, c_in, 1), fc)
-    return tuple(counts) + tuple((layer, 1) for layer in head)
+    return tuple(groups) + (_group(head),)
 
 
 @lru_cache(maxsize=1 << 16)
-def _once(ops: Tuple[Layer, ...], times: int = 1) -> Tuple[Tuple[Layer, int], ...]:
+def _group(ops: Tuple[Layer, ...], times: int = 1) -> Group:
     """A block's operators with the repeats inside it merged (a bottleneck runs its BN shape twice), each
     count multiplied by ``times`` (the block's repeats)."""
-    return tuple((layer, n * times) for layer, n in Counter(ops).items())
+    items = tuple((layer, n * times) for layer, n in Counter(ops).items())
+    return Group(next(_group_ids), items, tuple((layer.shape, n, layer.macs) for layer, n in items))
 
 
 def inventory(config: ModelConfig, batch: int = 1, precision: str = "fp32",
               memory_format: str = "contiguous") -> Inventory:
     """The operators ``config``'s inference runs, each with the number of times it runs."""
-    return Inventory(_layer_counts(config), batch, precision, memory_format)
+    return Inventory(_layer_groups(config), batch, precision, memory_format)
 
 
 @dataclass(frozen=True)
@@ -187,6 +206,6 @@ def distinct_layers(configs: Iterable[ModelConfig]) -> List[Layer]:
     """One :class:`Layer` per distinct shape of ``configs``, in first-seen order (what a table times)."""
     seen = {}
     for config in dict.fromkeys(configs):
-        for layer, _ in _layer_counts(config):
+        for layer, _ in inventory(config).layers:
             seen.setdefault(layer.shape, layer)
     return list(seen.values())

@@ -29,7 +29,7 @@ import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -357,10 +357,23 @@ class TablePredictor:
 
     table: LayerTable
     heldout: Dict[Spec, Heldout]
+    _block_sums: Dict[Tuple[Spec, int], LayerSum] = field(default_factory=dict, repr=False)
 
-    def predict(self, layers: Layers, spec: Spec) -> Tuple[float, float, float, LayerSum]:
-        """(ms, band low, band high, the sum); the band is NaN where no evaluation was run for ``spec``."""
-        s = layer_sum(self.table, layers, spec)
+    def predict(self, groups: Sequence[Tuple[Optional[int], Layers]],
+                spec: Spec) -> Tuple[float, float, float, LayerSum]:
+        """(ms, band low, band high, the sum) of a model given as groups of layers (its blocks); a group
+        with an id is summed once per spec and remembered (blocks recur across a sampled space). The band
+        is NaN where no evaluation was run for ``spec``."""
+        s = LayerSum(0.0, 0, 0, 0)
+        for key, layers in groups:
+            part = self._block_sums.get((spec, key)) if key is not None else None
+            if part is None:
+                part = layer_sum(self.table, layers, spec)
+                part.per_shape = {}
+                if key is not None:
+                    self._block_sums[(spec, key)] = part
+            s.ms, s.layers = s.ms + part.ms, s.layers + part.layers
+            s.interpolated, s.missing = s.interpolated + part.interpolated, s.missing + part.missing
         held = self.heldout.get(spec)
         if held is None:  # no end-to-end timings: the measured per-module call cost is the best overhead known
             call = self.table.overhead_ms(spec, "call")
