@@ -175,13 +175,14 @@ def _row(shape: str, spec: TableSpec, macs: int, samples: List[float], others: f
 
 def build_table(path: str, layers: Iterable[Layer], spec: TableSpec, rounds: int = 7, block_ms: float = 2.0,
                 chunk: int = 48, deadline: Optional[float] = None,
-                progress: Callable[[str], None] = lambda text: None) -> int:
+                progress: Callable[[str], None] = lambda text: None, retime: Iterable[str] = ()) -> int:
     """Time the shapes of ``layers`` (and the overhead rows) not yet in ``path``; rows appended per chunk.
 
     Stops after the chunk during which ``deadline`` (a ``time.monotonic`` value) passed. Returns the
-    number of shapes still missing (0: the table is complete for these layers).
+    number of shapes still missing (0: the table is complete for these layers). Shapes in ``retime`` are
+    timed again though present: their new rows are appended, and a reader takes a key's last row.
     """
-    present = read_keys(path)
+    present = read_keys(path) - {spec.key(shape) for shape in retime}
     items: List[Tuple[str, Optional[Layer]]] = [(s, None) for s in OVERHEAD_SHAPES]
     items += [(layer.shape, layer) for layer in dict((layer.shape, layer) for layer in layers).values()]
     todo = [item for item in items if spec.key(item[0]) not in present]
