@@ -386,7 +386,10 @@ def why(folder: str, table, inventories, e2e) -> str:
                 out.append({"variant_id": vid, "batch_size": int(batch), "shape": shape, "count": count,
                             "macs": macs * count * int(batch), "ms": ms,
                             "gflop_s": 2 * macs * count * int(batch) / (ms * 1e6) if macs else float("nan")})
-    df = pd.DataFrame(out)
+    # a shape can sit in several blocks (the inventory lists it per block): one row per shape
+    df = pd.DataFrame(out).groupby(["variant_id", "batch_size", "shape"], sort=False, as_index=False)[
+        ["count", "macs", "ms"]].sum()
+    df["gflop_s"] = np.where(df["macs"] > 0, 2 * df["macs"] / (df["ms"] * 1e6), np.nan)
     df.to_csv(os.path.join(folder, "why.csv"), index=False, float_format="%.6g")
     measured = e2e.set_index(["variant_id", "batch_size"])["ms_median"]
     names = e2e.drop_duplicates("variant_id").set_index("variant_id")["variant"]

@@ -91,3 +91,13 @@ def test_a_file_that_is_not_a_layer_table_is_refused_before_anything_is_timed(tm
     path.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="not a layer table"):
         lt.build_table(str(path), distinct_layers([TINY]), SPEC)
+
+
+def test_a_shape_asked_to_be_timed_again_gets_a_new_row_after_the_old_ones(tmp_path):
+    path = str(tmp_path / "table.csv")
+    layers = distinct_layers([TINY])[:3]
+    lt.build_table(path, layers, SPEC, rounds=1, block_ms=0.0)
+    before = rows(path)
+    lt.build_table(path, layers, SPEC, rounds=1, block_ms=0.0, retime=[layers[1].shape])
+    after = rows(path)
+    assert after[:len(before)] == before and [r["shape"] for r in after[len(before):]] == [layers[1].shape]
