@@ -103,7 +103,8 @@ def suspects(folder: str, batch: int, factor: float = 1.8) -> List[str]:
 
 
 def build(folder: str, batches: Sequence[int], rounds: int, block_ms: float, max_seconds: float,
-          retime: bool = False) -> int:
+          retime: object = False) -> int:
+    """Time the missing shapes; ``retime``: also the suspects (True) or every shape ("all")."""
     from bench.measure import allocator
     from bench.measure.layer_table import TableSpec, build_table
 
@@ -117,9 +118,9 @@ def build(folder: str, batches: Sequence[int], rounds: int, block_ms: float, max
     left = 0
     for batch in batches:
         start = time.perf_counter()
-        again = suspects(folder, batch) if retime else []
+        again = (suspects(folder, batch) if retime != "all" else [layer.shape for layer in layers]) if retime else []
         if retime:
-            print(f"batch {batch}: timing {len(again)} shape(s) again (entry vs neighbours off by > 1.8x)")
+            print(f"batch {batch}: timing {len(again)} shape(s) again")
         left = build_table(path, layers, TableSpec(batch, "fp32", "contiguous", THREADS, fid), rounds, block_ms,
                            deadline=deadline, progress=print, retime=again)
         _record(path, fp, fid, {"step": "retime" if retime else "table", "batch_size": batch,
@@ -421,6 +422,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (table 9, e2e 15)")
     parser.add_argument("--block-ms", type=float, default=None, help="shortest timed block (table 2, e2e 20)")
+    parser.add_argument("--all", action="store_true", help="retime: every shape, not just the suspects")
     parser.add_argument("--max-seconds", type=float, default=420.0, help="stop after the chunk that passes this")
     args = parser.parse_args(argv)
     os.makedirs(args.dir, exist_ok=True)
@@ -429,7 +431,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.step == "table":
             return build(args.dir, args.batch, args.rounds or 9, args.block_ms or 2.0, args.max_seconds)
         if args.step == "retime":
-            return build(args.dir, args.batch, args.rounds or 9, args.block_ms or 2.0, args.max_seconds, retime=True)
+            return build(args.dir, args.batch, args.rounds or 9, args.block_ms or 2.0, args.max_seconds,
+                         retime="all" if args.all else True)
         if args.step == "e2e":
             return time_variants(args.dir, args.batch, args.rounds or 15, args.block_ms or 20.0, args.max_seconds)
         if args.step == "import":
