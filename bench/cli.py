@@ -57,6 +57,9 @@ def build_run_parser() -> argparse.ArgumentParser:
                    help="with --dry-run: annotate each cell RUN.csv has not timed with a batch-1 latency predicted "
                         "from its counts by a model fitted on RUN.csv's timed cells (refused unless RUN.csv was "
                         "measured in this environment); see docs/design-spaces.md")
+    p.add_argument("--layer-table", default=None, metavar="TABLE.csv",
+                   help="with --dry-run: annotate each cell with latencies predicted from a per-layer table measured "
+                        "on this machine (refused for another machine's); see docs/layer-latency.md")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="do not write plots and report.md after the run")
     g = p.add_argument_group("running and resuming (see docs/runner.md)")
@@ -177,13 +180,17 @@ def run_command(args: argparse.Namespace, argv: List[str]) -> int:
         from bench.run.executors import import_ray
 
         import_ray()  # fail before any work when the extra is missing
-    if args.predict is not None and not args.dry_run:
-        raise UserError(f"--predict {args.predict}: only used with --dry-run")
+    for flag, value in (("--predict", args.predict), ("--layer-table", args.layer_table)):
+        if value is not None and not args.dry_run:
+            raise UserError(f"{flag} {value}: only used with --dry-run")
     grid = load_grid(args.grid, quick=args.quick, device=args.device, data_root=args.data_root)
     out = args.out or default_out(args.grid, args.quick, shard)
     _check_out_path(out)
     if args.dry_run:
         predict = latency_predictions(grid, args.predict) if args.predict is not None else None
+        if args.layer_table is not None:
+            table = layer_table_predictions(grid, args.layer_table)
+            predict = {k: f"{predict[k]}; {v}" for k, v in table.items()} if predict else table
         print_dry_run(grid, out, shard, args.retry_failed, predict)
         return 0
 
@@ -343,6 +350,37 @@ def _gmacs(macs: int) -> str:
         from decimal import Decimal
 
         return f"{Decimal(macs) / 10 ** 9:.3e}"
+
+
+def layer_table_predictions(grid, table_csv: str) -> Dict[str, str]:
+    """cell_id -> 'table bs1 X ms [lo-hi], ...': each batch size's latency from the layer table, from the
+    cell's layer inventory (no model built). Refused (UserError) for a table of another machine."""
+    from models.layers import inventory
+
+    from bench.analysis.layer_predict import load_predictor
+    from bench.results.fingerprint import fingerprint, fingerprint_id
+    from bench.run import environment
+
+    current = fingerprint({"software": environment.software(), "cpu": environment.cpu_info(), "gpus": []}, "cpu")
+    predictor = load_predictor(table_csv, current, fingerprint_id(current))
+    notes = {}
+    for cell in grid.cells:
+        s = cell.settings
+        if s["device"] != "cpu":
+            notes[cell.cell_id] = "table: CPU tables only"
+            continue
+        blocks = [(group.id, group.keys) for group in inventory(cell.model).groups]
+        parts = []
+        for batch in s["batch_sizes"]:
+            spec = (batch, s["precision"], s["memory_format"], s.get("threads") or 0)
+            if spec not in predictor.table.entries:
+                parts.append(f"bs{batch} not in the table")
+                continue
+            ms, lo, hi, total = predictor.predict(blocks, spec)
+            parts.append(f"bs{batch} {ms:.3g} ms" + (f" [{lo:.3g}-{hi:.3g}]" if lo == lo else " [no band]")
+                         + (f" ({total.interpolated} layers interpolated)" if total.interpolated else ""))
+        notes[cell.cell_id] = "table " + ", ".join(parts)
+    return notes
 
 
 def print_dry_run(grid, out: Optional[str] = None, shard=None, retry_failed: bool = False,

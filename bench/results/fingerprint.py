@@ -5,6 +5,8 @@ need the comparison, not the capture code (which imports torch and NVML).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Dict
 
 
@@ -24,3 +26,9 @@ def fingerprint(env: Dict[str, Any], device: str = "cpu") -> Dict[str, Any]:
         fp.update({f"isa_{name}": flag for name, flag in sorted((cpu.get("isa") or {}).items())})
         fp.update({name.lower(): value for name, value in sorted((cpu.get("isa_env") or {}).items())})
     return fp
+
+
+def fingerprint_id(fp: Dict[str, Any]) -> str:
+    """A short stable id of a fingerprint, for files keyed by machine (the layer table)."""
+    text = json.dumps(fp, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

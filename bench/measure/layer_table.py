@@ -1,0 +1,199 @@
+"""A layer table: each distinct operator shape timed in isolation, stored as a resumable CSV.
+
+Each :class:`models.layers.Layer` becomes one torch call on tensors of its
+shape (``F.conv2d`` with its groups and stride, eval-mode ``F.batch_norm``,
+in-place ReLU and residual add as torchvision's blocks run them, pooling,
+flatten, ``F.linear``), in the cell's precision (autocast) and memory format,
+under inference mode. Shapes are timed a chunk at a time in interleaved
+rounds: every round times each shape of the chunk once (in a shuffled order)
+with the harness's own loop (:func:`bench.measure.timing.timed_loop`, blocks
+of calls long enough for the clock), so a drift of the machine's speed
+spreads over all of them instead of biasing the ones timed during it. A
+shape's entry is the median of its rounds, with the raw per-round samples
+and the largest share of the machine other processes took meanwhile.
+
+Two rows measure what the sum of operators misses: ``call`` is an
+``nn.Module`` call that does nothing (the per-module cost the eager framework
+adds to every conv, BN and ReLU of a model), ``op`` the cheapest dispatched
+torch call (the per-op floor). The predictor reports them beside its fitted
+per-layer overhead.
+
+Rows are appended a chunk at a time (flushed and fsynced) and a shape already
+in the file for the same batch, precision, memory format, threads and
+fingerprint is skipped, so an interrupted build resumes where it stopped.
+This module knows the shapes and the clock, not where the fingerprint comes
+from: the caller passes its id (``bench.results.fingerprint``).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import random
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.layers import Layer
+
+from bench.measure.numerics import autocast, numeric_settings
+from bench.measure.timing import PerfCounterTimer, timed_loop
+
+COLUMNS = ("shape", "batch_size", "precision", "memory_format", "threads", "fingerprint_id", "macs",
+           "ms_median", "ms_iqr", "rounds", "others_share_max", "samples_ms")
+OVERHEAD_SHAPES = ("call k1 s1 g1 c1>1 h1", "op k1 s1 g1 c1>1 h1")
+TableKey = Tuple[str, int, str, str, int, str]  # shape, batch, precision, memory format, threads, fingerprint id
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What a table's rows are measured at (and keyed by, with the shape)."""
+
+    batch: int
+    precision: str
+    memory_format: str  # "contiguous" or "channels_last"
+    threads: int
+    fingerprint_id: str
+
+    def key(self, shape: str) -> TableKey:
+        return (shape, self.batch, self.precision, self.memory_format, self.threads, self.fingerprint_id)
+
+
+def _torch_format(memory_format: str) -> torch.memory_format:
+    return torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
+
+
+class _Nothing(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def operator(layer: Optional[Layer], shape: str, batch: int, memory_format: str) -> Callable[[], object]:
+    """One call of the operator ``layer`` describes, on fresh tensors of its shape (``layer`` None: an
+    overhead row of :data:`OVERHEAD_SHAPES`). Call under inference mode."""
+    fmt = _torch_format(memory_format)
+    if layer is None:
+        x, module = torch.zeros(1), _Nothing()
+        return (lambda: module(x)) if shape.startswith("call") else (lambda: x.view(1))
+
+    def image(channels: int, size: int) -> torch.Tensor:
+        return torch.randn(batch, channels, size, size).contiguous(memory_format=fmt)
+
+    k, s, g, c_in, c_out, h = layer.kernel, layer.stride, layer.groups, layer.c_in, layer.c_out, layer.size
+    if layer.kind == "conv":
+        x, w = image(c_in, h), torch.randn(c_out, c_in // g, k, k).contiguous(memory_format=fmt)
+        return lambda: F.conv2d(x, w, None, s, k // 2, 1, g)
+    if layer.kind == "bn":
+        x, stats = image(c_in, h), [torch.rand(c_in) + 0.5 for _ in range(4)]
+        return lambda: F.batch_norm(x, stats[0], stats[1], stats[2], stats[3], False, 0.1, 1e-5)
+    if layer.kind == "relu":
+        x = image(c_in, h)
+        return lambda: torch.relu_(x)
+    if layer.kind == "add":
+        x, y = image(c_in, h), image(c_in, h) * 1e-6  # in place, as `out += identity`; stays finite
+        return lambda: x.add_(y)
+    if layer.kind == "maxpool":
+        x = image(c_in, h)
+        return lambda: F.max_pool2d(x, k, s, k // 2)
+    if layer.kind == "avgpool":
+        x = image(c_in, h)
+        return lambda: F.adaptive_avg_pool2d(x, 1)
+    if layer.kind == "flatten":
+        x = image(c_in, 1)
+        return lambda: torch.flatten(x, 1)
+    if layer.kind == "linear":
+        x, w, b = torch.randn(batch, c_in), torch.randn(c_out, c_in), torch.randn(c_out)
+        return lambda: F.linear(x, w, b)
+    raise ValueError(f"layer kind {layer.kind!r}: no operator to time")
+
+
+def read_keys(path: str) -> Set[TableKey]:
+    """The keys already in the table file (empty when it does not exist yet)."""
+    if not os.path.exists(path):
+        return set()
+    with _open(path, "r") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not set(COLUMNS) <= set(reader.fieldnames):
+            raise ValueError(f"{path}: not a layer table (expected the columns {', '.join(COLUMNS)})")
+        return {(r["shape"], int(r["batch_size"]), r["precision"], r["memory_format"], int(r["threads"]),
+                 r["fingerprint_id"]) for r in reader}
+
+
+def _open(path: str, mode: str):
+    """Open without following a symlink at ``path`` (a shared folder is untrusted)."""
+    flags = os.O_RDONLY if mode == "r" else os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    return os.fdopen(fd, mode if mode == "r" else "a", newline="")
+
+
+def append_rows(path: str, rows: Sequence[Dict[str, object]], columns: Sequence[str] = COLUMNS) -> None:
+    """Append ``rows`` (header first when the file is new), flushed to disk before returning."""
+    new = not os.path.exists(path) or os.path.getsize(path) == 0
+    with _open(path, "a") as f:
+        writer = csv.DictWriter(f, columns, lineterminator="\n")
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def time_chunk(items: Sequence[Tuple[str, Optional[Layer]]], spec: TableSpec, rounds: int, block_ms: float,
+               seed: int = 0) -> List[Dict[str, object]]:
+    """Time each (shape, layer) of ``items`` in ``rounds`` interleaved rounds; one table row each."""
+    rng = random.Random(seed)
+    samples: Dict[str, List[float]] = {shape: [] for shape, _ in items}
+    others: Dict[str, float] = {shape: 0.0 for shape, _ in items}
+    timer = PerfCounterTimer()
+    with torch.inference_mode(), autocast("cpu", spec.precision):
+        fns = {shape: operator(layer, shape, spec.batch, spec.memory_format) for shape, layer in items}
+        for fn in fns.values():  # warm: oneDNN primitives created, output buffers in the allocator
+            fn()
+            fn()
+        order = list(fns)
+        for _ in range(rounds):
+            rng.shuffle(order)
+            for shape in order:
+                loop = timed_loop(fns[shape], timer, warmup=0, repeats=1, min_block_ms=block_ms)
+                samples[shape].append(loop.samples[0])
+                others[shape] = max(others[shape], loop.others_share or 0.0)
+    macs = {shape: (layer.macs * spec.batch if layer is not None else 0) for shape, layer in items}
+    return [_row(shape, spec, macs[shape], samples[shape], others[shape]) for shape, _ in items]
+
+
+def _row(shape: str, spec: TableSpec, macs: int, samples: List[float], others: float) -> Dict[str, object]:
+    q = statistics.quantiles(samples, n=4) if len(samples) > 1 else [samples[0]] * 3
+    return {"shape": shape, "batch_size": spec.batch, "precision": spec.precision,
+            "memory_format": spec.memory_format, "threads": spec.threads, "fingerprint_id": spec.fingerprint_id,
+            "macs": macs, "ms_median": statistics.median(samples), "ms_iqr": q[2] - q[0], "rounds": len(samples),
+            "others_share_max": round(others, 4), "samples_ms": " ".join(f"{v:.6g}" for v in samples)}
+
+
+def build_table(path: str, layers: Iterable[Layer], spec: TableSpec, rounds: int = 7, block_ms: float = 2.0,
+                chunk: int = 48, deadline: Optional[float] = None,
+                progress: Callable[[str], None] = lambda text: None, retime: Iterable[str] = ()) -> int:
+    """Time the shapes of ``layers`` (and the overhead rows) not yet in ``path``; rows appended per chunk.
+
+    Stops after the chunk during which ``deadline`` (a ``time.monotonic`` value) passed. Returns the
+    number of shapes still missing (0: the table is complete for these layers). Shapes in ``retime`` are
+    timed again though present: their new rows are appended, and a reader takes a key's last row.
+    """
+    present = read_keys(path) - {spec.key(shape) for shape in retime}
+    items: List[Tuple[str, Optional[Layer]]] = [(s, None) for s in OVERHEAD_SHAPES]
+    items += [(layer.shape, layer) for layer in dict((layer.shape, layer) for layer in layers).values()]
+    todo = [item for item in items if spec.key(item[0]) not in present]
+    for start in range(0, len(todo), chunk):
+        part = todo[start:start + chunk]
+        t0 = time.monotonic()
+        with numeric_settings("cpu", threads=spec.threads):
+            rows = time_chunk(part, spec, rounds, block_ms, seed=start)
+        append_rows(path, rows)
+        progress(f"batch {spec.batch}: {start + len(part)}/{len(todo)} shapes timed "
+                 f"({time.monotonic() - t0:.1f} s for the last {len(part)})")
+        if deadline is not None and time.monotonic() > deadline:
+            return len(todo) - start - len(part)
+    return 0
