@@ -12,7 +12,7 @@ C=32 see 32 channels at 32x32, 64 at 16x16 and 128 at 8x8):
   64^2), so channels grow as d shrinks.
 
 Each shape is timed through the harness's own timer (``bench.measure.timing.timed_loop``,
-perf_counter, one call per sample)
+perf_counter, blocks of calls when one call is shorter than ``--min-block-ms``)
 in interleaved rounds: every round times every shape once, in alternating order,
 so a drifting machine hits all shapes alike. A shape's time (``ms_best``, from
 which GFLOP/s and the roof share are computed) is its quickest sample over all
@@ -103,7 +103,7 @@ def make_shape(channels: int, spatial: int, d: int, batch: int):
 Key = Tuple[str, str, int, int, int, int]  # sweep, stage, channels, spatial, d, batch
 
 
-def measure(batch_sizes: Sequence[int], rounds: int, repeats: int, warmup: int,
+def measure(batch_sizes: Sequence[int], rounds: int, repeats: int, min_block_ms: float, warmup: int,
             probes: List[Tuple[float, float]]) -> Dict[Key, Tuple[List[List[float]], int, int]]:
     """Samples per round (ms per call), MACs and bytes of every shape x batch, timed in interleaved rounds;
     a roof probe before each round is appended to ``probes``."""
@@ -117,7 +117,7 @@ def measure(batch_sizes: Sequence[int], rounds: int, repeats: int, warmup: int,
     for index in range(rounds):
         probes.append(probe_device("cpu", "fp32"))
         for key in keys if index % 2 == 0 else reversed(keys):
-            loop = timed_loop(work[key][0], timer, warmup=warmup, repeats=repeats)
+            loop = timed_loop(work[key][0], timer, warmup=warmup, repeats=repeats, min_block_ms=min_block_ms)
             times[key].append(loop.samples)
         print(f"round {index + 1}/{rounds} done", file=sys.stderr, flush=True)
     return {key: (times[key], work[key][1], work[key][2]) for key in keys}
@@ -162,6 +162,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
     p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (each times every shape once)")
     p.add_argument("--repeats", type=int, default=5, help="timed samples of a shape per round")
+    p.add_argument("--min-block-ms", type=float, default=2.0, help="calls shorter than this are timed in blocks")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--out", default="results/studies/cpu-cardinality/grouped_conv.csv")
     p.add_argument("--report-only", action="store_true",
@@ -175,7 +176,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return write_summary(args.out, read_header(args.out))
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     probes: List[Tuple[float, float]] = []
-    measured = measure(args.batch_sizes, args.rounds, args.repeats, args.warmup, probes)
+    measured = measure(args.batch_sizes, args.rounds, args.repeats, args.min_block_ms, args.warmup, probes)
     probes.append(probe_device("cpu", "fp32"))
     # the roof is the best the machine showed: a probe slowed by a busy moment would flatter every shape
     peak, bandwidth = max(p[0] for p in probes), max(p[1] for p in probes)

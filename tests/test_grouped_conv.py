@@ -88,7 +88,7 @@ def test_the_benchmark_writes_a_csv_the_analysis_reads_and_a_summary_ending_in_t
     from benchmarks import grouped_conv as B
 
     out = tmp_path / "gc.csv"
-    assert B.main(["--threads", "1", "--rounds", "1", "--repeats", "1", "--warmup", "0",
+    assert B.main(["--threads", "1", "--rounds", "1", "--repeats", "1", "--warmup", "0", "--min-block-ms", "0",
                    "--batch-sizes", "1", "--out", str(out)]) == 0
     assert out.read_text().startswith("# command: python -m benchmarks.grouped_conv --threads 1")
     df = G.read(str(out))

@@ -9,6 +9,7 @@ a cell id.
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -23,9 +24,18 @@ from bench.train import recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "results").rglob("README.md")])
-# A result CSV is one with the harness's sidecar beside it (RUN.csv + RUN.json); the profile and per-image
-# files beside it, the grouped-conv and layer tables have their own formats.
-RESULT_CSVS = sorted(p for p in (ROOT / "results").rglob("*.csv") if p.with_suffix(".json").is_file())
+
+
+def _has_run_sidecar(csv_path: Path) -> bool:
+    """A result CSV is one with the runner's sidecar beside it (RUN.json with its runs); the profile and
+    per-image files beside it, the grouped-conv and layer-latency tables have formats of their own."""
+    try:
+        return "runs" in json.loads(csv_path.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+
+RESULT_CSVS = sorted(p for p in (ROOT / "results").rglob("*.csv") if _has_run_sidecar(p))
 
 
 def test_docs_reference_holds_every_generated_table_as_the_code_writes_it():
@@ -48,7 +58,7 @@ def test_a_doc_without_the_markers_is_refused():
 def test_every_bench_path_named_in_the_docs_exists():
     missing = []
     for doc in DOCS:
-        for path in set(re.findall(r"\bbench/[\w./-]*\w", doc.read_text(encoding="utf-8"))):
+        for path in set(re.findall(r"(?<![\w-])bench/[\w./-]*\w", doc.read_text(encoding="utf-8"))):
             if not (ROOT / path).exists():
                 missing.append(f"{doc.relative_to(ROOT)}: {path}")
     assert missing == []

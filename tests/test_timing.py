@@ -243,3 +243,28 @@ def test_stopwatch_on_a_gpu_adds_the_event_time_of_each_interval():
     watch.start()
     Event.clock[0] = 2000.0
     assert watch.stop() == pytest.approx(2.0)
+
+
+def test_a_microbenchmark_times_calls_shorter_than_min_block_ms_in_blocks_and_reports_the_block_mean():
+    from bench.measure.timing import timed_loop
+
+    class FakeTimer:
+        """Each call of fn costs 0.1 ms; a block of n calls reads n * 0.1 ms (proves the block size and the mean)."""
+
+        def __init__(self):
+            self.blocks = []
+
+        def synchronize(self):
+            pass
+
+        def time_block(self, fn, n):
+            self.blocks.append(n)
+            return 0.1 * n
+
+    timer = FakeTimer()
+    loop = timed_loop(lambda: None, timer, warmup=0, repeats=3, min_block_ms=2.0)
+    assert timer.blocks == [1, 20, 20, 20]  # one probe call, then blocks of 2.0 / 0.1 calls
+    assert loop.samples == pytest.approx([0.1, 0.1, 0.1])
+    single = FakeTimer()
+    timed_loop(lambda: None, single, warmup=0, repeats=3)
+    assert single.blocks == [1, 1, 1]  # result rows: one call per sample

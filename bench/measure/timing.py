@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import os
 import time
 import statistics
@@ -211,7 +212,7 @@ def timed_loop(fn: Callable[[], object], timer: Timer, warmup: int, repeats: Uni
                max_time_s: float = 2.0, clock: Callable[[], float] = time.perf_counter, min_time_s: float = 0.0,
                cpu_times: Callable[[], "os.times_result"] = os.times,
                machine_times: Callable[[], Optional[Tuple[float, float]]] = machine_cpu_seconds,
-               observe: Optional[Callable[[], None]] = None) -> TimedLoop:
+               observe: Optional[Callable[[], None]] = None, *, min_block_ms: float = 0.0) -> TimedLoop:
     """Per-call times in ms (:data:`TIMING_RULE`), after ``warmup`` discarded calls, with the CPU time split.
 
     ``repeats`` is a fixed count, or ``"auto"``: sample until IQR/median is
@@ -220,10 +221,16 @@ def timed_loop(fn: Callable[[], object], timer: Timer, warmup: int, repeats: Uni
     judged on a 0.1 s burst that happened to be calm. ``observe`` (GPU
     readings) runs before the first sample and after each one, outside the
     timed calls.
+
+    ``min_block_ms`` is for microbenchmarks of single layers on the CPU
+    (benchmarks/grouped_conv.py, the layer table), never for result rows: a
+    call shorter than it is timed in blocks of calls and each sample is the
+    block's mean, so the timer's own microsecond stays out of a
+    microsecond-sized sample. 0 (the default) keeps one call per sample.
     """
     with _gc_paused():
         return _sample(fn, timer, warmup, repeats, max_time_s, clock, min_time_s, cpu_times, machine_times,
-                       observe or (lambda: None))
+                       observe or (lambda: None), min_block_ms)
 
 
 @contextlib.contextmanager
@@ -245,10 +252,16 @@ def _gc_paused() -> Iterator[None]:
 
 def _sample(fn: Callable[[], object], timer: Timer, warmup: int, repeats: Union[int, str], max_time_s: float,
             clock: Callable[[], float], min_time_s: float, cpu_times: Callable[[], "os.times_result"],
-            machine_times: Callable[[], Optional[Tuple[float, float]]], observe: Callable[[], None]) -> TimedLoop:
+            machine_times: Callable[[], Optional[Tuple[float, float]]], observe: Callable[[], None],
+            min_block_ms: float = 0.0) -> TimedLoop:
     for _ in range(warmup):
         fn()
     timer.synchronize()
+    block = 1
+    if min_block_ms > 0:
+        probe = timer.time_block(fn, 1)
+        if probe < min_block_ms:
+            block = min(1000, max(1, math.ceil(min_block_ms / max(probe, 1e-6))))
     samples: List[float] = []
     host: List[float] = []
     adaptive = repeats == "auto"
@@ -259,7 +272,7 @@ def _sample(fn: Callable[[], object], timer: Timer, warmup: int, repeats: Union[
     # the warm-up stays outside, like the samples.
     before, machine_before = cpu_times(), machine_times()
     while len(samples) < limit:
-        samples.append(timer.time_block(fn, 1))
+        samples.append(timer.time_block(fn, block) / block)
         if getattr(timer, "last_host_ms", None) is not None:
             host.append(timer.last_host_ms)
         observe()
