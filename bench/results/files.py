@@ -34,7 +34,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from bench.errors import UserError, os_error_text
+from bench.errors import UserError, one_line, os_error_text
 from bench.results.schema import COLUMNS, FAILED_STATUSES, STATUS_OK
 
 ROW_STATUSES = (STATUS_OK,) + tuple(FAILED_STATUSES)
