@@ -106,6 +106,30 @@ class Column:
     rule: Rule
 
 
+
+def _gpu_loop_columns(prefix: str, what: str) -> Tuple[Column, ...]:
+    """The GPU readings of one timed loop (inference or training step): host share, clocks, power, energy."""
+    return (
+        Column(f"{prefix}_host_share", f"GPU: median over the timed {what} of the host's time in the call "
+               "(launching, until it returns) / the call's CUDA-event time; near 1 the GPU waited for launches "
+               "(host-bound), well below 1 the device was the bottleneck; empty on the CPU", "fraction", FRACTION),
+        Column(f"{prefix}_sm_clock_mhz", f"GPU: median SM clock over NVML readings taken before the timed {what} "
+               "and after each one (outside the timed calls)", "MHz", POSITIVE),
+        Column(f"{prefix}_sm_clock_change", f"GPU: (max - min) / max of those SM clock readings; above 0.02 the "
+               f"{what} ran at a changing clock (noisy)", "fraction", FRACTION),
+        Column(f"{prefix}_mem_clock_mhz", "GPU: median memory clock over the same readings", "MHz", POSITIVE),
+        Column(f"{prefix}_gpu_temp_c", f"GPU: highest temperature read during the {what}", "deg C",
+               Rule("number", -50, 150)),
+        Column(f"{prefix}_power_w", f"GPU: median power draw read during the {what}", "W", NON_NEGATIVE),
+        Column(f"{prefix}_energy_j_per_image", f"GPU: NVML total-energy counter over the timed {what} (gaps "
+               "between synchronised samples included) / images processed; empty with a note when the loop was "
+               "under 1 s (the counter's refresh period makes it coarse) or NVML has no counter", "J", NON_NEGATIVE),
+        Column(f"{prefix}_clock_events", f"GPU: NVML clock-event (throttle) reasons seen during the {what}, "
+               "';'-separated, GpuIdle left out; none when none; a slowdown (power cap, thermal, HW slowdown, sync "
+               "boost...) marks the loop noisy", "", TEXT),
+    )
+
+
 C = Column
 # Grouped: identity, model, settings, status, complexity, architecture, speed, memory, accuracy.
 REGISTRY: Tuple[Column, ...] = (
@@ -189,22 +213,7 @@ REGISTRY: Tuple[Column, ...] = (
     C("compile_recompiles", "graphs torch.compile compiled during this batch size's timed loops (inference and "
       "training step; each batch size has its own compiled model): 0 expected, more means a sample timed a compile",
       "", Rule("int", 0)),
-    C("latency_host_share", "GPU: median over the timed forward passes of the host's time in the call (launching, until "
-      "it returns) / the call's CUDA-event time; near 1 the GPU waited for launches (host-bound), well below 1 the "
-      "device was the bottleneck; empty on the CPU", "fraction", FRACTION),
-    C("latency_sm_clock_mhz", "GPU: median SM clock over NVML readings taken before the timed forward passes and after "
-      "each one (outside the timed calls)", "MHz", POSITIVE),
-    C("latency_sm_clock_change", "GPU: (max - min) / max of those SM clock readings; above 0.02 the forward passes ran "
-      "at a changing clock (noisy)", "fraction", FRACTION),
-    C("latency_mem_clock_mhz", "GPU: median memory clock over the same readings", "MHz", POSITIVE),
-    C("latency_gpu_temp_c", "GPU: highest temperature read during the forward passes", "deg C", Rule("number", -50, 150)),
-    C("latency_power_w", "GPU: median power draw read during the forward passes", "W", NON_NEGATIVE),
-    C("latency_energy_j_per_image", "GPU: NVML total-energy counter over the timed forward passes (gaps between "
-      "synchronised samples included) / images processed; empty with a note when the loop was under 1 s "
-      "(the counter's refresh period makes it coarse) or NVML has no counter", "J", NON_NEGATIVE),
-    C("latency_clock_events", "GPU: NVML clock-event (throttle) reasons seen during the forward passes, ';'-separated, "
-      "GpuIdle left out; none when none; a slowdown (power cap, thermal, HW slowdown, sync boost...) marks the "
-      "loop noisy", "", TEXT),
+    *_gpu_loop_columns("latency", "forward passes"),
     # training-step speed: the timed loop of single steps, not the training run (train_img_s)
     C("train_step_ms_median", "median of one timed training step (forward + backward + optimizer step) on a "
       "fixed batch", "ms", POSITIVE),
@@ -226,22 +235,7 @@ REGISTRY: Tuple[Column, ...] = (
       POSITIVE),
     C("train_compile_time_s", "torch.compile: first training step (train-mode and backward graphs compiled), "
       "excluded from timings", "s", NON_NEGATIVE),
-    C("train_step_host_share", "GPU: median over the timed training steps of the host's time in the call (launching, until "
-      "it returns) / the call's CUDA-event time; near 1 the GPU waited for launches (host-bound), well below 1 the "
-      "device was the bottleneck; empty on the CPU", "fraction", FRACTION),
-    C("train_step_sm_clock_mhz", "GPU: median SM clock over NVML readings taken before the timed training steps and after "
-      "each one (outside the timed calls)", "MHz", POSITIVE),
-    C("train_step_sm_clock_change", "GPU: (max - min) / max of those SM clock readings; above 0.02 the training steps ran "
-      "at a changing clock (noisy)", "fraction", FRACTION),
-    C("train_step_mem_clock_mhz", "GPU: median memory clock over the same readings", "MHz", POSITIVE),
-    C("train_step_gpu_temp_c", "GPU: highest temperature read during the training steps", "deg C", Rule("number", -50, 150)),
-    C("train_step_power_w", "GPU: median power draw read during the training steps", "W", NON_NEGATIVE),
-    C("train_step_energy_j_per_image", "GPU: NVML total-energy counter over the timed training steps (gaps between "
-      "synchronised samples included) / images processed; empty with a note when the loop was under 1 s "
-      "(the counter's refresh period makes it coarse) or NVML has no counter", "J", NON_NEGATIVE),
-    C("train_step_clock_events", "GPU: NVML clock-event (throttle) reasons seen during the training steps, ';'-separated, "
-      "GpuIdle left out; none when none; a slowdown (power cap, thermal, HW slowdown, sync boost...) marks the "
-      "loop noisy", "", TEXT),
+    *_gpu_loop_columns("train_step", "training steps"),
     # memory
     C("peak_mem_mb", "peak memory of inference: GPU max_memory_allocated, or on CPU weights + buffers + input "
       "plus the peak RSS growth while it runs", "MiB", NON_NEGATIVE),
