@@ -75,13 +75,13 @@ def test_a_started_mark_planted_as_a_link_costs_only_the_link(tmp_path, finished
 
 @pytest.mark.parametrize("which", ["images", "profile"])
 def test_a_per_image_or_profile_file_planted_as_a_link_is_refused_in_one_line(tmp_path, which):
-    from bench.results.image_schema import IMAGE_ROWS_KEY, image_row
+    from bench.results.image_schema import IMAGE_ROWS_KEY, image_row, test_set_id
     from bench.results.profile_schema import PROFILE_ROWS_KEY
 
     def with_side_rows(cell):
         rows = ok_rows(cell)
         if which == "images":
-            rows[0][IMAGE_ROWS_KEY] = [image_row(0, [True, False], [1, 2])]
+            rows[0][IMAGE_ROWS_KEY] = [image_row(0, [True, False], test_set_id([1, 2]))]
         else:
             rows[0][PROFILE_ROWS_KEY] = [{"cell_id": cell.cell_id, "phase": "inference", "ms": 1.0}]
         return rows

@@ -46,13 +46,8 @@ def images_path(csv_path: str) -> str:
 
 
 def pop_image_rows(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Take the per-image rows off a cell's result rows (every row of a cell carries the same ones)."""
-    found: List[Dict[str, Any]] = []
-    for row in rows:
-        carried = row.pop(IMAGE_ROWS_KEY, None) or []
-        if not found:
-            found = list(carried)
-    return found
+    """Take the per-image rows off a cell's result rows (the cell puts them on its first row)."""
+    return [r for row in rows for r in (row.pop(IMAGE_ROWS_KEY, None) or [])]
 
 
 def test_set_id(labels: Sequence[int]) -> str:
@@ -79,10 +74,11 @@ def decode_bits(text: str, n: int) -> np.ndarray:
     return bits[:n].astype(bool)
 
 
-def image_row(seed: int, correct: Sequence[bool], labels: Sequence[int]) -> Dict[str, Any]:
-    """One seed's row (without the run, cell and variant ids, which the cell adds)."""
+def image_row(seed: int, correct: Sequence[bool], test_set: str) -> Dict[str, Any]:
+    """One seed's row (without the run, cell and variant ids, which the runner adds); ``test_set`` is
+    :func:`test_set_id` of the labels, the same for every seed of a cell."""
     vector = np.asarray(correct, dtype=bool)
-    return {"seed": seed, "test_images": int(vector.size), "test_set": test_set_id(labels),
+    return {"seed": seed, "test_images": int(vector.size), "test_set": test_set,
             "correct_images": int(vector.sum()), "correct": encode_bits(vector)}
 
 

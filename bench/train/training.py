@@ -32,7 +32,7 @@ from bench.train.augment import BatchPipeline
 from bench.train.data import NUM_CLASSES, Split, TrainingData, prepare_data
 from bench.errors import UserError
 from bench.measure import cpu
-from bench.results.image_schema import IMAGE_ROWS_KEY, image_row
+from bench.results.image_schema import IMAGE_ROWS_KEY, image_row, test_set_id
 from bench.train.recipe import MAX_WARMUP_FRACTION, TrainConfig, for_device, resolve
 
 # On a GPU, reading the loss back every step would stall the pipeline; check this often instead
@@ -543,6 +543,7 @@ def train_columns(config: TrainConfig, data: DeviceData, results: List[SeedResul
         return row
     accs = [r.test_acc for r in results]
     times = [r.train_time_s for r in results]
+    test_set = test_set_id(data.test.labels.tolist())  # every seed is scored on the same images
     row.update({
         "top1_acc": stats.mean(accs),
         "top1_acc_std": stats.std(accs) if len(accs) > 1 else None,
@@ -553,7 +554,7 @@ def train_columns(config: TrainConfig, data: DeviceData, results: List[SeedResul
         "val_acc": stats.mean([r.val_acc for r in results]) if data.val is not None else None,
         "train_time_s": stats.mean(times),
         "train_img_s": sum(r.images for r in results) / sum(times) if sum(times) > 0 else None,
-        IMAGE_ROWS_KEY: [image_row(r.seed, r.correct.tolist(), data.test.labels.tolist())
+        IMAGE_ROWS_KEY: [image_row(r.seed, r.correct.tolist(), test_set)
                          for r in results if r.correct is not None],
     })
     reached = [r.time_to_target_s for r in results]
