@@ -100,13 +100,10 @@ def percentage_errors(log_pred: np.ndarray, log_true: np.ndarray) -> np.ndarray:
     return np.abs(np.exp(log_pred - log_true) - 1)
 
 
-@dataclass(frozen=True)
-class Baseline:
-    """A trivial predictor's held-out errors on the model's folds, and whether the model beats it."""
+class _HeldOutErrors:
+    """The summaries of a predictor's held-out absolute percentage errors (``heldout_ape``)."""
 
-    name: str
     heldout_ape: np.ndarray
-    p_value: float  # one-sided Wilcoxon signed-rank: the model's |log error| is smaller
 
     @property
     def median_ape(self) -> float:
@@ -115,6 +112,15 @@ class Baseline:
     @property
     def p90_ape(self) -> float:
         return float(np.percentile(self.heldout_ape, BAND_QUANTILE))
+
+
+@dataclass(frozen=True)
+class Baseline(_HeldOutErrors):
+    """A trivial predictor's held-out errors on the model's folds, and whether the model beats it."""
+
+    name: str
+    heldout_ape: np.ndarray
+    p_value: float  # one-sided Wilcoxon signed-rank: the model's |log error| is smaller
 
     @property
     def beaten(self) -> bool:
@@ -133,7 +139,7 @@ def beats_p_value(model_abs_log: np.ndarray, baseline_abs_log: np.ndarray) -> fl
 
 
 @dataclass
-class LatencyModel:
+class LatencyModel(_HeldOutErrors):
     key: ModelKey
     levels: List[str]
     coef: np.ndarray
@@ -160,14 +166,6 @@ class LatencyModel:
         return ("does not beat " + ", ".join(f"{b.name} (held-out median APE {b.median_ape:.1%} vs "
                                             f"{self.median_ape:.1%}, p = {b.p_value:.2g})" for b in lost)
                 + ": no claim rests on this model")
-
-    @property
-    def median_ape(self) -> float:
-        return float(np.median(self.heldout_ape))
-
-    @property
-    def p90_ape(self) -> float:
-        return float(np.percentile(self.heldout_ape, BAND_QUANTILE))
 
     def predict(self, macs: float, activations: float, params: float, group: str) -> Tuple[float, float, float]:
         """(predicted ms, band low, band high); NaNs for a group the model never measured."""
