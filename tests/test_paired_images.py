@@ -1,4 +1,4 @@
-"""Paired accuracy tests over per-image records, the trend test, RUN.images.csv loading and the compare family.
+"""Paired accuracy tests over per-image records, RUN.images.csv loading and the compare family.
 
 Hand-made correctness vectors with known answers; scipy is the reference where it has the function
 (binomtest for McNemar's exact test)."""
@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from bench.analysis.paired_images import ImageRecord, image_totals, load_images, paired_test, trend_test
+from bench.analysis.paired_images import ImageRecord, image_totals, load_images, paired_test
 from bench.errors import GridError, UserError
 from bench.results.compare_spec import describe, parse_compare, parse_compare_arg
 from bench.results.image_schema import IMAGE_COLUMNS, encode_bits, images_path
@@ -87,17 +87,6 @@ def test_one_resampling_of_the_images_serves_a_whole_family():
     t_a, t_b = image_totals([a, b], n_boot=50)
     assert t_a.shape == (50, 2) and t_b.shape == (50, 1)
     assert paired_test(a, b, n_boot=50, totals=(t_a, t_b)) == paired_test(a, b, n_boot=50)
-
-
-def test_the_trend_test_p_is_the_exact_share_of_orderings_as_steep():
-    # 3 levels, 1 seed each: of the 3! orderings, the observed and its reverse have |slope| this large
-    r = trend_test("cardinality", [1, 2, 4], [[0.1], [0.2], [0.3]], n_perm=20_000)
-    assert r.log2 and r.slope == pytest.approx(0.1) and r.monotone
-    assert r.p_value == pytest.approx(2 / 6, abs=0.015)
-    flat = trend_test("cardinality", [1, 4, 8, 32], [[0.7, 0.71], [0.69, 0.7], [0.71, 0.7], [0.7, 0.69]])
-    assert flat.p_value > 0.3 and not flat.monotone
-    with pytest.raises(ValueError, match="3 or more levels"):
-        trend_test("cardinality", [1, 32], [[0.7], [0.72]])
 
 
 # ------------------------------------------------------------------ RUN.images.csv

@@ -319,6 +319,11 @@ def test_a_trend_claim_needs_a_declared_trend_test(tmp_path):
                             "resnext29_32x4d_w0.25")
     assert not trend.result.monotone  # 68.38, 70.23, 71.36, 71.24: C=8 above C=32
     assert trend.result.slope > 0 and len(declared.comparisons) == 6  # every pair of the 4 values, all matched
+    assert trend.result.test_name == "Welch t on the slope"  # no per-image file: the seeds and the test-set error
+    paired = _tests(tmp_path, Family(({"setting": "cardinality", "values": [1, 4, 8, 32]},), "test"),
+                    variants=variants)
+    assert paired.trends[0].result.test_name == "paired bootstrap slope"
+    assert paired.trends[0].result.slope == pytest.approx(trend.result.slope)  # the same seeds' accuracies
 
 
 def test_the_study_report_generates_findings_from_the_family_the_grid_declared(tmp_path):

@@ -10,8 +10,8 @@ stricter and more sensitive than comparing two means. The data is
 * :func:`paired_test`: a paired bootstrap over images (and over each side's
   seeds where it has more than one) for the interval, and its p; McNemar's
   exact test for the p when each side has a single seed;
-* :func:`trend_test`: least-squares slope of per-seed accuracy on log2 of an
-  ordered setting, with a permutation p.
+* :func:`resampled_mean` and :func:`bootstrap_p`: the pieces
+  :mod:`bench.analysis.trend` reuses for the trend over an ordered setting.
 
 Rows whose ``test_set`` fingerprints differ are never paired (ValueError).
 """
@@ -29,7 +29,6 @@ from bench.results.files import read_lines
 from bench.results.image_schema import decode_bits, images_path
 
 N_BOOT = 10_000  # resamples: the smallest p a paired bootstrap can give is 2 / (N_BOOT + 1)
-N_PERM = 10_000
 LEVEL = 0.95
 _CHUNK = 250  # resamples drawn at once: 250 x 10,000 image weights is 10 MB
 _REQUIRED = ("run_id", "cell_id", "seed", "test_images", "test_set", "correct_images", "correct")
@@ -145,7 +144,7 @@ def paired_test(first: ImageRecord, second: ImageRecord, n_boot: int = N_BOOT, l
                          f"{first.images} images vs {second.test_set}, {second.images} images)")
     t_a, t_b = totals if totals is not None else image_totals([first, second], n_boot, seed)
     rng = np.random.default_rng(seed + 1)
-    diffs = (_resampled_mean(t_b, rng, seed_scale(second)) - _resampled_mean(t_a, rng, seed_scale(first))) \
+    diffs = (resampled_mean(t_b, rng, seed_scale(second)) - resampled_mean(t_a, rng, seed_scale(first))) \
         / first.images
     tail = (1 - level) / 2
     low, high = (float(q) for q in np.quantile(diffs, [tail, 1 - tail]))
@@ -156,8 +155,7 @@ def paired_test(first: ImageRecord, second: ImageRecord, n_boot: int = N_BOOT, l
         return PairedResult("McNemar exact", difference, low, high, p,
                             f"{first.images:,} images x 1 seed, {counts}; interval: paired bootstrap over "
                             f"images, {n_boot:,} resamples", _ahead(first, second))
-    p = min(1.0, 2 * min(np.sum(diffs <= 0) + 1, np.sum(diffs >= 0) + 1) / (n_boot + 1))
-    return PairedResult("paired bootstrap", difference, low, high, float(p),
+    return PairedResult("paired bootstrap", difference, low, high, bootstrap_p(diffs),
                         f"{first.images:,} images x {_seeds_text(first, second)} seeds, {n_boot:,} resamples",
                         _ahead(first, second))
 
@@ -180,7 +178,13 @@ def image_totals(records: Sequence[ImageRecord], n_boot: int = N_BOOT, seed: int
     return [out[:, lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
-def _resampled_mean(totals: np.ndarray, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+def bootstrap_p(draws: np.ndarray) -> float:
+    """Two-sided p of 'the statistic is 0' by inverting a percentile bootstrap: twice the share of draws on
+    the far side of 0, with the +1 correction (never below 2 / (draws + 1), never above 1)."""
+    return float(min(1.0, 2 * min(np.sum(draws <= 0) + 1, np.sum(draws >= 0) + 1) / (len(draws) + 1)))
+
+
+def resampled_mean(totals: np.ndarray, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
     """Mean over a bootstrap draw of the seeds (columns) of each resample's per-seed totals (rows), the
     draw's deviation from the seeds' mean multiplied by ``scale`` (:func:`seed_scale`)."""
     seeds = totals.shape[1]
@@ -237,45 +241,3 @@ def _ahead(first: ImageRecord, second: ImageRecord) -> Optional[Tuple[int, int]]
         return None
     acc_a, acc_b = dict(zip(first.seeds, first.seed_accuracies)), dict(zip(second.seeds, second.seed_accuracies))
     return sum(acc_b[s] > acc_a[s] for s in common), len(common)
-
-
-# --------------------------------------------------------------------------- trend over an ordered setting
-@dataclass(frozen=True)
-class TrendResult:
-    setting: str
-    levels: Tuple[float, ...]
-    means: Tuple[float, ...]  # mean accuracy per level, in the order given
-    slope: float  # accuracy (fraction) per unit of log2(level) (a doubling), or per unit of the level
-    log2: bool
-    p_value: float
-    detail: str
-
-    @property
-    def monotone(self) -> bool:
-        """The level means rise (or fall) at every step."""
-        steps = np.diff(self.means)
-        return bool(np.all(steps > 0) or np.all(steps < 0))
-
-
-def trend_test(setting: str, levels: Sequence[float], seeds: Sequence[Sequence[float]], n_perm: int = N_PERM,
-               seed: int = 0) -> TrendResult:
-    """Least-squares slope of the per-seed accuracies on log2(level) (on the level itself when one is not
-    positive), with a two-sided permutation p: the seeds' accuracies are shuffled across levels, which
-    under 'no trend' is as likely as the labelling observed (+1 correction). ValueError with fewer than
-    3 levels or a level without seeds."""
-    if len(levels) < 3 or len(levels) != len(seeds) or any(len(s) == 0 for s in seeds):
-        raise ValueError(f"a trend test needs 3 or more levels, each with seeds; got {len(levels)} level(s)")
-    log2 = all(float(v) > 0 for v in levels)
-    x = np.concatenate([[math.log2(v) if log2 else float(v)] * len(s) for v, s in zip(levels, seeds)])
-    y = np.concatenate([np.asarray(s, dtype=float) for s in seeds])
-    xc = x - x.mean()
-    slope = float(xc @ (y - y.mean()) / (xc @ xc))
-    rng = np.random.default_rng(seed)
-    shuffled = np.stack([rng.permutation(y) for _ in range(n_perm)])
-    slopes = (shuffled - shuffled.mean(axis=1, keepdims=True)) @ xc / (xc @ xc)
-    p = (np.sum(np.abs(slopes) >= abs(slope) - 1e-12) + 1) / (n_perm + 1)
-    unit = f"log2 {setting}" if log2 else setting
-    return TrendResult(setting, tuple(float(v) for v in levels), tuple(float(np.mean(s)) for s in seeds), slope,
-                       log2, float(p), f"least-squares slope of {len(y)} per-seed accuracies on {unit}, "
-                                       f"{n_perm:,} permutations")
-

@@ -471,7 +471,8 @@ def _trend_sentence(t: TrendComparison, schedule: str, n_trends: int) -> str:
     means = ", ".join(f"{m * 100:.2f}" for m in r.means)
     shape = "rising at every step" if r.monotone and r.slope > 0 else "falling at every step" if r.monotone \
         else "not monotone"
-    stats = (f"slope {r.slope * 100:+.2f} pp {unit}, permutation p = {r.p_value:.2g} (Holm-adjusted "
+    stats = (f"slope {r.slope * 100:+.2f} pp {unit}, 95% CI {r.low * 100:+.2f} to {r.high * 100:+.2f}, "
+             f"{r.test_name} p = {r.p_value:.2g} (Holm-adjusted "
              f"{t.holm_p:.2g} over {n_trends} declared trend test{'s' if n_trends > 1 else ''}); {r.detail}; "
              f"level means {means}% "
              f"({shape}; {', '.join(t.labels)})")

@@ -24,7 +24,8 @@ import pandas as pd
 
 from bench.analysis.edf import holm
 from bench.analysis.pareto import MAXIMIZE, MINIMIZE, dominates, pareto_front
-from bench.analysis.paired_images import ImageRecord, TrendResult, image_totals, paired_test, trend_test
+from bench.analysis.paired_images import ImageRecord, image_totals, paired_test
+from bench.analysis.trend import TrendResult, paired_trend_test, seed_trend_test
 from bench.analysis.verdicts import DEFAULT_ALPHA, accuracy_sample, chance_check, difference_test
 from bench.results.compare_spec import SETTINGS
 from bench.results.compare_spec import describe as describe_family
@@ -514,7 +515,7 @@ def accuracy_tests(points: pd.DataFrame, family: Family, images: Mapping[ImageKe
     tested = [k for k, c in enumerate(out) if c.p_value is not None]
     for k, q in zip(tested, holm([out[k].p_value for k in tested])):
         out[k] = replace(out[k], holm_p=q, significant=q < alpha, family_size=len(tested))
-    return AccuracyTests(family, out, trend_tests(acc, family.contrasts, records, alpha, notes), notes)
+    return AccuracyTests(family, out, trend_tests(acc, family.contrasts, records, totals, alpha, notes), notes)
 
 
 def declared_pairs(acc: pd.DataFrame, contrasts: Sequence[Dict[str, Any]],
@@ -584,10 +585,12 @@ def _setting_pairs(acc: pd.DataFrame, contrast: Dict[str, Any], add, notes: List
 
 
 def trend_tests(acc: pd.DataFrame, contrasts: Sequence[Dict[str, Any]], records: Mapping[Any, ImageRecord],
-                alpha: float, notes: List[str]) -> List[TrendComparison]:
-    """A trend test (:func:`bench.analysis.paired_images.trend_test`) for each declared setting contrast of 3 or
-    more numeric values, over each set of points that agree on every other setting and have one point per
-    value; Holm-adjusted over the section's trend tests."""
+                totals: Mapping[int, Any], alpha: float, notes: List[str]) -> List[TrendComparison]:
+    """A trend test for each declared setting contrast of 3 or more numeric values, over each set of points
+    that agree on every other setting and have one point per value; Holm-adjusted over the section's trend
+    tests. The test (:mod:`bench.analysis.trend`): the paired bootstrap slope where every point has a
+    per-image record on one test set (``totals``: the family's image resampling, by record id), else the
+    Welch t on the slope; a chain neither can test is a note."""
     found = []
     for contrast in contrasts:
         setting, values = contrast.get("setting"), contrast.get("values") or []
@@ -606,10 +609,22 @@ def trend_tests(acc: pd.DataFrame, contrasts: Sequence[Dict[str, Any]], records:
                          "has exactly one point per value, so it is not tested")
         for chain in complete:
             idx = [level[0] for level in chain]
-            seeds = [records[i].seed_accuracies if i in records else accuracy_sample(acc.loc[i]).seeds for i in idx]
-            found.append((trend_test(setting, values, seeds), tuple(str(acc.at[i, "label"]) for i in idx)))
+            labels = tuple(str(acc.at[i, "label"]) for i in idx)
+            try:
+                found.append((_trend(acc, setting, values, idx, records, totals), labels))
+            except ValueError as e:
+                notes.append(f"declared trend over {setting} ({', '.join(labels)}): not tested: {e}")
     adjusted = holm([r.p_value for r, _ in found])
     return [TrendComparison(r, labels, q, q < alpha) for (r, labels), q in zip(found, adjusted)]
+
+
+def _trend(acc: pd.DataFrame, setting: str, values: Sequence[Any], idx: Sequence[Any],
+           records: Mapping[Any, ImageRecord], totals: Mapping[int, Any]) -> TrendResult:
+    chain = [records.get(i) for i in idx]
+    if all(r is not None for r in chain) and len({(r.test_set, r.images) for r in chain}) == 1:
+        known = [totals.get(id(r)) for r in chain]
+        return paired_trend_test(setting, values, chain, known if all(t is not None for t in known) else None)
+    return seed_trend_test(setting, values, [accuracy_sample(acc.loc[i]) for i in idx])
 
 
 def _records(acc: pd.DataFrame, images: Mapping[ImageKey, ImageRecord], notes: List[str]) -> Dict[Any, ImageRecord]:
