@@ -203,7 +203,9 @@ def test_without_test_images_the_seed_mean_test_is_scipys_welch_test():
         test = reg.seed_mean_test(acc(*b, images=None), acc(*c, images=None), 0.05)
         ref = ttest_ind(c, b, equal_var=False)
         assert test.p_value == pytest.approx(ref.pvalue, rel=1e-9)
-        assert f"df {ref.df:.1f}" in test.detail
+        assert f"df {ref.df:.1f}" in test.detail and test.seeds == (len(b), len(c))
+        assert test.describe() == f"seeds {len(b)} vs {len(c)}, {test.detail}"
+        assert test.describe("base", "new").startswith(f"seeds {len(b)} (base) vs {len(c)} (new), df ")
 
 
 def test_the_test_set_error_is_shared_by_the_seeds_and_never_raises_df_or_lowers_p():

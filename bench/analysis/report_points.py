@@ -670,8 +670,5 @@ def _compare(kind: str, a: pd.Series, b: pd.Series, rec_a: Optional[ImageRecord]
     diff = sample_b.mean - sample_a.mean
     if test is None:
         return AccuracyComparison(kind, first, second, diff, None, "not testable: one seed and test_images unknown")
-    # The table may print the pair leader first: name each side's seed count so it cannot be read reversed.
-    detail = test.detail.replace(f"seeds {sample_a.n} vs {sample_b.n}",
-                                 f"seeds {sample_a.n} ({first}) vs {sample_b.n} ({second})", 1)
-    return AccuracyComparison(kind, first, second, diff, test.p_value, f"{test.name}; {detail}",
+    return AccuracyComparison(kind, first, second, diff, test.p_value, f"{test.name}; {test.describe(first, second)}",
                               low=diff - test.critical, high=diff + test.critical, test_name=test.name)

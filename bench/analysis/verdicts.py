@@ -193,7 +193,17 @@ class AccuracyTest:
     name: str
     p_value: float
     critical: float  # |difference| at which p reaches alpha
-    detail: str
+    detail: str  # what the test saw, besides the seed counts
+    seeds: Optional[Tuple[int, int]] = None  # (baseline, current) seed counts, for a test on seed means
+
+    def describe(self, baseline: str = "", current: str = "") -> str:
+        """The detail with each side's seed count, labelled by name where names are given (a table that
+        prints the pair's leader first must not let the counts be read reversed)."""
+        if self.seeds is None:
+            return self.detail
+        b, c = self.seeds
+        counts = f"seeds {b} ({baseline}) vs {c} ({current})" if baseline else f"seeds {b} vs {c}"
+        return f"{counts}, {self.detail}"
 
 
 def two_proportion_test(base: AccuracySample, cur: AccuracySample, alpha: float) -> AccuracyTest:
@@ -251,7 +261,7 @@ def seed_mean_test(base: AccuracySample, cur: AccuracySample, alpha: float) -> A
     critical = float(student_t.isf(alpha / 2, dof)) * se
     floor = "test-set error added" if base.test_images and cur.test_images else \
         "seed spread only: test_images unknown"
-    return AccuracyTest("Welch t on seed means", p, critical, f"seeds {base.n} vs {cur.n}, df {dof:.1f}, {floor}")
+    return AccuracyTest("Welch t on seed means", p, critical, f"df {dof:.1f}, {floor}", (base.n, cur.n))
 
 
 def difference_test(baseline: AccuracySample, current: AccuracySample,
@@ -323,7 +333,7 @@ def accuracy_verdict(baseline: AccuracySample, current: AccuracySample, *, alpha
         return _untestable_accuracy(baseline, current, diff, ratio, floor, k)
     test = _test_for(baseline, current)(baseline, current, alpha)
     margin = max(floor, test.critical)
-    note = (f"{diff * 100:+.2f} pp, p={test.p_value:.2g} ({test.name}; {test.detail}), "
+    note = (f"{diff * 100:+.2f} pp, p={test.p_value:.2g} ({test.name}; {test.describe()}), "
             f"margin {margin * 100:.2f} pp (floor {floor * 100:.2f} pp, alpha {alpha:g}){borrowed}")
     if test.p_value < alpha and beyond_floor:
         return Verdict(REGRESSED if diff < 0 else IMPROVED, ratio, note, test.p_value)
