@@ -118,7 +118,7 @@ def _caveats(part: pd.DataFrame) -> str:
     noisy = int(part["noisy"].sum())
     if noisy:
         out.append(f"{noisy} of these {len(part)} shapes were noisy (their round medians spread by more than 10%): "
-                   "each rate is the quickest of its samples on a shared machine, not a typical one")
+                   "each rate is the quickest of its samples, not a typical one")
     return (" " + "; ".join(out)[0].upper() + "; ".join(out)[1:] + ".") if out else ""
 
 
@@ -145,11 +145,11 @@ def _lanes(gf: dict, lanes: int) -> str:
 
 def _roofline(part: pd.DataFrame, peak: float, ridge: float) -> str:
     over = part[part["roof_share"] > 1]
-    if len(over):  # a roof below a measured rate is a probe that ran slow: no position on it means anything
+    if len(over):  # a roof below a measured rate is no ceiling: no position under it means anything
         fast = over.loc[over["gflop_s"].idxmax()]
-        return (f"The roof probe ran slow ({peak:.3g} GFLOP/s peak, below the {fast.gflop_s:.3g} GFLOP/s that "
-                f"d = {int(fast.d)} reached, and {len(over)} of these {len(part)} shapes above their roof), so this "
-                "run places no shape on the roofline.")
+        return (f"The roof (a matmul probe, {peak:.3g} GFLOP/s) is below the {fast.gflop_s:.3g} GFLOP/s that "
+                f"d = {int(fast.d)} reached ({len(over)} of these {len(part)} shapes above it), so it is no "
+                "ceiling for this convolution here and this run places no shape on the roofline.")
     right = part[part["arithmetic_intensity"] > part["ridge_macs_per_byte"]]
     left = part[part["arithmetic_intensity"] <= part["ridge_macs_per_byte"]]
     out = []
