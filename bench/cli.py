@@ -53,10 +53,12 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="list the expanded cells with params/MACs (and, for an existing --out, which are done) "
                         "and exit")
-    p.add_argument("--predict", default=None, metavar="RUN.csv",
-                   help="with --dry-run: annotate each cell RUN.csv has not timed with a batch-1 latency predicted "
-                        "from its counts by a model fitted on RUN.csv's timed cells (refused unless RUN.csv was "
-                        "measured in this environment); see docs/design-spaces.md")
+    p.add_argument("--predict", nargs="?", const="", default=None, metavar="RUN.csv",
+                   help="with --dry-run: annotate each cell with latencies predicted from this machine's per-layer "
+                        "table (--layer-table, else results/layer-latency/table.csv when it holds this machine's "
+                        "rows) and, given RUN.csv, with a batch-1 latency from a model fitted on RUN.csv's timed "
+                        "cells (refused unless RUN.csv was measured in this environment); see docs/layer-latency.md "
+                        "and docs/design-spaces.md")
     p.add_argument("--layer-table", default=None, metavar="TABLE.csv",
                    help="with --dry-run: annotate each cell with latencies predicted from a per-layer table measured "
                         "on this machine (refused for another machine's); see docs/layer-latency.md")
@@ -182,15 +184,20 @@ def run_command(args: argparse.Namespace, argv: List[str]) -> int:
         import_ray()  # fail before any work when the extra is missing
     for flag, value in (("--predict", args.predict), ("--layer-table", args.layer_table)):
         if value is not None and not args.dry_run:
-            raise UserError(f"{flag} {value}: only used with --dry-run")
+            raise UserError(f"{flag} {value}".rstrip() + ": only used with --dry-run")
     grid = load_grid(args.grid, quick=args.quick, device=args.device, data_root=args.data_root)
     out = args.out or default_out(args.grid, args.quick, shard)
     _check_out_path(out)
     if args.dry_run:
-        predict = latency_predictions(grid, args.predict) if args.predict is not None else None
-        if args.layer_table is not None:
-            table = layer_table_predictions(grid, args.layer_table)
-            predict = {k: f"{predict[k]}; {v}" for k, v in table.items()} if predict else table
+        predict = latency_predictions(grid, args.predict) if args.predict else None
+        table_path = args.layer_table
+        if table_path is None and args.predict is not None:
+            from bench.analysis.layer_predict import DEFAULT_TABLE
+            table_path = DEFAULT_TABLE
+        if table_path is not None:
+            table = layer_table_predictions(grid, table_path, required=args.layer_table is not None)
+            if table:
+                predict = {k: f"{predict[k]}; {v}" for k, v in table.items()} if predict else table
         print_dry_run(grid, out, shard, args.retry_failed, predict)
         return 0
 
@@ -352,17 +359,30 @@ def _gmacs(macs: int) -> str:
         return f"{Decimal(macs) / 10 ** 9:.3e}"
 
 
-def layer_table_predictions(grid, table_csv: str) -> Dict[str, str]:
+def layer_table_predictions(grid, table_csv: str, required: bool = True) -> Dict[str, str]:
     """cell_id -> 'table bs1 X ms [lo-hi], ...': each batch size's latency from the layer table, from the
-    cell's layer inventory (no model built). Refused (UserError) for a table of another machine."""
+    cell's layer inventory (no model built). A table of another machine is refused (UserError); where the
+    table was not asked for by name (``required`` False) a missing or foreign one is a printed line and no
+    predictions."""
     from models.layers import inventory
 
-    from bench.analysis.layer_predict import load_predictor
+    from bench.analysis.layer_predict import ForeignTable, load_predictor
     from bench.results.fingerprint import fingerprint, fingerprint_id
     from bench.run import environment
 
+    if not required and not os.path.isfile(table_csv):
+        print(f"layer table: none at {table_csv}, so no per-layer prediction (build one for this machine: "
+              "python -m benchmarks.layer_latency table)")
+        return {}
     current = fingerprint({"software": environment.software(), "cpu": environment.cpu_info(), "gpus": []}, "cpu")
-    predictor = load_predictor(table_csv, current, fingerprint_id(current))
+    try:
+        predictor = load_predictor(table_csv, current, fingerprint_id(current))
+    except ForeignTable:
+        if required:
+            raise
+        print(f"layer table: {table_csv} holds no rows of this machine (fingerprint {fingerprint_id(current)}), "
+              "so no per-layer prediction (--layer-table names what differs)")
+        return {}
     notes = {}
     for cell in grid.cells:
         s = cell.settings

@@ -36,7 +36,7 @@ from models import model_complexity
 from models.layers import census, distinct_layers, inventory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_DIR = os.path.join("results", "layer-latency")
+DEFAULT_DIR = os.path.dirname(lp.DEFAULT_TABLE)
 SPACE_GRID = "grids/space-cpu-speed.yaml"
 STUDY_GRID = "grids/study-cpu-speed.yaml"
 THREADS = 2

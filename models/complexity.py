@@ -51,6 +51,8 @@ def linear(c_in: int, c_out: int) -> Complexity:
     return Complexity(c_in * c_out + c_out, c_in * c_out + c_out, c_out)
 
 
+# A design space asks for a small vocabulary of blocks across thousands of configs: count each once.
+@lru_cache(maxsize=1 << 16)
 def bottleneck_block(size: int, c_in: int, width: int, c_out: int, stride: int, groups: int) -> Tuple[Complexity, int]:
     """torchvision's ``Bottleneck`` (stride on the 3x3), projection shortcut if needed."""
     c1, _ = conv(size, c_in, width, 1)
@@ -63,6 +65,7 @@ def bottleneck_block(size: int, c_in: int, width: int, c_out: int, stride: int, 
     return total, out
 
 
+@lru_cache(maxsize=1 << 16)
 def basic_block(size: int, c_in: int, c_out: int, stride: int) -> Tuple[Complexity, int]:
     c1, out = conv(size, c_in, c_out, 3, stride)
     c2, _ = conv(out, c_out, c_out, 3)

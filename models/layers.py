@@ -146,17 +146,26 @@ def _layer_groups(config: ModelConfig) -> Tuple[Group, ...]:
     groups = [_group(tuple(ops))]
     c_in = config.resolved_stem_width()
     for plan in config.stages():
-        ops, size = block_layers(config.block, size, c_in, plan.inner_width, plan.out_channels, plan.stride,
-                                 plan.groups)
-        groups.append(_group(ops))
+        group, size = _block_group(config.block, size, c_in, plan.inner_width, plan.out_channels, plan.stride,
+                                   plan.groups)
+        groups.append(group)
         if plan.blocks > 1:  # the repeated block is the same block each time: listed once, counted
-            repeat, size = block_layers(config.block, size, plan.out_channels, plan.inner_width, plan.out_channels,
-                                        1, plan.groups)
-            groups.append(_group(repeat, plan.blocks - 1))
+            group, size = _block_group(config.block, size, plan.out_channels, plan.inner_width, plan.out_channels,
+                                       1, plan.groups, plan.blocks - 1)
+            groups.append(group)
         c_in = plan.out_channels
     fc = make_layer("linear", 1, 1, 1, c_in, config.num_classes, 1, linear(c_in, config.num_classes).macs)
     head = (make_layer("avgpool", size, 1, 1, c_in, c_in, size), make_layer("flatten", 1, 1, 1, c_in, c_in, 1), fc)
     return tuple(groups) + (_group(head),)
+
+
+# Keyed by the block's numbers, not its operators: a design space's configs share a small vocabulary of
+# blocks, and hashing a tuple of layers per config cost more than building the inventory.
+@lru_cache(maxsize=1 << 16)
+def _block_group(block: str, size: int, c_in: int, width: int, c_out: int, stride: int, groups: int,
+                 times: int = 1) -> Tuple[Group, int]:
+    ops, out = block_layers(block, size, c_in, width, c_out, stride, groups)
+    return _group(ops, times), out
 
 
 @lru_cache(maxsize=1 << 16)

@@ -2,6 +2,7 @@
 import csv
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -138,6 +139,37 @@ def test_the_dry_run_refuses_a_table_of_another_machine_with_exit_code_2(tmp_pat
     table = write_table(tmp_path / "table.csv", {"relu k1 s1 g1 c8>8 h8": (0.01, 0)}, fid="elsewhere")
     assert main(["--grid", str(grid), "--dry-run", "--layer-table", table, "--out", str(tmp_path / "o.csv")]) == 2
     assert "a layer table does not transfer" in capsys.readouterr().err
+
+
+def test_predict_without_a_file_uses_this_machines_table_from_the_default_place(tmp_path, capsys, monkeypatch):
+    fp, fid = this_machine()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "g.yaml").write_text(GRID)
+    inv = inventory(ModelConfig(block="basic", stem="cifar", depth=20, num_classes=10, input_size=32))
+    entries = {layer.shape: (0.001, layer.macs) for layer, _ in inv.layers}
+    os.makedirs(os.path.dirname(lp.DEFAULT_TABLE))
+    write_table(lp.DEFAULT_TABLE, entries, fid=fid, fingerprint=fp)
+    assert main(["--grid", "g.yaml", "--dry-run", "--predict", "--out", "o.csv"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "latency:" in line]
+    assert len(lines) == 2 and "table bs1 " in lines[0] and "layers interpolated" in lines[1]
+
+
+def test_predict_without_a_file_says_so_and_lists_the_cells_when_no_table_is_this_machines(tmp_path, capsys,
+                                                                                           monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "g.yaml").write_text(GRID)
+    assert main(["--grid", "g.yaml", "--dry-run", "--predict", "--out", "o.csv"]) == 0
+    out = capsys.readouterr().out
+    assert f"layer table: none at {lp.DEFAULT_TABLE}" in out and "latency:" not in out and "to-run" in out
+    os.makedirs(os.path.dirname(lp.DEFAULT_TABLE))
+    write_table(lp.DEFAULT_TABLE, {"relu k1 s1 g1 c8>8 h8": (0.01, 0)}, fid="elsewhere")
+    assert main(["--grid", "g.yaml", "--dry-run", "--predict", "--out", "o.csv"]) == 0
+    out = capsys.readouterr().out
+    assert "holds no rows of this machine" in out and "latency:" not in out
+    # named, the same foreign table is refused
+    assert main(["--grid", "g.yaml", "--dry-run", "--layer-table", lp.DEFAULT_TABLE, "--out", "o.csv"]) == 2
+    assert main(["--grid", "g.yaml", "--predict"]) == 2
+    assert "--predict: only used with --dry-run" in capsys.readouterr().err
 
 
 def test_the_layer_table_flag_is_refused_outside_a_dry_run(tmp_path, capsys):

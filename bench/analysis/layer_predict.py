@@ -27,6 +27,7 @@ import csv
 import math
 import os
 import re
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
@@ -49,6 +50,13 @@ BAND_QUANTILE = 90
 # another). The fitted per-layer overhead then carries the stalls the end-to-end runs met.
 TABLE_STATISTIC = "min"
 OVERHEAD_ROWS = {"call": "call k1 s1 g1 c1>1 h1", "op": "op k1 s1 g1 c1>1 h1"}
+# Where benchmarks/layer_latency.py writes the table, and where `--dry-run --predict` looks for one
+# (relative to the working directory, as the runner's results/ folder is).
+DEFAULT_TABLE = os.path.join("results", "layer-latency", "table.csv")
+
+
+class ForeignTable(UserError):
+    """A layer table that holds no row measured on this machine and software."""
 Spec = Tuple[int, str, str, int]  # batch, precision, memory format, threads
 Layers = Sequence[Tuple[str, int, int]]  # (shape, count, MACs per image)
 
@@ -153,7 +161,7 @@ def load_table(path: str, current: Dict[str, Any], current_id: str, statistic: s
         seen = recorded.get(sorted(ids)[0], {}) if ids else {}
         diff = "; ".join(f"{k} {seen.get(k)!s} vs {current.get(k)!s}"
                          for k in sorted(set(seen) | set(current)) if seen.get(k) != current.get(k))
-        raise UserError(f"{path}: fingerprint_id: the table was measured on another machine or software "
+        raise ForeignTable(f"{path}: fingerprint_id: the table was measured on another machine or software "
                         f"({diff or 'fingerprint ' + ', '.join(sorted(ids)) + ' vs ' + current_id}); "
                         "a layer table does not transfer, build one here (benchmarks/layer_latency.py)")
     entries: Dict[Spec, Dict[str, Tuple[float, int]]] = defaultdict(dict)
@@ -202,6 +210,9 @@ def family_index(entries: Mapping[str, Tuple[float, int]]) -> Dict[Tuple[Any, ..
             for family, rows in members.items()}
 
 
+_DISTANCE_WEIGHTS = np.array([1.0, 1.0, 2.0])  # c_in, c_out, spatial size (log): size counts double
+
+
 def interpolate(index: Mapping[Tuple[Any, ...], Family], shape: str, macs: int, batch: int,
                 exclude: Set[str] = frozenset()) -> float:
     """A missing shape's time from its family's nearest neighbours (NaN when the family is empty).
@@ -212,7 +223,8 @@ def interpolate(index: Mapping[Tuple[Any, ...], Family], shape: str, macs: int, 
     if family is None:
         return math.nan
     feats, texts, log_work, log_ms = family
-    distance = np.abs(feats - np.log([target.c_in, target.c_out, target.size])) @ np.array([1.0, 1.0, 2.0])
+    where = (math.log(target.c_in), math.log(target.c_out), math.log(target.size))
+    distance = np.abs(feats - where) @ _DISTANCE_WEIGHTS
     usable = len(texts)
     if exclude:  # (without it the shape is missing from the table, so it is none of its own neighbours)
         left_out = np.array([t == shape or t in exclude for t in texts])
@@ -221,12 +233,16 @@ def interpolate(index: Mapping[Tuple[Any, ...], Family], shape: str, macs: int, 
     if not usable:
         return math.nan
     near = np.argsort(distance, kind="stable")[:min(NEIGHBOURS, usable)]
-    x, y = log_work[near], log_ms[near]
-    sxx = float(((x - x.mean()) ** 2).sum())
+    # a handful of neighbours: plain floats beat numpy's per-call cost (a sampled space interpolates
+    # thousands of shapes in its dry run)
+    x, y = log_work[near].tolist(), log_ms[near].tolist()
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    sxx = sum((a - mx) ** 2 for a in x)
     # ms ~ work ** slope through the neighbours (least squares in logs); clamped so a few noisy points
     # cannot invert it; one neighbour (or equal work) scales in proportion
-    slope = min(1.2, max(0.0, float(((x - x.mean()) * (y - y.mean())).sum()) / sxx)) if sxx > 1e-12 else 1.0
-    return math.exp(float(np.median(y - slope * x)) + slope * math.log(target.work(macs * batch)))
+    slope = min(1.2, max(0.0, sum((a - mx) * (b - my) for a, b in zip(x, y)) / sxx)) if sxx > 1e-12 else 1.0
+    offset = statistics.median([b - slope * a for a, b in zip(x, y)])
+    return math.exp(offset + slope * math.log(target.work(macs * batch)))
 
 
 def layer_sum(table: LayerTable, layers: Layers, spec: Spec, exclude: Set[str] = frozenset()) -> LayerSum:
