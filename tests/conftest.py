@@ -65,3 +65,17 @@ def run_stand_in(grid: Grid, out, measure: Callable = ok_rows, **kw: Any) -> Tup
     summary = run_grid(grid, str(out), executor=SerialExecutor(measure), progress=False, command=["test"],
                        log=messages.append, **kw)
     return summary, messages
+
+
+def one_line_error(capsys, argv: Sequence[str], *expected: str) -> str:
+    """Run the CLI on ``argv`` and assert the bad-input contract: exit code 2, nothing but one
+    'error: ...' line on stderr, containing each of ``expected``. Returns that line."""
+    from bench.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 2, out + err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    for text in expected:
+        assert text in err, err
+    return err
