@@ -343,8 +343,11 @@ def test_the_study_report_generates_findings_from_the_family_the_grid_declared(t
     sentence = next(line for line in findings.splitlines() if "resnext29_32x4d_w0.25 led resnet29_w0.25" in line)
     assert sentence.startswith("- After 2 epochs on 10,000 test images, resnext29_32x4d_w0.25 led resnet29_w0.25 "
                                "by 2.86 pp, 95% CI ")
+    # 3 seeds each way ahead: every resample agrees, so p is the bootstrap's floor 2/10,001, an upper bound,
+    # and Holm over 6 pairs multiplies it: 'p ≤ 0.0012', never 'p = '
     assert "ahead in 3 of 3 seeds (paired bootstrap; 10,000 images x 3 seeds, 10,000 resamples; Holm-adjusted " \
-           "p = " in sentence and "over the 6 declared pairs (cardinality 1, 32; all-pairs))." in sentence
+           "p ≤ 0.0012 over the 6 declared pairs (cardinality 1, 32; all-pairs))." in sentence
+    assert "| +2.01 to +3.69 | ≤ 0.0002 | ≤ 0.0012 | significant |" in report
     assert "No trend test was declared" in findings
     assert "- Limitation: the recipe was tuned on the test set." in findings
     assert "| resnext29_32x4d_w0.25 − resnet29_w0.25 | cardinality 1 vs 32, all-pairs |" in report

@@ -124,6 +124,7 @@ class PairedResult:
     p_value: float
     detail: str
     seeds_ahead: Optional[Tuple[int, int]]  # (seeds where second beat first, seeds matched by seed number)
+    p_floor: float = 0.0  # the smallest p the test can give (a bootstrap's: 2 / (resamples + 1))
 
 
 def paired_test(first: ImageRecord, second: ImageRecord, n_boot: int = N_BOOT, level: float = LEVEL,
@@ -157,7 +158,7 @@ def paired_test(first: ImageRecord, second: ImageRecord, n_boot: int = N_BOOT, l
                             f"images, {n_boot:,} resamples", _ahead(first, second))
     return PairedResult("paired bootstrap", difference, low, high, bootstrap_p(diffs),
                         f"{first.images:,} images x {_seeds_text(first, second)} seeds, {n_boot:,} resamples",
-                        _ahead(first, second))
+                        _ahead(first, second), bootstrap_floor(n_boot))
 
 
 def image_totals(records: Sequence[ImageRecord], n_boot: int = N_BOOT, seed: int = 0) -> List[np.ndarray]:
@@ -176,6 +177,11 @@ def image_totals(records: Sequence[ImageRecord], n_boot: int = N_BOOT, seed: int
         out[start:start + k] = weights @ stacked.T
     bounds = np.cumsum([0] + [r.correct.shape[0] for r in records])
     return [out[:, lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def bootstrap_floor(draws: int) -> float:
+    """The smallest p :func:`bootstrap_p` gives from ``draws`` resamples: a p there means 'at most this'."""
+    return 2 / (draws + 1)
 
 
 def bootstrap_p(draws: np.ndarray) -> float:

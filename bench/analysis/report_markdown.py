@@ -378,7 +378,7 @@ def comparison_lines(tests: AccuracyTests) -> List[str]:
                                            "it.", ""] + _note_lines(tests.notes)
     header = ["comparison", "declared as", "difference (pp)", "95% CI (pp)", "p", "Holm p", "verdict", "test"]
     body = [[f"{c.second} − {c.first}", c.kind, f"{c.difference * 100:+.2f}", _interval_text(c),
-             num_text(c.p_value, ".2g"), num_text(c.holm_p, ".2g"),
+             _p_cell(c.p_value, c.p_floor), _p_cell(c.holm_p, c.p_floor, c.p_value),
              "–" if c.p_value is None else "significant" if c.significant else "within noise", c.test]
             for c in tests.comparisons]
     tested = sum(c.p_value is not None for c in tests.comparisons)
@@ -442,6 +442,20 @@ def _schedule_text(acc: pd.DataFrame) -> str:
     return when + (f" on {' or '.join(images)} test images" if images else "")
 
 
+def _p_is(p: float, floor: float, raw: Optional[float] = None) -> str:
+    """'= 0.031', or '≤ 0.0002' where the test's p (``raw``, else ``p``) is at the smallest it can give: a
+    bootstrap of 10,000 resamples cannot say less than 2/10,001, and its Holm adjustment inherits that."""
+    at_floor = floor > 0 and (p if raw is None else raw) <= floor * (1 + 1e-9)
+    return f"{'≤' if at_floor else '='} {p:.2g}"
+
+
+def _p_cell(p: Optional[float], floor: float, raw: Optional[float] = None) -> str:
+    if p is None or p != p:
+        return num_text(p, ".2g")
+    text = _p_is(p, floor, raw)
+    return text[2:] if text.startswith("=") else text
+
+
 def _lead_text(c: AccuracyComparison) -> str:
     lead, behind = (c.second, c.first) if c.difference >= 0 else (c.first, c.second)
     ci = "" if c.low is None else \
@@ -461,7 +475,7 @@ def _difference_sentence(c: AccuracyComparison, schedule: str, family: str) -> s
         ahead = ahead if c.difference >= 0 else matched - ahead
         seeds = f", ahead in {ahead} of {matched} seeds"
     return (f"{schedule[0].upper() + schedule[1:]}, {_lead_text(c)}{seeds} ({c.test}; "
-            f"Holm-adjusted p = {c.holm_p:.2g} over {family}).")
+            f"Holm-adjusted p {_p_is(c.holm_p, c.p_floor, c.p_value)} over {family}).")
 
 
 def _trend_sentence(t: TrendComparison, schedule: str, n_trends: int) -> str:
@@ -472,8 +486,8 @@ def _trend_sentence(t: TrendComparison, schedule: str, n_trends: int) -> str:
     shape = "rising at every step" if r.monotone and r.slope > 0 else "falling at every step" if r.monotone \
         else "not monotone"
     stats = (f"slope {r.slope * 100:+.2f} pp {unit}, 95% CI {r.low * 100:+.2f} to {r.high * 100:+.2f}, "
-             f"{r.test_name} p = {r.p_value:.2g} (Holm-adjusted "
-             f"{t.holm_p:.2g} over {n_trends} declared trend test{'s' if n_trends > 1 else ''}); {r.detail}; "
+             f"{r.test_name} p {_p_is(r.p_value, r.p_floor)} (Holm-adjusted {_p_cell(t.holm_p, r.p_floor, r.p_value)} "
+             f"over {n_trends} declared trend test{'s' if n_trends > 1 else ''}); {r.detail}; "
              f"level means {means}% "
              f"({shape}; {', '.join(t.labels)})")
     if t.significant and r.monotone:

@@ -459,6 +459,7 @@ class AccuracyComparison:
     test_name: str = ""  # "paired bootstrap", "McNemar exact", "Welch t on seed means", "two-proportion z"
     seeds_ahead: Optional[Tuple[int, int]] = None  # (seeds where second beat first, seeds matched by number)
     family_size: int = 0  # testable comparisons Holm ran over
+    p_floor: float = 0.0  # the smallest p its test can give: a p there (and its Holm p) is an upper bound
 
 
 @dataclass(frozen=True)
@@ -662,7 +663,8 @@ def _compare(kind: str, a: pd.Series, b: pd.Series, rec_a: Optional[ImageRecord]
         if rec_a.test_set == rec_b.test_set and rec_a.images == rec_b.images:
             r = paired_test(rec_a, rec_b, totals=(totals[id(rec_a)], totals[id(rec_b)]))
             return AccuracyComparison(kind, first, second, r.difference, r.p_value, f"{r.name}; {r.detail}",
-                                      low=r.low, high=r.high, test_name=r.name, seeds_ahead=r.seeds_ahead)
+                                      low=r.low, high=r.high, test_name=r.name, seeds_ahead=r.seeds_ahead,
+                                      p_floor=r.p_floor)
         notes.append(f"{first} and {second} were scored on different test sets ({rec_a.test_set} vs "
                      f"{rec_b.test_set}): not paired")
     sample_a, sample_b = accuracy_sample(a), accuracy_sample(b)

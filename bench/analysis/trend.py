@@ -22,8 +22,8 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from bench.analysis.paired_images import (LEVEL, N_BOOT, ImageRecord, bootstrap_p, image_totals, resampled_mean,
-                                          seed_scale)
+from bench.analysis.paired_images import (LEVEL, N_BOOT, ImageRecord, bootstrap_floor, bootstrap_p, image_totals,
+                                          resampled_mean, seed_scale)
 from bench.analysis.verdicts import AccuracySample
 
 
@@ -39,6 +39,7 @@ class TrendResult:
     p_value: float
     test_name: str  # "paired bootstrap slope" or "Welch t on the slope"
     detail: str
+    p_floor: float = 0.0  # the smallest p the test can give (a bootstrap's: 2 / (resamples + 1))
 
     @property
     def monotone(self) -> bool:
@@ -89,7 +90,8 @@ def paired_trend_test(setting: str, levels: Sequence[float], records: Sequence[I
     return TrendResult(setting, _floats(levels), tuple(means), float(c @ means), low, high, log2,
                        bootstrap_p(slopes), "paired bootstrap slope",
                        f"least-squares slope on {_unit(setting, log2)}, {images:,} images x "
-                       f"{'/'.join(map(str, seeds))} seeds, {len(slopes):,} resamples of both")
+                       f"{'/'.join(map(str, seeds))} seeds, {len(slopes):,} resamples of both",
+                       bootstrap_floor(len(slopes)))
 
 
 def seed_trend_test(setting: str, levels: Sequence[float], samples: Sequence[AccuracySample],
