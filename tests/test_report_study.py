@@ -306,6 +306,21 @@ def test_records_on_different_test_sets_are_refused_and_compared_unpaired(tmp_pa
                            "(aaaaaaaaaaaa vs bbbbbbbbbbbb): not paired"]
 
 
+def test_a_declared_trend_that_cannot_run_is_not_called_undeclared(tmp_path):
+    import json
+
+    train = train_rows()  # C = 1, 32, 8 and a resnet20: no C=4, so the declared trend has a level missing
+    train_csv = _write(tmp_path / "train.csv", train)
+    sidecar = {"schema_version": 1, "run_id": "train-run", "runs": [{"run_id": "train-run", "status": "finished"}],
+               "grid": {"name": "study", "source": {"compare": [{"cardinality": [1, 4, 8, 32]}]}}}
+    (tmp_path / "train.json").write_text(json.dumps(sidecar))
+    report = open(write_report([train_csv, _write(tmp_path / "speed.csv", speed_rows())],
+                               str(tmp_path / "out"))).read()
+    findings = report.split("### Findings", 1)[1].split("\n### ", 1)[0]
+    assert "- The declared trend test over cardinality (1, 4, 8, 32) could not be run" in findings
+    assert "No trend test was declared" not in findings
+
+
 def test_a_trend_claim_needs_a_declared_trend_test(tmp_path):
     from bench.analysis.report_points import Family
 

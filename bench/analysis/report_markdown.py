@@ -428,7 +428,13 @@ def findings_lines(points: pd.DataFrame, tests: AccuracyTests, alpha: float = 0.
     if not any(c.significant for c in tests.comparisons) and size:
         lines.append(f"- No declared pair differs significantly {schedule}.")
     lines += ["- " + _trend_sentence(t, schedule, len(tests.trends)) for t in tests.trends]
-    if not tests.trends:
+    declared = [c for c in tests.family.contrasts if c.get("setting") and len(c.get("values") or []) >= 3]
+    if not tests.trends and declared:
+        names = "; ".join(f"{c['setting']} ({', '.join(plain(v) for v in c['values'])})" for c in declared)
+        lines.append(f"- The declared trend test over {names} could not be run on this section's points (the notes "
+                     "below the comparison table say why), so this report makes no claim that a setting buys "
+                     "accuracy, only the pairwise differences above.")
+    elif not tests.trends:
         lines.append("- No trend test was declared (a `compare:` setting with 3 or more values), so this report "
                      "makes no claim that a setting buys accuracy, only the pairwise differences above.")
     lines += [f"- Limitation: {text.strip().rstrip('.')}." for text in limitations]
