@@ -57,6 +57,8 @@ DEFAULT_TABLE = os.path.join("results", "layer-latency", "table.csv")
 
 class ForeignTable(UserError):
     """A layer table that holds no row measured on this machine and software."""
+
+
 Spec = Tuple[int, str, str, int]  # batch, precision, memory format, threads
 Layers = Sequence[Tuple[str, int, int]]  # (shape, count, MACs per image)
 
@@ -162,8 +164,8 @@ def load_table(path: str, current: Dict[str, Any], current_id: str, statistic: s
         diff = "; ".join(f"{k} {seen.get(k)!s} vs {current.get(k)!s}"
                          for k in sorted(set(seen) | set(current)) if seen.get(k) != current.get(k))
         raise ForeignTable(f"{path}: fingerprint_id: the table was measured on another machine or software "
-                        f"({diff or 'fingerprint ' + ', '.join(sorted(ids)) + ' vs ' + current_id}); "
-                        "a layer table does not transfer, build one here (benchmarks/layer_latency.py)")
+                           f"({diff or 'fingerprint ' + ', '.join(sorted(ids)) + ' vs ' + current_id}); "
+                           "a layer table does not transfer, build one here (benchmarks/layer_latency.py)")
     entries: Dict[Spec, Dict[str, Tuple[float, int]]] = defaultdict(dict)
     for line, row in enumerate(rows, start=2):
         if row["fingerprint_id"] != current_id:
