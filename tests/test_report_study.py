@@ -309,8 +309,10 @@ def test_records_on_different_test_sets_are_refused_and_compared_unpaired(tmp_pa
 def test_a_declared_trend_that_cannot_run_is_not_called_undeclared(tmp_path):
     import json
 
-    train = train_rows()  # C = 1, 32, 8 and a resnet20: no C=4, so the declared trend has a level missing
+    # C = 1, 32, 8 trained (no C=4, so the declared trend has a level missing); the resnet20 timed only
+    train = train_rows(VARIANTS[:3])
     train_csv = _write(tmp_path / "train.csv", train)
+    write_images(train_csv, train)  # paired: C=32 vs C=1 is significant, so its sentence names the family
     sidecar = {"schema_version": 1, "run_id": "train-run", "runs": [{"run_id": "train-run", "status": "finished"}],
                "grid": {"name": "study", "source": {"compare": [{"cardinality": [1, 4, 8, 32]}]}}}
     (tmp_path / "train.json").write_text(json.dumps(sidecar))
@@ -319,6 +321,9 @@ def test_a_declared_trend_that_cannot_run_is_not_called_undeclared(tmp_path):
     findings = report.split("### Findings", 1)[1].split("\n### ", 1)[0]
     assert "- The declared trend test over cardinality (1, 4, 8, 32) could not be run" in findings
     assert "No trend test was declared" not in findings
+    # the family is the pairs the trained variants form, and the sentence says how many of the section's
+    assert "over the 3 declared pairs (cardinality 1, 4, 8, 32) that the 3 of 4 variants with an accuracy form" \
+        in findings
 
 
 def test_a_trend_claim_needs_a_declared_trend_test(tmp_path):
