@@ -140,6 +140,22 @@ def test_every_figure_is_rendered_and_linked(combined):
     assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
 
 
+def test_the_same_figure_is_the_same_bytes_when_drawn_again(tmp_path):
+    """No date and no random ids in the SVG: a regenerated report changes in git only where its data did."""
+    import matplotlib.pyplot as plt
+
+    from bench.analysis.plots import save_figure
+
+    drawn = []
+    for name in ("a", "b"):
+        fig, ax = plt.subplots()
+        ax.plot([1, 2, 3], [3, 1, 2])
+        ax.set_xlim(0, 4)  # a clipped line: its clip-path id was random
+        save_figure(fig, str(tmp_path / name))
+        drawn.append(((tmp_path / f"{name}.svg").read_bytes(), (tmp_path / f"{name}.png").read_bytes()))
+    assert drawn[0] == drawn[1] and b"<dc:date>" not in drawn[0][0]
+
+
 @pytest.mark.parametrize("pair", ACCURACY_PAIRS, ids=lambda p: p.name)
 def test_frontier_tables_are_the_frontier_function(combined, pair):
     _, report = combined

@@ -18,6 +18,9 @@ from typing import List, Sequence, Tuple
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display, works on a headless runner
+# The same data gives the same SVG bytes: no random clip-path ids and no date (committed figures
+# change in git only when their data does).
+matplotlib.rcParams["svg.hashsalt"] = "resnext-bench"
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -84,6 +87,9 @@ def _format_params(p: float) -> str:
     return f"{p / 1e6:.3g} M" if p >= 1e5 else f"{p / 1e3:.3g} k"
 
 
+_METADATA = {"svg": {"Date": None}}  # (matplotlib writes no date into a PNG)
+
+
 def save_figure(fig, out_base: str) -> List[str]:
     """Write ``out_base.png`` and ``.svg`` (each via a temporary file and rename: never half-written)."""
     paths = []
@@ -95,7 +101,7 @@ def save_figure(fig, out_base: str) -> List[str]:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=f".{fmt}", dir=folder)
         os.close(fd)
         try:
-            fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches=box)
+            fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches=box, metadata=_METADATA.get(fmt))
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
