@@ -12,7 +12,7 @@ import pytest
 from bench.analysis.reports import load_results
 from bench.cli import main
 from bench.results.files import sidecar_path
-from conftest import one_line_error
+from conftest import one_line_error as _one_line_error
 from bench.results.schema import COLUMNS
 from bench.results.sidecar import Sidecar
 from bench.results.validate import RULES, read_table
@@ -39,10 +39,10 @@ def test_every_schema_column_has_a_validation_rule():
 def test_header_only_or_all_failed_baseline_is_an_error_not_a_pass(tmp_path, capsys):
     cur = write_run(tmp_path / "cur.csv", _rows())
     empty = write_run(tmp_path / "empty.csv", [])
-    one_line_error(capsys, ["compare", cur, "--baseline", empty], "empty.csv", "no rows (only a header)")
+    _one_line_error(capsys, ["compare", cur, "--baseline", empty], "empty.csv", "no rows (only a header)")
     failed = write_run(tmp_path / "failed.csv", [make_row(batch=None, status="error", error="boom")])
-    one_line_error(capsys, ["compare", cur, "--baseline", failed], "failed.csv", "no row with status ok")
-    one_line_error(capsys, ["baseline", empty, "--name", "x", "--dir", str(tmp_path / "b")], "no rows")
+    _one_line_error(capsys, ["compare", cur, "--baseline", failed], "failed.csv", "no row with status ok")
+    _one_line_error(capsys, ["baseline", empty, "--name", "x", "--dir", str(tmp_path / "b")], "no rows")
     assert not (tmp_path / "b").exists()
 
 
@@ -56,18 +56,18 @@ def test_out_of_range_nan_and_inf_are_refused_alike_by_every_reader(tmp_path, ca
     good = write_run(tmp_path / "good.csv", _rows())
     broken = _edit(write_run(tmp_path / "bad.csv", _rows()), old, bad)
     where = f"bad.csv: line 2, column {column}: {expected}"
-    one_line_error(capsys, ["compare", good, "--baseline", broken], where)
-    one_line_error(capsys, ["compare", broken, "--baseline", good], where)
-    one_line_error(capsys, ["report", broken, "--out", str(tmp_path / "rep")], where)
-    one_line_error(capsys, ["baseline", broken, "--name", "x", "--dir", str(tmp_path / "b")], where)
-    one_line_error(capsys, ["merge", broken, "--out", str(tmp_path / "m.csv")], where)
+    _one_line_error(capsys, ["compare", good, "--baseline", broken], where)
+    _one_line_error(capsys, ["compare", broken, "--baseline", good], where)
+    _one_line_error(capsys, ["report", broken, "--out", str(tmp_path / "rep")], where)
+    _one_line_error(capsys, ["baseline", broken, "--name", "x", "--dir", str(tmp_path / "b")], where)
+    _one_line_error(capsys, ["merge", broken, "--out", str(tmp_path / "m.csv")], where)
     assert not (tmp_path / "m.csv").exists() and not (tmp_path / "rep").exists()
 
 
 def test_merge_refuses_duplicate_rows(tmp_path, capsys):
     rows = _rows()
     dup = write_run(tmp_path / "dup.csv", rows + rows[:1])
-    one_line_error(capsys, ["merge", dup, "--out", str(tmp_path / "m.csv")],
+    _one_line_error(capsys, ["merge", dup, "--out", str(tmp_path / "m.csv")],
                     "dup.csv: lines 2 and 4 are the same row (run run-a, cell c0ffee000001, batch 1)")
     assert not (tmp_path / "m.csv").exists()
 
@@ -100,7 +100,7 @@ def test_a_cut_or_unterminated_last_row_is_said_by_report_compare_and_baseline(t
     rows, _ = load_results([cut])  # report's reader (the figures are covered in test_reports)
     assert len(rows) == 1 and f"warning: {cut}: {said}" in capsys.readouterr().err
 
-    one_line_error(capsys, ["baseline", cut, "--name", "x", "--dir", str(tmp_path / "b")],
+    _one_line_error(capsys, ["baseline", cut, "--name", "x", "--dir", str(tmp_path / "b")],
                     said, "a baseline is stored only from a clean run")
 
 
@@ -127,7 +127,7 @@ def test_a_sidecar_from_another_run_is_not_trusted(tmp_path, capsys):
     assert "describes another run" in capsys.readouterr().err
     assert source.sidecar is None and source.sidecar_note.endswith("has rows of run-b): ignored")
 
-    one_line_error(capsys, ["baseline", cur, "--name", "x", "--dir", str(tmp_path / "b")],
+    _one_line_error(capsys, ["baseline", cur, "--name", "x", "--dir", str(tmp_path / "b")],
                     "describes another run", "a baseline is stored only from a clean run")
 
 
@@ -177,7 +177,7 @@ def test_errors_name_the_true_line_even_after_a_blank_line(tmp_path, capsys):
     lines.insert(2, "")  # a blank line 3: the second row is now line 4
     with open(two, "w") as f:
         f.write("\n".join(lines))
-    one_line_error(capsys, ["compare", two, "--baseline", good], "lines 2 and 4 are the same configuration")
+    _one_line_error(capsys, ["compare", two, "--baseline", good], "lines 2 and 4 are the same configuration")
 
 
 # ------------------------------------------------ accuracy and counts agree (issue 22, item 6)
@@ -210,11 +210,11 @@ def test_counts_and_accuracy_that_disagree_are_refused_by_every_reader(tmp_path,
     good = write_run(tmp_path / "good.csv", rows)
     broken = _set_field(write_run(tmp_path / "bad.csv", rows), column, value)
     where = f"bad.csv: line 2, {expected}"
-    one_line_error(capsys, ["compare", broken, "--baseline", good], where)
-    one_line_error(capsys, ["compare", good, "--baseline", broken], where)
-    one_line_error(capsys, ["report", broken, "--out", str(tmp_path / "rep")], where)
-    one_line_error(capsys, ["baseline", broken, "--name", "x", "--dir", str(tmp_path / "b")], where)
-    one_line_error(capsys, ["merge", broken, "--out", str(tmp_path / "m.csv")], where)
+    _one_line_error(capsys, ["compare", broken, "--baseline", good], where)
+    _one_line_error(capsys, ["compare", good, "--baseline", broken], where)
+    _one_line_error(capsys, ["report", broken, "--out", str(tmp_path / "rep")], where)
+    _one_line_error(capsys, ["baseline", broken, "--name", "x", "--dir", str(tmp_path / "b")], where)
+    _one_line_error(capsys, ["merge", broken, "--out", str(tmp_path / "m.csv")], where)
 
 
 def test_counts_within_one_image_of_the_accuracy_pass_and_an_old_file_checks_its_seed_mean(tmp_path, capsys):
@@ -227,5 +227,5 @@ def test_counts_within_one_image_of_the_accuracy_pass_and_an_old_file_checks_its
     old = [dict(make_row(batch=b, acc_seeds=(0.7, 0.72)), run_id="run-a") for b in (1, 8)]
     old_good = write_run(tmp_path / "old.csv", old)
     moved = _set_field(write_run(tmp_path / "moved.csv", old), "top1_acc", "0.1")
-    one_line_error(capsys, ["compare", moved, "--baseline", old_good],
+    _one_line_error(capsys, ["compare", moved, "--baseline", old_good],
                     "moved.csv: line 2, column top1_acc: 0.1, but the seeds' accuracies average 0.7100")

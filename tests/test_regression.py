@@ -15,7 +15,7 @@ from bench.cli import main
 from bench.errors import UserError
 from bench.results.files import rows_to_csv_text, sidecar_path, write_json_atomic
 from bench.results.schema import empty_row
-from conftest import one_line_error
+from conftest import one_line_error as _bad
 from bench.measure.stats import median
 from bench.results.samples import format_samples
 
@@ -410,7 +410,7 @@ def test_failed_cell_regresses_with_its_error(tmp_path, capsys, two_rows):
     assert code == 0
     assert "failed in the baseline; not in the current run" in out
     # a baseline in which every row failed can catch nothing: an error, not a pass
-    one_line_error(capsys, ["compare", base, "--baseline", cur], "cur.csv", "no row with status ok")
+    _bad(capsys, ["compare", base, "--baseline", cur], "cur.csv", "no row with status ok")
 
 
 def test_accuracy_through_the_cli(tmp_path, capsys):
@@ -452,41 +452,41 @@ def test_baseline_by_name(tmp_path, capsys, two_rows):
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, two_rows):
     base = write_run(tmp_path / "base.csv", two_rows)
     cur = write_run(tmp_path / "cur.csv", two_rows)
-    one_line_error(capsys, ["compare", str(tmp_path / "nope.csv"), "--baseline", base], "nope.csv", "no such results file")
-    one_line_error(capsys, ["compare", cur, "--baseline", base, "--threshold", "latency_ms_median"], "METRIC=FRACTION")
-    one_line_error(capsys, ["compare", cur, "--baseline", base, "--threshold", "latency_ms_median=-1"], "fraction > 0")
-    one_line_error(capsys, ["compare", cur, "--baseline", base, "--threshold", "params=0.1"], "not a timing metric")
-    one_line_error(capsys, ["compare", cur, "--baseline", base, "--allow-changed", "latency"], "not an exact metric")
-    one_line_error(capsys, ["compare", cur, "--baseline", base, "--alpha", "2"], "--alpha")
+    _bad(capsys, ["compare", str(tmp_path / "nope.csv"), "--baseline", base], "nope.csv", "no such results file")
+    _bad(capsys, ["compare", cur, "--baseline", base, "--threshold", "latency_ms_median"], "METRIC=FRACTION")
+    _bad(capsys, ["compare", cur, "--baseline", base, "--threshold", "latency_ms_median=-1"], "fraction > 0")
+    _bad(capsys, ["compare", cur, "--baseline", base, "--threshold", "params=0.1"], "not a timing metric")
+    _bad(capsys, ["compare", cur, "--baseline", base, "--allow-changed", "latency"], "not an exact metric")
+    _bad(capsys, ["compare", cur, "--baseline", base, "--alpha", "2"], "--alpha")
 
     text = open(cur).read().replace("272474", "lots", 1)
     (tmp_path / "badnum.csv").write_text(text)
-    one_line_error(capsys, ["compare", str(tmp_path / "badnum.csv"), "--baseline", base],
+    _bad(capsys, ["compare", str(tmp_path / "badnum.csv"), "--baseline", base],
          "badnum.csv", "line 2", "column params", "expected a whole number >= 1, got 'lots'")
 
     rows = copy.deepcopy(two_rows)
     rows[0]["latency_samples_ms"] = "1.0;fast;2.0"
-    one_line_error(capsys, ["compare", write_run(tmp_path / "badsamples.csv", rows), "--baseline", base],
+    _bad(capsys, ["compare", write_run(tmp_path / "badsamples.csv", rows), "--baseline", base],
          "badsamples.csv", "latency_samples_ms", "';'-separated finite numbers > 0")
 
     dup = write_run(tmp_path / "dup.csv", two_rows + two_rows[:1])
-    one_line_error(capsys, ["compare", dup, "--baseline", base], "dup.csv", "lines 2 and 4", "the same row", "remove the copy")
+    _bad(capsys, ["compare", dup, "--baseline", base], "dup.csv", "lines 2 and 4", "the same row", "remove the copy")
     # the same configuration measured by two runs (a concatenation, not a resume): one run at a time
     two_runs = [dict(r, run_id="run-a") for r in two_rows] + [dict(two_rows[0], run_id="run-b")]
-    one_line_error(capsys, ["compare", write_run(tmp_path / "tworuns.csv", two_runs), "--baseline", base],
+    _bad(capsys, ["compare", write_run(tmp_path / "tworuns.csv", two_runs), "--baseline", base],
          "tworuns.csv", "lines 2 and 4", "same configuration")
 
     (tmp_path / "notresults.csv").write_text("a,b\n1,2\n")
-    one_line_error(capsys, ["compare", str(tmp_path / "notresults.csv"), "--baseline", base], "missing column(s) cell_id")
+    _bad(capsys, ["compare", str(tmp_path / "notresults.csv"), "--baseline", base], "missing column(s) cell_id")
 
     bad_thr = write_run(tmp_path / "badthr.csv", two_rows, extra_meta={"thresholds": {"latency_ms_median": "x"}})
-    one_line_error(capsys, ["compare", cur, "--baseline", bad_thr], "badthr.json: thresholds", "latency_ms_median")
+    _bad(capsys, ["compare", cur, "--baseline", bad_thr], "badthr.json: thresholds", "latency_ms_median")
     bad_thr2 = write_run(tmp_path / "badthr2.csv", two_rows, extra_meta={"thresholds": [0.1]})
-    one_line_error(capsys, ["compare", cur, "--baseline", bad_thr2], "badthr2.json: thresholds", "expected a mapping")
+    _bad(capsys, ["compare", cur, "--baseline", bad_thr2], "badthr2.json: thresholds", "expected a mapping")
 
     with open(sidecar_path(cur), "w") as f:
         f.write("{not json")
-    one_line_error(capsys, ["compare", cur, "--baseline", base], "cur.json", "unreadable sidecar")
+    _bad(capsys, ["compare", cur, "--baseline", base], "cur.json", "unreadable sidecar")
 
 
 # ------------------------------------------------------------------ the baseline subcommand
@@ -504,7 +504,7 @@ def test_baseline_stores_refuses_overwrite_and_keeps_thresholds(tmp_path, capsys
     assert meta["thresholds"] == {"latency_ms_median": 0.2}
     assert meta["baseline"]["name"] == "cpu-quick"
 
-    err = one_line_error(capsys, ["baseline", run, "--name", "cpu-quick", "--dir", str(folder)], "exists", "--force")
+    err = _bad(capsys, ["baseline", run, "--name", "cpu-quick", "--dir", str(folder)], "exists", "--force")
     assert "cpu-quick.csv" in err
     # --force replaces the rows and keeps the thresholds someone tuned
     run2 = write_run(tmp_path / "run2.csv", two_rows[:1])
@@ -518,11 +518,11 @@ def test_baseline_stores_refuses_overwrite_and_keeps_thresholds(tmp_path, capsys
 
 def test_baseline_bad_input(tmp_path, capsys, two_rows):
     run = write_run(tmp_path / "run.csv", two_rows)
-    one_line_error(capsys, ["baseline", run, "--name", "../escape", "--dir", str(tmp_path)], "--name", "no path separators")
-    one_line_error(capsys, ["baseline", str(tmp_path / "none.csv"), "--name", "x", "--dir", str(tmp_path / "b")],
+    _bad(capsys, ["baseline", run, "--name", "../escape", "--dir", str(tmp_path)], "--name", "no path separators")
+    _bad(capsys, ["baseline", str(tmp_path / "none.csv"), "--name", "x", "--dir", str(tmp_path / "b")],
          "none.csv", "no such results file")
     os.unlink(sidecar_path(run))
-    one_line_error(capsys, ["baseline", run, "--name", "x", "--dir", str(tmp_path / "b")], "run.json", "no sidecar")
+    _bad(capsys, ["baseline", run, "--name", "x", "--dir", str(tmp_path / "b")], "run.json", "no sidecar")
     assert not (tmp_path / "b").exists()
 
 
@@ -609,6 +609,6 @@ def test_a_huge_threshold_value_in_a_sidecar_is_named_in_a_short_message(tmp_pat
     """A value is printed through checks.shown: a sidecar's 5,000-character string is not pasted whole."""
     cur = write_run(tmp_path / "cur.csv", two_rows)
     base = write_run(tmp_path / "base.csv", two_rows, extra_meta={"thresholds": {"latency_ms_median": "x" * 5000}})
-    err = one_line_error(capsys, ["compare", cur, "--baseline", base], "base.json: thresholds: latency_ms_median: expected a "
+    err = _bad(capsys, ["compare", cur, "--baseline", base], "base.json: thresholds: latency_ms_median: expected a "
                                                               "fraction > 0 such as 0.05, got 'xxxxxxxx")
     assert len(err) < 300

@@ -14,7 +14,7 @@ import pytest
 
 from bench.cli import main
 from bench.results.files import sidecar_path
-from conftest import one_line_error
+from conftest import one_line_error as _one_line_error
 from test_regression import make_row, write_run
 
 
@@ -46,8 +46,8 @@ def test_a_crafted_sidecar_is_a_one_line_error_in_compare(tmp_path, capsys, kind
     good = write_run(tmp_path / "good.csv", _rows())
     bad = write_run(tmp_path / "bad.csv", _rows())
     _edit_sidecar(bad, edit)
-    one_line_error(capsys, ["compare", bad, "--baseline", good], "bad.json: " + said)
-    one_line_error(capsys, ["merge", bad, "--out", str(tmp_path / "m.csv")], "bad.json: " + said)
+    _one_line_error(capsys, ["compare", bad, "--baseline", good], "bad.json: " + said)
+    _one_line_error(capsys, ["merge", bad, "--out", str(tmp_path / "m.csv")], "bad.json: " + said)
 
 
 def _fake_run(out, grid):
@@ -127,7 +127,7 @@ def test_predict_refuses_a_tampered_latency_instead_of_printing_it_as_timed(tmp_
     csv.writer(text, lineterminator="\n").writerows(rows)
     with open(run_csv, "w", newline="") as f:
         f.write(text.getvalue())
-    one_line_error(capsys, ["--grid", grid_path, "--dry-run", "--predict", run_csv],
+    _one_line_error(capsys, ["--grid", grid_path, "--dry-run", "--predict", run_csv],
                     "run.csv: line 2, column latency_ms_median: expected a finite number > 0, got '-5'")
 
 
@@ -138,11 +138,11 @@ def test_profile_checks_its_out_before_the_work(tmp_path, capsys, monkeypatch):
 
     worked = []
     monkeypatch.setattr(executors, "run_cell_safely", lambda cell: worked.append(cell) or [])
-    one_line_error(capsys, ["profile", "resnet20", "--device", "cpu", "--out", "/proc/x.csv"],
+    _one_line_error(capsys, ["profile", "resnet20", "--device", "cpu", "--out", "/proc/x.csv"],
                     "--out /proc/x.csv: cannot write in /proc")
     assert not worked
 
 
 def test_profile_values_are_read_by_the_grid_s_yaml_reader(capsys):
-    one_line_error(capsys, ["profile", "resnet20", "match={metric: macs, metric: params}", "--device", "cpu"],
+    _one_line_error(capsys, ["profile", "resnet20", "match={metric: macs, metric: params}", "--device", "cpu"],
                     "<command line>: match: cannot read the value", "duplicate key 'metric'")
