@@ -24,7 +24,7 @@ import numpy as np
 
 from bench.analysis.paired_images import (LEVEL, N_BOOT, ImageRecord, bootstrap_floor, bootstrap_p, image_totals,
                                           resampled_mean, seed_scale)
-from bench.analysis.verdicts import AccuracySample
+from bench.analysis.verdicts import AccuracySample, satterthwaite_dof
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,7 @@ def seed_trend_test(setting: str, levels: Sequence[float], samples: Sequence[Acc
     c, log2 = slope_weights(levels, [s.n for s in samples])
     seed_terms = np.array([w * w * s.std ** 2 / s.n for w, s in zip(c, samples)])
     test_terms = np.array([w * w * s.test_set_variance for w, s in zip(c, samples)])
-    denom = float(np.sum(seed_terms ** 2 / np.array([s.n - 1 for s in samples])))
-    dof = float(seed_terms.sum() ** 2 / denom) if denom > 0 else float(min(s.n for s in samples) - 1)
+    dof = satterthwaite_dof([(float(v), s.n) for v, s in zip(seed_terms, samples)])
     means = [s.mean for s in samples]
     slope = float(c @ means)
     se = math.sqrt(float(seed_terms.sum() + test_terms.sum()))

@@ -225,14 +225,20 @@ def two_proportion_test(base: AccuracySample, cur: AccuracySample, alpha: float)
 
 
 def welch_dof(var_mean_b: float, n_b: int, var_mean_c: float, n_c: int) -> float:
-    """Welch-Satterthwaite degrees of freedom from two sample variances of the mean (s^2 / n).
+    """Welch-Satterthwaite degrees of freedom from two sample variances of the mean (s^2 / n)."""
+    return satterthwaite_dof([(var_mean_b, n_b), (var_mean_c, n_c)])
 
-    Both zero (every seed equal on both sides): the formula is 0/0, so the smallest value it can take,
+
+def satterthwaite_dof(terms: Sequence[Tuple[float, int]]) -> float:
+    """Satterthwaite degrees of freedom of a sum of independent variance terms, each (variance, n) estimated
+    from n samples with n - 1 degrees of freedom.
+
+    All zero (every seed equal everywhere): the formula is 0/0, so the smallest value it can take,
     min(n) - 1, is used."""
-    denom = var_mean_b ** 2 / (n_b - 1) + var_mean_c ** 2 / (n_c - 1)
+    denom = sum(v ** 2 / (n - 1) for v, n in terms)
     if denom == 0:
-        return float(min(n_b, n_c) - 1)
-    return (var_mean_b + var_mean_c) ** 2 / denom
+        return float(min(n for _, n in terms) - 1)
+    return sum(v for v, _ in terms) ** 2 / denom
 
 
 def seed_mean_test(base: AccuracySample, cur: AccuracySample, alpha: float) -> AccuracyTest:
