@@ -29,6 +29,37 @@ def test_each_operator_runs_on_tensors_of_its_layers_shape(layer, out_shape):
     assert tuple(out.shape) == out_shape
 
 
+@pytest.mark.parametrize("name", ["resnext29_32x4d", "resnet18"])
+def test_the_table_times_the_same_module_the_built_model_calls_for_each_shape(name):
+    from models import build_model, get_preset
+    from models.layers import inventory
+
+    config = get_preset(name).replace(input_size=32)
+    by_shape = {layer.shape: layer for layer, _ in inventory(config).layers}
+    model, seen = build_model(config).eval(), {}
+
+    def hook(module, inputs, _output):
+        x = inputs[0]
+        h = x.shape[-1] if x.dim() == 4 else 1
+        c = module.in_channels if isinstance(module, torch.nn.Conv2d) else x.shape[1]
+        kind = {torch.nn.Conv2d: "conv", torch.nn.BatchNorm2d: "bn", torch.nn.ReLU: "relu",
+                torch.nn.MaxPool2d: "maxpool", torch.nn.AdaptiveAvgPool2d: "avgpool", torch.nn.Linear: "linear"}
+        kind = kind.get(type(module))
+        if kind is None:
+            return
+        # the layer of this kind, input channels and size (its stride, groups, kernel read from the table's module)
+        match = [layer for layer in by_shape.values() if layer.kind == kind and layer.c_in == c and layer.size == h
+                 and repr(lt._module(layer)) == repr(module)]
+        seen[repr(module), c, h] = bool(match)
+
+    for m in model.modules():
+        if not list(m.children()):
+            m.register_forward_hook(hook)
+    with torch.inference_mode():
+        model(torch.randn(1, 3, 32, 32))
+    assert seen and all(seen.values()), [k for k, ok in seen.items() if not ok]
+
+
 def rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))

@@ -1,10 +1,11 @@
 """A layer table: each distinct operator shape timed in isolation, stored as a resumable CSV.
 
-Each :class:`models.layers.Layer` becomes one torch call on tensors of its
-shape (``F.conv2d`` with its groups and stride, eval-mode ``F.batch_norm``,
-in-place ReLU and residual add as torchvision's blocks run them, pooling,
-flatten, ``F.linear``), in the cell's precision (autocast) and memory format,
-under inference mode. Shapes are timed a chunk at a time in interleaved
+Each :class:`models.layers.Layer` becomes one call as the model makes it, on
+tensors of its shape: the ``nn.Module`` it holds (``nn.Conv2d`` with its
+groups and stride, eval-mode ``nn.BatchNorm2d``, in-place ``nn.ReLU``,
+pooling, ``nn.Linear``), or the tensor call of the block's own ``forward``
+(the in-place residual add, ``torch.flatten``), in the cell's precision
+(autocast) and memory format, under inference mode. Shapes are timed a chunk at a time in interleaved
 rounds: every round times each shape of the chunk once (in a shuffled order)
 with the harness's own loop (:func:`bench.measure.timing.timed_loop`, blocks
 of calls long enough for the clock), so a drift of the machine's speed
@@ -35,7 +36,6 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from models.layers import Layer
@@ -72,43 +72,54 @@ class _Nothing(nn.Module):
         return x
 
 
+def _module(layer: Layer) -> nn.Module:
+    """The module a variant calls for ``layer`` (torchvision's blocks and models/resnet.py build these)."""
+    k, s, g, c_in, c_out = layer.kernel, layer.stride, layer.groups, layer.c_in, layer.c_out
+    if layer.kind == "conv":
+        return nn.Conv2d(c_in, c_out, k, stride=s, padding=k // 2, groups=g, bias=False)
+    if layer.kind == "bn":
+        return nn.BatchNorm2d(c_in)
+    if layer.kind == "relu":
+        return nn.ReLU(inplace=True)
+    if layer.kind == "maxpool":
+        return nn.MaxPool2d(kernel_size=k, stride=s, padding=k // 2)
+    if layer.kind == "avgpool":
+        return nn.AdaptiveAvgPool2d((1, 1))
+    if layer.kind == "linear":
+        return nn.Linear(c_in, c_out)
+    raise ValueError(f"layer kind {layer.kind!r}: no operator to time")
+
+
 def operator(layer: Optional[Layer], shape: str, batch: int, memory_format: str) -> Callable[[], object]:
-    """One call of the operator ``layer`` describes, on fresh tensors of its shape (``layer`` None: an
-    overhead row of :data:`OVERHEAD_SHAPES`). Call under inference mode."""
+    """One call of the operator ``layer`` describes, as the model makes it, on fresh tensors of its shape
+    (``layer`` None: an overhead row of :data:`OVERHEAD_SHAPES`). Call under inference mode.
+
+    Convolution, BN, ReLU, pooling and the classifier are called as the ``nn.Module`` the model holds, so
+    an entry carries the module's own Python (``nn.BatchNorm2d.forward``'s checks, ``nn.Conv2d``'s
+    ``_conv_forward``) as well as the kernel; the residual add and the flatten are the tensor calls
+    the block's ``forward`` makes (``out += identity``, ``torch.flatten``)."""
     fmt = _torch_format(memory_format)
     if layer is None:
-        x, module = torch.zeros(1), _Nothing()
-        return (lambda: module(x)) if shape.startswith("call") else (lambda: x.view(1))
+        x, nothing = torch.zeros(1), _Nothing()
+        return (lambda: nothing(x)) if shape.startswith("call") else (lambda: x.view(1))
 
     def image(channels: int, size: int) -> torch.Tensor:
         return torch.randn(batch, channels, size, size).contiguous(memory_format=fmt)
 
-    k, s, g, c_in, c_out, h = layer.kernel, layer.stride, layer.groups, layer.c_in, layer.c_out, layer.size
-    if layer.kind == "conv":
-        x, w = image(c_in, h), torch.randn(c_out, c_in // g, k, k).contiguous(memory_format=fmt)
-        return lambda: F.conv2d(x, w, None, s, k // 2, 1, g)
-    if layer.kind == "bn":
-        x, stats = image(c_in, h), [torch.rand(c_in) + 0.5 for _ in range(4)]
-        return lambda: F.batch_norm(x, stats[0], stats[1], stats[2], stats[3], False, 0.1, 1e-5)
-    if layer.kind == "relu":
-        x = image(c_in, h)
-        return lambda: torch.relu_(x)
     if layer.kind == "add":
-        x, y = image(c_in, h), image(c_in, h) * 1e-6  # in place, as `out += identity`; stays finite
+        x, y = image(layer.c_in, layer.size), image(layer.c_in, layer.size) * 1e-6  # in place; stays finite
         return lambda: x.add_(y)
-    if layer.kind == "maxpool":
-        x = image(c_in, h)
-        return lambda: F.max_pool2d(x, k, s, k // 2)
-    if layer.kind == "avgpool":
-        x = image(c_in, h)
-        return lambda: F.adaptive_avg_pool2d(x, 1)
     if layer.kind == "flatten":
-        x = image(c_in, 1)
+        x = image(layer.c_in, 1)
         return lambda: torch.flatten(x, 1)
-    if layer.kind == "linear":
-        x, w, b = torch.randn(batch, c_in), torch.randn(c_out, c_in), torch.randn(c_out)
-        return lambda: F.linear(x, w, b)
-    raise ValueError(f"layer kind {layer.kind!r}: no operator to time")
+    module = _module(layer).eval()
+    if layer.kind == "bn":  # running statistics of a trained model, not the fresh 0/1
+        with torch.no_grad():
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(batch, layer.c_in) if layer.kind == "linear" else image(layer.c_in, layer.size)
+    module = module.to(memory_format=fmt) if layer.kind == "conv" else module
+    return lambda: module(x)
 
 
 def read_keys(path: str) -> Set[TableKey]:
