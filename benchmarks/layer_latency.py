@@ -4,14 +4,15 @@ Three steps, each resumable (rows are appended; what is present is skipped),
 each under ``--max-seconds`` so a step fits a quiet-machine window::
 
     python -m benchmarks.layer_latency table --batch 1 32      # time every distinct shape in isolation
-    python -m benchmarks.layer_latency e2e --batch 1 32        # time every variant, interleaved rounds
+    python -m benchmarks.layer_latency e2e --batch 1 32        # time every variant, 60 interleaved rounds
+    python -m benchmarks.layer_latency layout --batch 1 32     # the study pair's convs: NCHW and blocked
     python -m benchmarks.layer_latency evaluate                # error table + the C=1 vs C=32 breakdown
 
 The variants are the committed space (grids/space-cpu-speed.yaml, 48) plus
 the study's C=1 and C=32 pair (the first two cells of grids/study-cpu-speed.yaml),
 fp32, 2 threads, contiguous. Everything lands in ``--dir`` (default
 results/layer-latency/): table.csv (+ table.json: fingerprints and build
-times), inventory.csv, e2e.csv (+ e2e.json), evaluation.md/.csv, why.csv.
+times), inventory.csv, e2e.csv (+ e2e.json), layout.csv, evaluation.md/.csv, why.csv.
 The timing steps must run on a quiet machine; ``evaluate`` reads CSVs only.
 """
 from __future__ import annotations
@@ -129,6 +130,30 @@ def build(folder: str, batches: Sequence[int], rounds: int, block_ms: float, max
         if left:
             break
     print(f"{path}: {'complete' if not left else f'{left} shape(s) left: run the same command again'}")
+    return 0
+
+
+def time_layout(folder: str, batches: Sequence[int], rounds: int, block_ms: float) -> int:
+    """The study pair's convolutions as the model calls them (NCHW) and in oneDNN's blocked layout, side by
+    side: layout.csv, two rows per shape; a batch already there for this machine is skipped."""
+    from bench.measure import allocator
+    from bench.measure.layer_table import TableSpec, append_rows, read_keys, time_layouts
+
+    allocator.ensure("tuned")
+    fp, fid = this_machine()
+    path = os.path.join(folder, "layout.csv")
+    present = {(key[1], key[5]) for key in read_keys(path)}
+    pair = {v[0]: v[2] for v in variants() if v[0] in study_pair()}
+    layers = distinct_layers(list(pair.values()))
+    for batch in batches:
+        if (batch, fid) in present:
+            continue
+        start = time.perf_counter()
+        rows = time_layouts(layers, TableSpec(batch, "fp32", "contiguous", THREADS, fid), rounds, block_ms)
+        append_rows(path, rows)
+        _record(path, fp, fid, {"step": "layout", "batch_size": batch, "rounds": rounds, "block_ms": block_ms,
+                                "wall_s": round(time.perf_counter() - start, 2), "shapes": len(rows) // 2})
+        print(f"batch {batch}: {len(rows) // 2} conv shapes in both layouts in {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -250,7 +275,9 @@ def evaluate(folder: str) -> int:
     import pandas as pd
 
     fp, fid = this_machine()
-    table = lp.load_table(os.path.join(folder, "table.csv"), fp, fid)
+    # each statistic of the end-to-end rounds is predicted from the same statistic of the shapes' rounds
+    tables = {stat: lp.load_table(os.path.join(folder, "table.csv"), fp, fid, stat) for stat in ("median", "min")}
+    table = tables[lp.TABLE_STATISTIC]
     inventories = lp.read_inventories(os.path.join(folder, "inventory.csv"))
     e2e_path = os.path.join(folder, "e2e.csv")
     e2e = pd.read_csv(e2e_path)
@@ -259,7 +286,7 @@ def evaluate(folder: str) -> int:
     runs = [(stat, spec, m) for stat in ("median", "min")
             for spec, m in sorted(lp.read_e2e(e2e_path, fid, stat).items())]
     for stat, spec, measured in runs:
-        held = lp.evaluate(table, inventories, measured, spec)
+        held = lp.evaluate(tables[stat], inventories, measured, spec)
         points = e2e[e2e["batch_size"] == spec[0]].set_index("variant_id").loc[held.variants]
         points = pd.DataFrame({"ms": held.measured, "macs": points["macs"].to_numpy(),
                                "activations": points["activations"].to_numpy(),
@@ -286,15 +313,73 @@ def evaluate(folder: str) -> int:
         oh = held.overhead
         summary_note = (f"batch {spec[0]} (fitted on measured {stat}s): fitted per-layer overhead "
                         f"{oh.per_layer_ms * 1e3:.2f} us, per-call "
-                        f"{oh.per_call_ms:.3f} ms; measured nn.Module call {table.overhead_ms(spec, 'call') * 1e3:.2f}"
-                        f" us, cheapest op {table.overhead_ms(spec, 'op') * 1e3:.2f} us")
+                        f"{oh.per_call_ms:.3f} ms; measured nn.Module call "
+                        f"{tables[stat].overhead_ms(spec, 'call') * 1e3:.2f} us, cheapest op "
+                        f"{tables[stat].overhead_ms(spec, 'op') * 1e3:.2f} us")
         summary.append({"batch": spec[0], "method": "note: " + summary_note})
     pd.DataFrame(rows).to_csv(os.path.join(folder, "evaluation.csv"), index=False, float_format="%.6g")
     text = evaluation_markdown(summary, folder)
     text += why(folder, table, inventories, e2e)
     write_bytes_atomic(os.path.join(folder, "evaluation.md"), text.encode())
+    if os.path.abspath(folder) == os.path.join(ROOT, DEFAULT_DIR):  # the committed evaluation: docs follow it
+        replace_block(os.path.join(ROOT, DOCS), "evaluation", docs_block(text))
+        replace_block(os.path.join(ROOT, "README.md"), "layer-errors", readme_table(parse_summary(text)))
     print(text)
     return 0
+
+
+# ------------------------------------------------------------------------------------------ generated docs
+DOCS = "docs/layer-latency.md"
+README_METHODS = (("layer table (all shapes in table)", "all", "layer table"),
+                  ("layer table (own shapes interpolated)", "needed interpolation",
+                   "layer table, each variant's own shapes interpolated (the {n} variants that have any)"),
+                  ("log-linear", "all", "log-linear model (log MACs, activations, params, groups)"),
+                  ("MACs-only", "all", "MACs-only power law"), ("constant", "all", "constant"))
+
+
+def parse_summary(text: str) -> List[dict]:
+    """The rows of evaluation.md's error table."""
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[0].isdigit():
+            rows.append(dict(zip(("batch", "measured", "method", "variants", "n", "median", "p90"), cells)))
+    return rows
+
+
+def readme_table(rows: List[dict]) -> str:
+    """The README's error table: held-out median / p90 error against the measured medians, per method."""
+    medians = [r for r in rows if r["measured"] == "median"]
+    cell = {(r["batch"], r["method"], r["variants"]): f"{r['median']} / {r['p90']}" for r in medians}
+    counts = {(r["method"], r["variants"]): r["n"] for r in medians}
+    batches = sorted({r["batch"] for r in rows}, key=int)
+    n = {r["batch"]: r["n"] for r in rows if r["measured"] == "median" and r["variants"] == "all"}
+    lines = ["| predictor (held out, 5-fold) | " + " | ".join(f"batch {b} ({n[b]} variants): median / p90"
+                                                           for b in batches) + " |",
+             "|---|" + "---:|" * len(batches)]
+    for method, subset, label in README_METHODS:
+        label = label.format(n=counts.get((method, subset), "?"))
+        lines.append(f"| {label} | " + " | ".join(cell.get((b, method, subset), "-") for b in batches) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def docs_block(evaluation: str) -> str:
+    """evaluation.md as docs/layer-latency.md carries it: without its title, headings one level down."""
+    body = evaluation.split("\n", 1)[1].lstrip("\n")
+    body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
+    return "(generated from results/layer-latency/evaluation.md by `python -m benchmarks.layer_latency evaluate`)\n\n" \
+        + body.rstrip("\n") + "\n"
+
+
+def replace_block(path: str, name: str, content: str) -> None:
+    """Put ``content`` between the ``<!-- name -->`` and ``<!-- /name -->`` lines of ``path``."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    start, end = f"<!-- {name} -->\n", f"<!-- /{name} -->"
+    if start not in text or end not in text:
+        raise UserError(f"{path}: no '<!-- {name} -->' ... '<!-- /{name} -->' block to write the evaluation into")
+    head, rest = text.split(start, 1)
+    write_bytes_atomic(path, (head + start + content + end + rest.split(end, 1)[1]).encode())
 
 
 def _costs(folder: str) -> str:
@@ -305,7 +390,7 @@ def _costs(folder: str) -> str:
                 out[b["batch_size"]] = out.get(b["batch_size"], 0.0) + b["wall_s"]
         return out
     table = wall("table.csv", ("table", "retime"))
-    e2e = {**wall("e2e-contended.csv", ("e2e",)), **wall("e2e.csv", ("e2e",))}
+    e2e = wall("e2e.csv", ("e2e",))
     return "\n".join(f"- batch {b}: building the table took {table[b]:.0f} s; timing every variant end to end in "
                      f"interleaved rounds took {e2e[b]:.0f} s" if b in e2e else
                      f"- batch {b}: building the table took {table[b]:.0f} s" for b in sorted(table)) + "\n"
@@ -317,8 +402,9 @@ def evaluation_markdown(summary: List[dict], folder: str) -> str:
              "Absolute percentage error of each method's held-out prediction (5-fold over variants, the same folds "
              "for every method) against the measured median; 'own shapes interpolated' predicts each variant with "
              "the shapes no other variant has removed from the table. 'measured' is the statistic of each variant's "
-             "interleaved rounds predicted: their median (what the harness reports) or their fastest round (the "
-             "time without other processes' stalls); table entries are each shape's fastest round.", "",
+             "interleaved rounds predicted: their median (what the harness reports, and what `--dry-run --predict` "
+             "predicts) or their fastest round (the time without other processes' stalls), each from the same "
+             "statistic of the shapes' rounds in the table.", "",
              "| batch | measured | method | variants | n | median | p90 |", "|---:|---|---|---|---:|---:|---:|"]
     notes = []
     for s in summary:
@@ -331,6 +417,7 @@ def evaluation_markdown(summary: List[dict], folder: str) -> str:
 
 
 PROFILE = "results/studies/cpu-cardinality/profile/pair.profile.csv"
+MICRO = "results/studies/cpu-cardinality/grouped_conv.csv"  # benchmarks/grouped_conv.py's 3x3 sweep
 
 
 def op_class(shape: str) -> str:
@@ -342,6 +429,83 @@ def op_class(shape: str) -> str:
         return ("grouped" if s.groups > 1 else "dense") + f" conv {s.kernel}x{s.kernel}"
     return {"bn": "batch norm", "relu": "ReLU", "add": "residual add", "maxpool": "pooling", "avgpool": "pooling",
             "linear": "linear"}.get(s.kind, "other")
+
+
+def micro_agreement(df, path: str = os.path.join(ROOT, MICRO)) -> List[str]:
+    """The table's rate for the shapes the grouped-convolution microbenchmark also timed, beside its rate
+    (both from the median round, so the same statistic), and whether both put the grouped shapes below the
+    dense ones. ``df``: why.csv's rows (shape, batch_size, gflop_s)."""
+    import pandas as pd
+
+    if not os.path.exists(path):
+        return []
+    micro = pd.read_csv(path, comment="#")
+    micro = micro[micro["threads"] == THREADS]
+    rates = {(f"conv k3 s1 g{r.groups} c{r.channels}>{r.channels} h{r.spatial}", int(r.batch_size)):
+             r.gflop_s * r.ms_best / r.ms_median for r in micro.itertuples()}
+    both = [(r.shape, int(r.batch_size), r.gflop_s, rates[(r.shape, int(r.batch_size))])
+            for r in df.drop_duplicates(["shape", "batch_size"]).itertuples() if (r.shape, int(r.batch_size)) in rates]
+    if not both:
+        return []
+    ratios = [mine / theirs for _, _, mine, theirs in both]
+    orders = []
+    for b in sorted({b for _, b, _, _ in both}):
+        grouped = [(m, t) for shape, bb, m, t in both if bb == b and lp.Shape.parse(shape).groups > 1]
+        dense = [(m, t) for shape, bb, m, t in both if bb == b and lp.Shape.parse(shape).groups == 1]
+        if grouped and dense:
+            orders.append(all(max(g[i] for g in grouped) < min(d[i] for d in dense) for i in (0, 1)))
+    order = ("" if not orders else " In both, every grouped shape runs slower than every dense shape of its batch."
+             if all(orders) else " They disagree on which shapes run slowest.")
+    return ["", f"Against the grouped-convolution microbenchmark ({MICRO}, the 3x3 convolution alone, median "
+            f"round; timed in another session, so the rates compare loosely): the {len(both)} shape(s) of this "
+            "pair it also timed run at "
+            + "; ".join(f"{shape} at batch {b}: {mine:.1f} GFLOP/s in the table, {theirs:.1f} there"
+                        for shape, b, mine, theirs in both)
+            + f" (the table's rate is {min(ratios):.2f}-{max(ratios):.2f}x the microbenchmark's)." + order]
+
+
+def layout_share(rows, inventory) -> Tuple[float, float]:
+    """(ms of the variant's convolutions as the model calls them, ms of the same in the blocked layout),
+    one batch's layout.csv rows (shape -> (nchw ms, blocked ms)) over ``inventory``'s conv counts."""
+    nchw = blocked = 0.0
+    for shape, count, _ in inventory:
+        if shape in rows:
+            nchw, blocked = nchw + count * rows[shape][0], blocked + count * rows[shape][1]
+    return nchw, blocked
+
+
+def layout_section(path: str, fid: str, inventories, names) -> List[str]:
+    """How much of the convolutions' time is layout conversion, from the side-by-side layout.csv."""
+    if not os.path.exists(path):
+        return []
+    by: Dict[int, Dict[str, Dict[str, float]]] = {}
+    for line, row in enumerate(lp._read_csv(path, lp.TABLE_COLUMNS), start=2):
+        if row["fingerprint_id"] == fid:
+            by.setdefault(int(row["batch_size"]), {}).setdefault(row["shape"], {})[row["memory_format"]] = \
+                lp._field(path, line, row, "ms_median", float)
+    lines = ["", "Layout conversions inside the convolutions (layout.csv: each conv of the pair timed as the model "
+             "calls it, NCHW, and with its input and weights already in oneDNN's blocked layout, in the same "
+             "interleaved rounds; medians):", ""]
+    for batch, shapes in sorted(by.items()):
+        rows = {s: (v["contiguous"], v["blocked"]) for s, v in shapes.items() if {"contiguous", "blocked"} <= set(v)}
+        for vid in study_pair():
+            nchw, blocked = layout_share(rows, inventories[vid])
+            if nchw > 0:
+                lines.append(f"- {names[vid]} at batch {batch}: its convolutions take {nchw:.2f} ms as called, "
+                             f"{blocked:.2f} ms already blocked: the conversions are "
+                             f"{(nchw - blocked) / nchw:.0%} of the convolutions' time"
+                             + (" (negative: the blocked layout was slower)" if blocked > nchw else "") + ".")
+    return lines
+
+
+def _ranking_sentence(vid: str, name: str, mine, theirs) -> str:
+    """Whether the table and the profile put the operator classes in the same order of time."""
+    top = [c for c in mine.sort_values("ms", ascending=False).index if c in theirs.index][:3]
+    order = list(theirs.loc[top].sort_values("ms", ascending=False).index)
+    if order == top:
+        return f"{name}: the table and the profile rank the top {len(top)} classes the same ({', '.join(top)})."
+    return (f"{name}: the table ranks the top classes {', '.join(top)}, the profile {', '.join(order)} "
+            "(they disagree on the order).")
 
 
 def profile_agreement(df, names) -> List[str]:
@@ -357,11 +521,13 @@ def profile_agreement(df, names) -> List[str]:
              f"(threads {', '.join(map(str, sorted(prof['threads'].unique())))}):", "",
              "| variant | class | table share | profile share | table GFLOP/s | profile GFLOP/s |",
              "|---|---|---:|---:|---:|---:|"]
+    ranking = []
     for vid, part in df[df["batch_size"] == 1].groupby("variant_id", sort=False):
         mine = part.assign(cls=part["shape"].map(op_class)).groupby("cls")[["ms", "macs"]].sum()
         theirs = prof[prof["variant_id"] == vid].groupby("op_class")[["ms", "macs"]].sum()
         if theirs.empty:
             continue
+        ranking.append(_ranking_sentence(vid, names[vid], mine, theirs))
         for cls in mine.sort_values("ms", ascending=False).index:
             t = theirs.loc[cls] if cls in theirs.index else None
             g = 2 * mine.loc[cls, "macs"] / (mine.loc[cls, "ms"] * 1e6) if mine.loc[cls, "macs"] else float("nan")
@@ -369,7 +535,7 @@ def profile_agreement(df, names) -> List[str]:
             lines.append(f"| {names[vid]} | {cls} | {mine.loc[cls, 'ms'] / mine['ms'].sum():.1%} | "
                          + (f"{t['ms'] / theirs['ms'].sum():.1%}" if t is not None else "-")
                          + f" | {g:.1f} | {pg:.1f} |")
-    return lines
+    return lines + [""] + ranking
 
 
 def why(folder: str, table, inventories, e2e) -> str:
@@ -410,17 +576,19 @@ def why(folder: str, table, inventories, e2e) -> str:
             + (f", {r.gflop_s:.1f} GFLOP/s" if r.gflop_s == r.gflop_s else "") + ")" for r in top.itertuples())
             + ".", ""]
     text += profile_agreement(df, names)
+    text += micro_agreement(df)
+    text += layout_section(os.path.join(folder, "layout.csv"), table.fingerprint_id, inventories, names)
     return "\n".join(text) + "\n"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=("inventory", "table", "retime", "e2e", "import", "evaluate"))
+    parser.add_argument("step", choices=("inventory", "table", "retime", "e2e", "layout", "import", "evaluate"))
     parser.add_argument("--runs", nargs="+", default=list(RUNS), help="import: harness result CSVs to take "
                         "the end-to-end latencies from")
     parser.add_argument("--dir", default=os.path.join(ROOT, DEFAULT_DIR))
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (table 9, e2e 15)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (table 9, e2e 60, layout 15)")
     parser.add_argument("--block-ms", type=float, default=None, help="shortest timed block (table 2, e2e 20)")
     parser.add_argument("--all", action="store_true", help="retime: every shape, not just the suspects")
     parser.add_argument("--max-seconds", type=float, default=420.0, help="stop after the chunk that passes this")
@@ -434,7 +602,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             return build(args.dir, args.batch, args.rounds or 9, args.block_ms or 2.0, args.max_seconds,
                          retime="all" if args.all else True)
         if args.step == "e2e":
-            return time_variants(args.dir, args.batch, args.rounds or 15, args.block_ms or 20.0, args.max_seconds)
+            return time_variants(args.dir, args.batch, args.rounds or 60, args.block_ms or 20.0, args.max_seconds)
+        if args.step == "layout":
+            return time_layout(args.dir, args.batch, args.rounds or 15, args.block_ms or 2.0)
         if args.step == "import":
             return import_runs(args.dir, args.runs, args.batch)
         if args.step == "evaluate":

@@ -179,7 +179,7 @@ def test_the_layer_table_flag_is_refused_outside_a_dry_run(tmp_path, capsys):
     assert "only used with --dry-run" in capsys.readouterr().err
 
 
-def test_a_table_entry_is_the_fastest_round_of_all_its_rows_or_the_last_rows_median(tmp_path):
+def test_a_table_entry_is_the_last_rows_median_or_asked_for_the_fastest_round_of_all_its_rows(tmp_path):
     path = tmp_path / "t.csv"
     shape = "relu k1 s1 g1 c8>8 h8"
     with open(path, "w", newline="") as f:
@@ -188,5 +188,5 @@ def test_a_table_entry_is_the_fastest_round_of_all_its_rows_or_the_last_rows_med
         w.writerow([shape, 1, "fp32", "contiguous", 2, "me", 0, 0.5, "0.5 0.2 9"])
         w.writerow([shape, 1, "fp32", "contiguous", 2, "me", 0, 0.4, "0.4 0.1 7"])
         w.writerow([shape, 1, "fp32", "contiguous", 2, "me", 0, 0.4, "0.4 0.3 7"])
-    assert lp.load_table(str(path), FP, "me").entries[SPEC][shape][0] == 0.1
-    assert lp.load_table(str(path), FP, "me", statistic="median").entries[SPEC][shape][0] == 0.4
+    assert lp.load_table(str(path), FP, "me").entries[SPEC][shape][0] == 0.4  # the median a harness row reports
+    assert lp.load_table(str(path), FP, "me", statistic="min").entries[SPEC][shape][0] == 0.1

@@ -132,3 +132,21 @@ def test_a_shape_asked_to_be_timed_again_gets_a_new_row_after_the_old_ones(tmp_p
     lt.build_table(path, layers, SPEC, rounds=1, block_ms=0.0, retime=[layers[1].shape])
     after = rows(path)
     assert after[:len(before)] == before and [r["shape"] for r in after[len(before):]] == [layers[1].shape]
+
+
+def test_layout_rows_time_each_conv_as_called_and_already_blocked_side_by_side():
+    layers = [make_layer("conv", 3, 2, 4, 8, 16, 9, 100), make_layer("conv", 1, 1, 1, 8, 16, 9, 10),
+              make_layer("bn", 1, 1, 1, 8, 8, 9)]
+    out = lt.time_layouts(layers, SPEC, rounds=2, block_ms=0.1)
+    assert [(r["shape"], r["memory_format"]) for r in out] == [
+        ("conv k3 s2 g4 c8>16 h9", "contiguous"), ("conv k3 s2 g4 c8>16 h9", "blocked"),
+        ("conv k1 s1 g1 c8>16 h9", "contiguous"), ("conv k1 s1 g1 c8>16 h9", "blocked")]
+    assert all(r["rounds"] == 2 and r["ms_median"] > 0 and r["macs"] == (100 if "k3" in r["shape"] else 10) * 2
+               for r in out)
+
+
+def test_the_blocked_convolution_computes_what_the_models_module_computes():
+    layer = make_layer("conv", 3, 2, 4, 8, 16, 9)
+    with torch.inference_mode():
+        call = lt.blocked_conv(layer, 2)  # raises when the two disagree
+        assert tuple(call().to_dense().shape) == (2, 16, 5, 5)

@@ -33,7 +33,7 @@ import random
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import nn
@@ -153,27 +153,74 @@ def append_rows(path: str, rows: Sequence[Dict[str, object]], columns: Sequence[
         os.fsync(f.fileno())
 
 
+def _interleaved(fns: Dict[Any, Callable[[], object]], rounds: int, block_ms: float,
+                 seed: int) -> Tuple[Dict[Any, List[float]], Dict[Any, float]]:
+    """Each callable's samples over ``rounds`` rounds (a shuffled order each), and the largest share of the
+    machine other processes took while it was timed. Call under inference mode."""
+    rng, timer = random.Random(seed), PerfCounterTimer()
+    samples: Dict[Any, List[float]] = {key: [] for key in fns}
+    others: Dict[Any, float] = {key: 0.0 for key in fns}
+    for fn in fns.values():  # warm: oneDNN primitives created, output buffers in the allocator
+        fn()
+        fn()
+    order = list(fns)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for key in order:
+            loop = timed_loop(fns[key], timer, warmup=0, repeats=1, min_block_ms=block_ms)
+            samples[key].append(loop.samples[0])
+            others[key] = max(others[key], loop.others_share or 0.0)
+    return samples, others
+
+
 def time_chunk(items: Sequence[Tuple[str, Optional[Layer]]], spec: TableSpec, rounds: int, block_ms: float,
                seed: int = 0) -> List[Dict[str, object]]:
     """Time each (shape, layer) of ``items`` in ``rounds`` interleaved rounds; one table row each."""
-    rng = random.Random(seed)
-    samples: Dict[str, List[float]] = {shape: [] for shape, _ in items}
-    others: Dict[str, float] = {shape: 0.0 for shape, _ in items}
-    timer = PerfCounterTimer()
     with torch.inference_mode(), autocast("cpu", spec.precision):
         fns = {shape: operator(layer, shape, spec.batch, spec.memory_format) for shape, layer in items}
-        for fn in fns.values():  # warm: oneDNN primitives created, output buffers in the allocator
-            fn()
-            fn()
-        order = list(fns)
-        for _ in range(rounds):
-            rng.shuffle(order)
-            for shape in order:
-                loop = timed_loop(fns[shape], timer, warmup=0, repeats=1, min_block_ms=block_ms)
-                samples[shape].append(loop.samples[0])
-                others[shape] = max(others[shape], loop.others_share or 0.0)
+        samples, others = _interleaved(fns, rounds, block_ms, seed)
     macs = {shape: (layer.macs * spec.batch if layer is not None else 0) for shape, layer in items}
     return [_row(shape, spec, macs[shape], samples[shape], others[shape]) for shape, _ in items]
+
+
+BLOCKED = "blocked"  # the memory_format of a layout row: input and weights already in oneDNN's layout
+
+
+def blocked_conv(layer: Layer, batch: int) -> Callable[[], object]:
+    """``layer``'s convolution with no layout conversion in the call: its weights reordered once
+    (``torch.utils.mkldnn``) and its input the output of a preceding oneDNN convolution, as a model kept in
+    oneDNN's blocked layout throughout would run it. ``operator``'s NCHW call minus this one is what the
+    call's reorders cost. Checked against the NCHW module before it is returned (fp32 only)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.utils.mkldnn's modules are TorchScript: a deprecation warning
+        from torch.utils import mkldnn
+
+        conv, feed = _module(layer).eval(), nn.Conv2d(layer.c_in, layer.c_in, 1, bias=False).eval()
+        blocked, blocked_feed = mkldnn.to_mkldnn(conv), mkldnn.to_mkldnn(feed)
+    x = torch.randn(batch, layer.c_in, layer.size, layer.size)
+    xb = blocked_feed(x.to_mkldnn())
+    expected, got = conv(feed(x)), blocked(xb).to_dense()
+    if not torch.allclose(expected, got, rtol=1e-3, atol=1e-3):
+        raise RuntimeError(f"{layer.shape}: the blocked-layout convolution disagrees with the NCHW one")
+    return lambda: blocked(xb)
+
+
+def time_layouts(layers: Sequence[Layer], spec: TableSpec, rounds: int, block_ms: float,
+                 seed: int = 0) -> List[Dict[str, object]]:
+    """Each conv of ``layers`` as the model calls it (NCHW, ``spec``'s format) and in the blocked layout,
+    all in the same interleaved rounds: two rows per shape, the second with memory_format ``blocked``."""
+    convs = list(dict((layer.shape, layer) for layer in layers if layer.kind == "conv").values())
+    blocked_spec = TableSpec(spec.batch, spec.precision, BLOCKED, spec.threads, spec.fingerprint_id)
+    with torch.inference_mode(), numeric_settings("cpu", threads=spec.threads):
+        fns: Dict[Any, Callable[[], object]] = {}
+        for layer in convs:
+            fns[(layer.shape, spec.memory_format)] = operator(layer, layer.shape, spec.batch, spec.memory_format)
+            fns[(layer.shape, BLOCKED)] = blocked_conv(layer, spec.batch)
+        samples, others = _interleaved(fns, rounds, block_ms, seed)
+    return [_row(layer.shape, s, layer.macs * spec.batch, samples[(layer.shape, s.memory_format)],
+                 others[(layer.shape, s.memory_format)]) for layer in convs for s in (spec, blocked_spec)]
 
 
 def _row(shape: str, spec: TableSpec, macs: int, samples: List[float], others: float) -> Dict[str, object]:
