@@ -488,6 +488,10 @@ def layout_section(path: str, fid: str, inventories, names) -> List[str]:
              "interleaved rounds; medians):", ""]
     for batch, shapes in sorted(by.items()):
         rows = {s: (v["contiguous"], v["blocked"]) for s, v in shapes.items() if {"contiguous", "blocked"} <= set(v)}
+        slower = sorted(s for s, (nchw, blocked) in rows.items() if blocked > nchw)
+        grouped = sum(lp.Shape.parse(s).groups > 1 for s in slower)
+        lines.append(f"- batch {batch}: {len(slower)} of {len(rows)} conv shapes ran slower already blocked than "
+                     f"as called ({grouped} of them grouped)" + (f": {', '.join(slower)}" if slower else "") + ".")
         for vid in study_pair():
             nchw, blocked = layout_share(rows, inventories[vid])
             if nchw > 0:

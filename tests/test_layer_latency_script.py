@@ -64,6 +64,8 @@ def test_the_layout_sentence_gives_the_conversions_share_of_each_variants_convol
            "75% of the convolutions' time." in lines
     assert any(line.startswith("- B at batch 1:") and "-25%" in line and "blocked layout was slower" in line
                for line in lines)
+    assert "- batch 1: 1 of 2 conv shapes ran slower already blocked than as called (1 of them grouped): " \
+           "conv k3 s1 g4 c8>8 h8." in lines
     assert ll.layout_section(str(tmp_path / "none.csv"), "me", inventories, {}) == []
 
 
