@@ -143,7 +143,8 @@ def time_layout(folder: str, batches: Sequence[int], rounds: int, block_ms: floa
     fp, fid = this_machine()
     path = os.path.join(folder, "layout.csv")
     present = {(key[1], key[5]) for key in read_keys(path)}
-    pair = {v[0]: v[2] for v in variants() if v[0] in study_pair()}
+    ids = set(study_pair())
+    pair = {v[0]: v[2] for v in variants() if v[0] in ids}
     layers = distinct_layers(list(pair.values()))
     for batch in batches:
         if (batch, fid) in present:
@@ -371,15 +372,20 @@ def docs_block(evaluation: str) -> str:
         + body.rstrip("\n") + "\n"
 
 
+EVALUATE_COMMAND = "python -m benchmarks.layer_latency evaluate"
+
+
 def replace_block(path: str, name: str, content: str) -> None:
-    """Put ``content`` between the ``<!-- name -->`` and ``<!-- /name -->`` lines of ``path``."""
+    """Put ``content`` in the generated section ``name`` of ``path`` (``bench.results.schema``'s markers)."""
+    from bench.results.schema import fill_sections
+
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    start, end = f"<!-- {name} -->\n", f"<!-- /{name} -->"
-    if start not in text or end not in text:
-        raise UserError(f"{path}: no '<!-- {name} -->' ... '<!-- /{name} -->' block to write the evaluation into")
-    head, rest = text.split(start, 1)
-    write_bytes_atomic(path, (head + start + content + end + rest.split(end, 1)[1]).encode())
+    try:
+        text = fill_sections(text, {name: content.rstrip("\n")}, command=EVALUATE_COMMAND)
+    except ValueError as e:
+        raise UserError(f"{path}: {e}") from None
+    write_bytes_atomic(path, text.encode())
 
 
 def _costs(folder: str) -> str:

@@ -70,7 +70,10 @@ def test_the_layout_sentence_gives_the_conversions_share_of_each_variants_convol
 
 
 def block(path, name):
-    return path.read_text().split(f"<!-- {name} -->\n", 1)[1].split(f"<!-- /{name} -->", 1)[0]
+    from bench.results.schema import marker
+
+    start, end = (marker(name, e, ll.EVALUATE_COMMAND) for e in (False, True))
+    return path.read_text().split(start + "\n", 1)[1].split("\n" + end, 1)[0] + "\n"
 
 
 def test_the_docs_and_the_readme_carry_the_committed_evaluation_as_evaluate_generates_them():

@@ -313,14 +313,18 @@ def generated_sections() -> Dict[str, str]:
             "profile-columns": profile_schema.markdown_table(), "image-columns": image_schema.markdown_table()}
 
 
-def marker(name: str, end: bool = False) -> str:
-    return f"<!-- generated: {name} {'end' if end else 'start'} (python -m bench.results.schema --write FILE) -->"
+WRITE_COMMAND = "python -m bench.results.schema --write FILE"
 
 
-def fill_sections(text: str, sections: Dict[str, str]) -> str:
+def marker(name: str, end: bool = False, command: str = WRITE_COMMAND) -> str:
+    """The line that opens (or closes) a generated section, naming the command that writes it."""
+    return f"<!-- generated: {name} {'end' if end else 'start'} ({command}) -->"
+
+
+def fill_sections(text: str, sections: Dict[str, str], command: str = WRITE_COMMAND) -> str:
     """``text`` with every marked section replaced by its generated table; ValueError for a missing marker."""
     for name, table in sections.items():
-        start, end = marker(name), marker(name, end=True)
+        start, end = marker(name, command=command), marker(name, end=True, command=command)
         if start not in text or end not in text:
             raise ValueError(f"no {name} section (expected the line {start!r})")
         head, rest = text.split(start, 1)
